@@ -1,0 +1,50 @@
+#include "dit/atomic_file.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <stdexcept>
+#include <system_error>
+
+namespace fs = std::filesystem;
+
+namespace ditkit {
+
+AtomicOutput::AtomicOutput(std::string final_path, bool directory)
+    : final_(std::move(final_path)), directory_(directory) {
+  fs::path p(final_);
+  std::string name = p.filename().string();
+  if (name.empty() && directory_) name = p.parent_path().filename().string();  // "frames/"
+  if (name.empty()) throw std::invalid_argument("output path '" + final_ + "' names no file");
+  fs::path folder = p.filename().empty() ? p.parent_path().parent_path() : p.parent_path();
+  if (!folder.empty() && !fs::is_directory(folder))
+    throw std::runtime_error("output path '" + final_ + "': folder '" + folder.string() + "' does not exist");
+  partial_ = (folder / ("." + name + ".part-" + std::to_string(::getpid()))).string();
+  std::error_code ec;
+  fs::remove_all(partial_, ec);  // a leftover of this pid from an earlier crash
+  if (directory_ && !fs::create_directory(partial_, ec))
+    throw std::runtime_error("cannot create folder '" + partial_ + "': " + ec.message());
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove_all(partial_, ec);
+}
+
+void AtomicOutput::commit() {
+  std::string target = final_;
+  while (target.size() > 1 && target.back() == '/') target.pop_back();
+  std::error_code ec;
+  if (directory_ && fs::exists(target, ec)) {
+    if (!fs::is_directory(target) || !fs::is_empty(target))
+      throw std::runtime_error("output '" + target + "' already exists and is not an empty folder; "
+                               "remove it or choose another name");
+    fs::remove(target, ec);
+  }
+  fs::rename(partial_, target, ec);
+  if (ec) throw std::runtime_error("cannot move '" + partial_ + "' to '" + target + "': " + ec.message());
+  committed_ = true;
+}
+
+}  // namespace ditkit

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what ditkit needs (Debian packages, LibTorch in .venv), then configures and builds.
+# Idempotent: a second run only rebuilds what changed. Sourced by gen.sh and test.sh.
+#   DITKIT_BUILD_DIR  build folder (default: build)
+#   DITKIT_JOBS       parallel compile jobs (default: number of cores)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${DITKIT_BUILD_DIR:-$ROOT/build}"
+JOBS="${DITKIT_JOBS:-$(nproc)}"
+TORCH_VERSION="2.11.0"
+
+log() { printf '\033[1m[ditkit]\033[0m %s\n' "$*" >&2; }
+
+APT_PACKAGES=(
+  cmake ninja-build pkg-config ccache python3-venv
+  libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-videoio-dev
+  libsentencepiece-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
+  googletest libgtest-dev libbenchmark-dev clang libclang-rt-14-dev
+)
+
+install_debian_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+install_libtorch() {
+  local py="$ROOT/.venv/bin/python"
+  if [ -x "$py" ] && "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    return 0
+  fi
+  log "installing torch==$TORCH_VERSION into .venv (LibTorch for the C++ build; ~3 GB with its CUDA runtime wheels)"
+  [ -x "$py" ] || python3 -m venv "$ROOT/.venv"
+  "$ROOT/.venv/bin/pip" install -q --upgrade pip
+  "$ROOT/.venv/bin/pip" install -q "torch==$TORCH_VERSION"
+}
+
+configure_and_build() {
+  export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+  export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    log "configuring into $BUILD_DIR"
+    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+  fi
+  log "building (${JOBS} jobs)"
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+}
+
+setup_start=$(date +%s)
+install_debian_packages
+install_libtorch
+configure_and_build "$@"
+log "set-up and build took $(( $(date +%s) - setup_start )) s"
