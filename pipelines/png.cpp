@@ -87,7 +87,7 @@ uint8_t predictor(int type, const uint8_t* row, const uint8_t* prev, size_t i) {
 
 // Raw scanlines, each led by its filter type byte.
 std::vector<uint8_t> filter_rows(const uint8_t* pixels, int64_t height, size_t stride) {
-  std::vector<uint8_t> out, zeros(stride, 0), candidate(stride);
+  std::vector<uint8_t> out, zeros(stride, 0), filtered(stride);
   out.reserve(height * (stride + 1));
 #if DITKIT_HAVE_ZLIB
   constexpr int kFilters = 5;  // try all, keep the one with the smallest sum of |signed bytes| (libpng's heuristic)
@@ -105,8 +105,8 @@ std::vector<uint8_t> filter_rows(const uint8_t* pixels, int64_t height, size_t s
       if (cost < best_cost) best_cost = cost, best = type;
     }
     out.push_back(static_cast<uint8_t>(best));
-    for (size_t i = 0; i < stride; ++i) candidate[i] = static_cast<uint8_t>(row[i] - predictor(best, row, prev, i));
-    out.insert(out.end(), candidate.begin(), candidate.end());
+    for (size_t i = 0; i < stride; ++i) filtered[i] = static_cast<uint8_t>(row[i] - predictor(best, row, prev, i));
+    out.insert(out.end(), filtered.begin(), filtered.end());
   }
   return out;
 }
@@ -209,6 +209,7 @@ at::Tensor decode_png(const std::vector<uint8_t>& bytes) {
     pos += len + 12;
   }
   if (width <= 0 || height <= 0) throw std::runtime_error("PNG: missing or empty IHDR");
+  if (width * height > (int64_t(1) << 28)) throw std::runtime_error("PNG: image too large");  // a corrupt IHDR
   const size_t stride = width * 3;
   std::vector<uint8_t> raw = zlib_decompress(idat, height * (stride + 1)), zeros(stride, 0);
   at::Tensor img = at::empty({height, width, 3}, at::kByte);

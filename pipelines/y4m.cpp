@@ -1,0 +1,93 @@
+#include "pipelines/y4m.h"
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "dit/atomic_file.h"
+#include "pipelines/video_writer.h"
+
+namespace ditkit {
+namespace {
+
+// BT.709 luma weights; limited range puts Y in 16..235 and Cb, Cr in 16..240.
+constexpr double kKr = 0.2126, kKb = 0.0722, kKg = 1.0 - kKr - kKb;
+constexpr double kYScale = 219.0 / 255.0, kCScale = 224.0 / 255.0;
+
+at::Tensor to_uint8(const at::Tensor& x) { return x.round().clamp(0, 255).to(at::kByte); }
+
+}  // namespace
+
+at::Tensor rgb_to_yuv444(const at::Tensor& frames) {
+  // float64 so that rounding is the same on every machine (the tests compare exact bytes).
+  auto rgb = contiguous_rgb(frames, 4, "rgb_to_yuv444").to(at::kDouble).unbind(-1);
+  at::Tensor luma = kKr * rgb[0] + kKg * rgb[1] + kKb * rgb[2];
+  at::Tensor y = 16 + kYScale * luma;
+  at::Tensor cb = 128 + kCScale * (rgb[2] - luma) / (2 * (1 - kKb));
+  at::Tensor cr = 128 + kCScale * (rgb[0] - luma) / (2 * (1 - kKr));
+  return to_uint8(at::stack({y, cb, cr}, 1));
+}
+
+at::Tensor yuv444_to_rgb(const at::Tensor& planes) {
+  if (planes.scalar_type() != at::kByte || planes.dim() != 4 || planes.size(1) != 3)
+    throw std::invalid_argument("yuv444_to_rgb: planes must be uint8 [T, 3, H, W]");
+  auto yuv = planes.to(at::kDouble).unbind(1);
+  at::Tensor luma = (yuv[0] - 16) / kYScale;
+  at::Tensor pb = (yuv[1] - 128) / kCScale, pr = (yuv[2] - 128) / kCScale;
+  at::Tensor r = luma + 2 * (1 - kKr) * pr;
+  at::Tensor b = luma + 2 * (1 - kKb) * pb;
+  at::Tensor g = (luma - kKr * r - kKb * b) / kKg;
+  return to_uint8(at::stack({r, g, b}, -1));
+}
+
+void write_y4m(const at::Tensor& frames, const std::string& path, int fps) {
+  at::Tensor video = contiguous_rgb(frames, 4, "write_y4m");
+  if (fps <= 0) throw std::invalid_argument("write_y4m: fps must be positive, got " + std::to_string(fps));
+  AtomicOutput output(path);
+  std::ofstream out(output.partial_path(), std::ios::binary);
+  out << "YUV4MPEG2 W" << video.size(2) << " H" << video.size(1) << " F" << fps
+      << ":1 Ip A1:1 C444 XCOLORRANGE=LIMITED\n";
+  for (int64_t t = 0; t < video.size(0) && out; ++t) {
+    at::Tensor planes = rgb_to_yuv444(video.narrow(0, t, 1));  // a frame at a time: float64 is 24 B/pixel
+    out << "FRAME\n";
+    out.write(reinterpret_cast<const char*>(planes.data_ptr<uint8_t>()), planes.numel());
+  }
+  out.close();
+  if (!out) throw std::runtime_error("write_y4m: cannot write '" + output.partial_path() + "'");
+  output.commit();
+}
+
+at::Tensor read_y4m(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("read_y4m: cannot open '" + path + "'");
+  auto fail = [&](const std::string& why) { return std::runtime_error("read_y4m: '" + path + "': " + why); };
+  std::string line, token;
+  std::getline(in, line);
+  std::istringstream header(line);
+  header >> token;
+  if (token != "YUV4MPEG2") throw fail("not a YUV4MPEG2 file");
+  int64_t width = 0, height = 0;
+  std::string chroma = "420jpeg", range = "LIMITED";  // the format's defaults
+  while (header >> token) {
+    if (token[0] == 'W') width = std::stoll(token.substr(1));
+    if (token[0] == 'H') height = std::stoll(token.substr(1));
+    if (token[0] == 'C') chroma = token.substr(1);
+    if (token.rfind("XCOLORRANGE=", 0) == 0) range = token.substr(12);
+  }
+  if (width <= 0 || height <= 0) throw fail("missing or bad W/H in the header");
+  if (chroma != "444" || range != "LIMITED")
+    throw fail("only C444 with limited colour range is supported, got C" + chroma + " " + range);
+  std::vector<at::Tensor> frames;
+  while (std::getline(in, line)) {
+    if (line.rfind("FRAME", 0) != 0) throw fail("expected FRAME at frame " + std::to_string(frames.size()));
+    at::Tensor planes = at::empty({1, 3, height, width}, at::kByte);
+    in.read(reinterpret_cast<char*>(planes.data_ptr<uint8_t>()), planes.numel());
+    if (in.gcount() != planes.numel()) throw fail("truncated frame " + std::to_string(frames.size()));
+    frames.push_back(yuv444_to_rgb(planes));
+  }
+  if (frames.empty()) throw fail("no frames");
+  return at::cat(frames);
+}
+
+}  // namespace ditkit
