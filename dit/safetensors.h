@@ -1,0 +1,77 @@
+// Reading and writing safetensors checkpoints as ATen tensors.
+//
+// Reading maps the file and returns CPU tensors that point into the mapping (no copy; the caller
+// may .to(device)); each tensor keeps the mapping alive, so it outlives the object it came from.
+// The mapping is private copy-on-write: writing into a loaded tensor never changes the file.
+// Errors are std::runtime_error naming the file and the problem.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dit/safetensors_header.h"
+
+namespace ditkit {
+
+// One .safetensors file, mapped and validated when constructed.
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
+  std::vector<std::string> keys() const;  // sorted
+  bool contains(const std::string& name) const;
+  // A CPU tensor over the mapped bytes; a copy only where the data is misaligned for its dtype.
+  at::Tensor get(const std::string& name) const;
+
+ private:
+  struct Mapping;
+  const SafetensorsEntry* find(const std::string& name) const;
+
+  std::string path_;
+  std::shared_ptr<Mapping> mapping_;
+  SafetensorsHeader header_;
+};
+
+// Tensors by name from one file or from a sharded checkpoint, whose `*.safetensors.index.json`
+// names the shard file of each tensor. Shards open on first use and stay open.
+class SafetensorsCheckpoint {
+ public:
+  // Every shard the index names must exist (checked now, so a broken download fails early).
+  static SafetensorsCheckpoint from_index(const std::string& index_path);
+  static SafetensorsCheckpoint from_file(const std::string& path);
+
+  const std::string& path() const { return path_; }  // the index or single file
+  // The index's "metadata" (e.g. total_size), or a single file's __metadata__.
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::vector<std::string> keys() const;  // sorted
+  bool contains(const std::string& name) const { return shard_of_.count(name) != 0; }
+  // Not const, and not safe to call from several threads at once: it may open a shard.
+  at::Tensor get(const std::string& name);
+
+ private:
+  SafetensorsCheckpoint() = default;
+
+  std::string path_;
+  std::map<std::string, std::string> metadata_;
+  std::map<std::string, std::string> shard_of_;    // tensor name -> shard path
+  std::map<std::string, SafetensorsFile> shards_;  // shard path -> opened file
+};
+
+// Opens a .safetensors file, a *.safetensors.index.json, or a model folder. A folder is searched
+// in order for diffusion_pytorch_model.safetensors, diffusion_pytorch_model.safetensors.index.json,
+// model.safetensors, model.safetensors.index.json, then a lone *.safetensors file.
+SafetensorsCheckpoint open_safetensors(const std::string& path);
+
+// Writes `tensors` (any device and layout; stored contiguous, sorted by name) and `metadata` to
+// `path` atomically: the file appears complete or not at all.
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace ditkit
