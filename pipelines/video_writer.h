@@ -18,7 +18,7 @@ struct VideoOptions {
 
 // Chooses by `path`:
 //   "x.mp4"             H.264 yuv420p (needs a build with FFmpeg; write_mp4)
-//   "x.y4m"             YUV4MPEG2, 4:4:4, BT.709 limited range (write_y4m)
+//   "x.y4m"             YUV4MPEG2, 4:4:4, BT.601 limited range (write_y4m)
 //   "dir/" or "dir"     a new folder of frame_00000.png, frame_00001.png, ...
 // Any other extension is an error, as is .mp4 in a build without FFmpeg.
 void write_video(const at::Tensor& frames, const std::string& path, const VideoOptions& options = {});

@@ -1,7 +1,8 @@
 // YUV4MPEG2 (.y4m): raw frames that FFmpeg, x264 and most players read, written with no library.
 //
-// Colour: BT.709 matrix, limited ("TV") range, 4:4:4 (no chroma subsampling), the same matrix and
-// range the .mp4 writer tags, so both outputs look alike. Header:
+// Colour: BT.601 matrix, limited ("TV") range, 4:4:4 (no chroma subsampling). The header cannot
+// name a matrix, and FFmpeg and most tools read untagged YUV as BT.601, so that is what converts
+// back to the right colours (the .mp4 writer can tag its stream, and uses BT.709). Header:
 //   YUV4MPEG2 W<w> H<h> F<fps>:1 Ip A1:1 C444 XCOLORRANGE=LIMITED
 #pragma once
 
