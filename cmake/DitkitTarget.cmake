@@ -14,6 +14,13 @@ function(ditkit_setup_target target)
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter>
     $<$<COMPILE_LANGUAGE:CUDA>:${DITKIT_CUDA_GENCODE} --expt-relaxed-constexpr -lineinfo>)
   target_precompile_headers(${target} REUSE_FROM ditkit_pch)
+  # The shared header is built -fPIC; GCC rejects it for -fPIE objects, so executables compile
+  # -fPIC too (still linked as position-independent executables, the toolchain default).
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "EXECUTABLE")
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fPIC>)
+  endif()
 endfunction()
 
 # ditkit_library(NAME SOURCES ... DEPS ...): one library per top-level folder.

@@ -87,7 +87,7 @@ uint8_t predictor(int type, const uint8_t* row, const uint8_t* prev, size_t i) {
 
 // Raw scanlines, each led by its filter type byte.
 std::vector<uint8_t> filter_rows(const uint8_t* pixels, int64_t height, size_t stride) {
-  std::vector<uint8_t> out, zeros(stride, 0), filtered(stride);
+  std::vector<uint8_t> out, zeros(stride, 0);
   out.reserve(height * (stride + 1));
 #if DITKIT_HAVE_ZLIB
   constexpr int kFilters = 5;  // try all, keep the one with the smallest sum of |signed bytes| (libpng's heuristic)
@@ -105,8 +105,7 @@ std::vector<uint8_t> filter_rows(const uint8_t* pixels, int64_t height, size_t s
       if (cost < best_cost) best_cost = cost, best = type;
     }
     out.push_back(static_cast<uint8_t>(best));
-    for (size_t i = 0; i < stride; ++i) filtered[i] = static_cast<uint8_t>(row[i] - predictor(best, row, prev, i));
-    out.insert(out.end(), filtered.begin(), filtered.end());
+    for (size_t i = 0; i < stride; ++i) out.push_back(static_cast<uint8_t>(row[i] - predictor(best, row, prev, i)));
   }
   return out;
 }
