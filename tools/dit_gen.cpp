@@ -3,7 +3,7 @@
 // The flags are the product's final ones; the generation behind them lands with the model
 // issues, and until then the program says exactly what is missing instead of pretending.
 #include <ATen/ATen.h>
-#include <ATen/Version.h>
+#include <torch/headeronly/version.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>

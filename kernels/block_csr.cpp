@@ -1,0 +1,75 @@
+#include "kernels/block_csr.h"
+
+#include <ATen/ATen.h>
+
+namespace ditkit {
+
+namespace {
+
+void check_mask(const at::Tensor& mask) {
+  TORCH_CHECK(mask.dim() == 4 && mask.scalar_type() == at::kBool, "block CSR: mask must be bool [B, H, NQ, NK], got ",
+              mask.scalar_type(), " ", mask.sizes());
+  TORCH_CHECK(mask.numel() < std::numeric_limits<int32_t>::max(), "block CSR: ", mask.numel(),
+              " blocks overflow int32 offsets");
+}
+
+}  // namespace
+
+BlockCsr mask_to_csr(const at::Tensor& mask) {
+  check_mask(mask);
+  BlockCsr csr{{}, {}, mask.size(0), mask.size(1), mask.size(2), mask.size(3)};
+  const int64_t R = csr.rows(), NK = csr.num_k_blocks;
+  auto long_opts = at::dtype(at::kLong).device(mask.device());
+  at::Tensor m = mask.reshape({R, NK});
+  at::Tensor counts = m.sum(-1);  // int64 [R]
+  at::Tensor offsets = at::zeros({R + 1}, long_opts);
+  offsets.narrow(0, 1, R).copy_(counts.cumsum(0));
+  // Kept columns first in ascending order: unkept ones sort after them as NK.
+  at::Tensor cols = at::arange(NK, long_opts).expand({R, NK});
+  at::Tensor sorted = std::get<0>(at::where(m, cols, NK).sort(-1));
+  // Scatter each row's kept prefix to its CSR position; the rest go to one spare slot at the end.
+  at::Tensor slot = at::arange(NK, long_opts).view({1, NK});
+  at::Tensor dest = at::where(slot < counts.view({R, 1}), offsets.narrow(0, 0, R).view({R, 1}) + slot, R * NK);
+  at::Tensor packed = at::zeros({R * NK + 1}, long_opts).scatter_(0, dest.reshape(-1), sorted.reshape(-1));
+  csr.row_offsets = offsets.to(at::kInt);
+  csr.col_indices = packed.narrow(0, 0, R * NK).to(at::kInt);
+  return csr;
+}
+
+at::Tensor csr_to_mask(const BlockCsr& csr) {
+  const int64_t R = csr.rows(), NK = csr.num_k_blocks;
+  auto long_opts = at::dtype(at::kLong).device(csr.row_offsets.device());
+  const int64_t capacity = csr.col_indices.numel();
+  at::Tensor entry = at::arange(capacity, long_opts);
+  at::Tensor offsets = csr.row_offsets.to(at::kLong);
+  // Row of each entry: the last offset <= entry.
+  at::Tensor row = at::searchsorted(offsets, entry, /*out_int32=*/false, /*right=*/true) - 1;
+  at::Tensor valid = entry < offsets.narrow(0, R, 1);
+  at::Tensor flat = at::where(valid, row * NK + csr.col_indices.to(at::kLong), R * NK);
+  at::Tensor mask = at::zeros({R * NK + 1}, long_opts.dtype(at::kBool)).index_fill_(0, flat, true);
+  return mask.narrow(0, 0, R * NK).view({csr.batch, csr.heads, csr.num_q_blocks, NK});
+}
+
+BlockCsr mask_to_csr_reference(const at::Tensor& mask_in) {
+  check_mask(mask_in);
+  at::Tensor mask = mask_in.to(at::kCPU).contiguous();
+  BlockCsr csr{{}, {}, mask.size(0), mask.size(1), mask.size(2), mask.size(3)};
+  const int64_t R = csr.rows(), NK = csr.num_k_blocks;
+  const bool* m = mask.data_ptr<bool>();
+  std::vector<int32_t> offsets{0}, cols;
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t j = 0; j < NK; ++j)
+      if (m[r * NK + j]) cols.push_back(static_cast<int32_t>(j));
+    offsets.push_back(static_cast<int32_t>(cols.size()));
+  }
+  csr.row_offsets = at::tensor(offsets, at::kInt);
+  csr.col_indices = at::tensor(cols, at::kInt).reshape({static_cast<int64_t>(cols.size())});
+  return csr;
+}
+
+at::Tensor csr_block_density(const BlockCsr& csr) {
+  double total = static_cast<double>(csr.rows() * csr.num_k_blocks);
+  return csr.row_offsets.narrow(0, csr.rows(), 1).squeeze(0).to(at::kFloat) / std::max(total, 1.0);
+}
+
+}  // namespace ditkit

@@ -1,0 +1,31 @@
+// Exact softmax attention restricted to the key blocks a BlockCsr lists per query block.
+// Non-causal; queries and keys share one token sequence of length S (self-attention).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "kernels/block_csr.h"
+
+namespace ditkit {
+
+struct AttentionOutput {
+  at::Tensor out;  // [B, S, H, D], q's dtype; rows with no blocks are zeros
+  at::Tensor lse;  // float32 [B, H, S], natural-log sum of exp of the scaled scores; -inf for empty rows
+};
+
+struct BlockShape {
+  int64_t q_block = 128, k_block = 64;
+};
+
+// q, k, v [B, S, H, D] (strided views are fine). scale <= 0 means 1/sqrt(D).
+// Today's implementation on every device: dense scores masked by the block map, one head at a
+// time, in fp32 (no host synchronisation). The Hopper kernel ([kernel]) replaces it on the GPU.
+AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
+
+// The oracle: per (batch, head, query block) it gathers exactly the listed key tokens and runs
+// softmax attention over them in fp64 on the CPU.
+AttentionOutput block_sparse_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
+
+}  // namespace ditkit

@@ -1,0 +1,65 @@
+#include "kernels/token_permute.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+namespace ditkit {
+
+namespace {
+
+void check_permute_args(const at::Tensor& x, const at::Tensor& perm) {
+  TORCH_CHECK(x.dim() == 4, "permute_tokens: x must be [B, S, H, D], got ", x.sizes());
+  TORCH_CHECK(perm.scalar_type() == at::kLong, "permute_tokens: permutation must be int64");
+  TORCH_CHECK((perm.dim() == 1 && perm.size(0) == x.size(1)) ||
+                  (perm.dim() == 2 && perm.size(0) == x.size(2) && perm.size(1) == x.size(1)),
+              "permute_tokens: permutation ", perm.sizes(), " fits neither [S] nor [H, S] for x ", x.sizes());
+}
+
+}  // namespace
+
+at::Tensor axis_order_permutation(int64_t frames, int64_t height, int64_t width, const std::string& order,
+                                  at::Device device) {
+  std::string sorted = order;
+  std::sort(sorted.begin(), sorted.end());
+  TORCH_CHECK(order.size() == 3 && sorted == "fhw", "axis order '", order,
+              "' must list each of f, h, w once (e.g. fhw, hwf, wfh)");
+  TORCH_CHECK(frames > 0 && height > 0 && width > 0, "axis_order_permutation: grid ", frames, "x", height, "x",
+              width, " must be positive");
+  auto axis = [](char c) { return c == 'f' ? 0 : c == 'h' ? 1 : 2; };
+  return at::arange(frames * height * width, at::dtype(at::kLong).device(device))
+      .view({frames, height, width})
+      .permute({axis(order[0]), axis(order[1]), axis(order[2])})
+      .reshape(-1);
+}
+
+at::Tensor invert_permutation(const at::Tensor& perm) {
+  at::Tensor positions = at::arange(perm.size(-1), perm.options()).expand(perm.sizes());
+  return at::empty_like(perm).scatter_(-1, perm, positions);
+}
+
+at::Tensor permute_tokens(const at::Tensor& x, const at::Tensor& perm) {
+  check_permute_args(x, perm);
+  if (perm.dim() == 1) return x.index_select(1, perm);
+  // [H, S] -> index [B, S, H, D] for gather along S.
+  at::Tensor index = perm.t().unsqueeze(0).unsqueeze(-1).expand(x.sizes());
+  return x.gather(1, index);
+}
+
+at::Tensor permute_tokens_reference(const at::Tensor& x_in, const at::Tensor& perm_in) {
+  check_permute_args(x_in, perm_in);
+  at::Tensor x = x_in.to(at::kCPU).contiguous();
+  at::Tensor perm = perm_in.to(at::kCPU).contiguous();
+  at::Tensor out = at::empty_like(x);
+  const int64_t B = x.size(0), S = x.size(1), H = x.size(2);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t h = 0; h < H; ++h) {
+        int64_t src = perm.dim() == 1 ? perm[i].item<int64_t>() : perm[h][i].item<int64_t>();
+        TORCH_CHECK(src >= 0 && src < S, "permute_tokens: index ", src, " out of range [0, ", S, ")");
+        out[b][i][h].copy_(x[b][src][h]);
+      }
+  return out;
+}
+
+}  // namespace ditkit

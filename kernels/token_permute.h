@@ -1,0 +1,27 @@
+// Token reordering: the layout transforms that make a sparse pattern block-dense (temporal heads
+// go frame-major -> position-major; PARO picks one of the six orders of the F, H, W axes).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace ditkit {
+
+// A permutation of S = F·H·W frame-major tokens that lists them in `order`, a string of the
+// letters f, h, w from the outermost axis to the innermost: "fhw" is the identity, "hwf" puts
+// the frames of one position next to each other. permuted[i] = original[perm[i]]. int64 [S].
+at::Tensor axis_order_permutation(int64_t frames, int64_t height, int64_t width, const std::string& order,
+                                  at::Device device = at::kCPU);
+
+// inverse[perm[i]] = i, for [S] or per-head [H, S] permutations.
+at::Tensor invert_permutation(const at::Tensor& perm);
+
+// x [B, S, H, D] -> x reordered along S by perm ([S], shared by all heads, or [H, S], one per
+// head): out[b, i, h] = x[b, perm[h][i], h]. Applying invert_permutation(perm) undoes it.
+at::Tensor permute_tokens(const at::Tensor& x, const at::Tensor& perm);
+
+// The oracle: loops on the CPU.
+at::Tensor permute_tokens_reference(const at::Tensor& x, const at::Tensor& perm);
+
+}  // namespace ditkit

@@ -1,0 +1,37 @@
+// The one interface every acceleration method implements. A method is chosen per layer and step
+// by a recipe (sparse/recipe.h); plan() decides what to compute, run() computes it, and a plan
+// may be kept and run again at later steps.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sparse/plan.h"
+#include "sparse/recipe.h"
+
+namespace ditkit {
+
+class AttentionMethod {
+ public:
+  virtual ~AttentionMethod() = default;
+  virtual std::string name() const = 0;
+
+  // q, k [B, S, H, D] (strided views); nothing here synchronises with the host.
+  virtual Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) = 0;
+
+  // Attention output [B, S, H, D] and lse [B, H, S] in the original token order.
+  virtual AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) {
+    return execute_plan(q, k, v, plan);
+  }
+};
+
+// The methods a recipe can name, with their parameters (what the recipe parser validates against).
+const std::vector<MethodSpec>& attention_method_specs();
+
+// A method configured from one recipe rule (its parameters already validated and filled in).
+std::unique_ptr<AttentionMethod> make_attention_method(const RecipeRule& rule);
+
+}  // namespace ditkit

@@ -1,0 +1,49 @@
+// The plan an AttentionMethod builds and runs: which key blocks each query block attends to,
+// in which token order, plus what later methods attach (head classes, linear-branch blocks).
+// Plain tensors on the device, built without host synchronisation; a plan can be kept and run
+// again at later steps (FlashInfer's plan()/run() split).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "kernels/block_csr.h"
+#include "kernels/block_sparse_attention.h"
+
+namespace ditkit {
+
+// The latent token grid after patching: S = frames·height·width tokens, frame-major.
+struct LatentGrid {
+  int64_t frames = 0, height = 0, width = 0;
+  int64_t tokens() const { return frames * height * width; }
+};
+
+// Where in the model and the sampling run an attention call happens.
+struct AttentionContext {
+  int layer = 0;
+  int step = 0;
+  int num_steps = 1;
+  double timestep = 0.0;
+  LatentGrid grid;
+  int64_t text_length = 0;
+};
+
+struct Plan {
+  bool dense = false;  // full attention: no block map
+  BlockShape blocks;   // query and key block sizes of `csr`
+  BlockCsr csr;        // per (batch, head, query block) key blocks, over the permuted tokens
+  at::Tensor permutation;          // optional int64 [S] or [H, S]: run() attends over x[perm]
+  at::Tensor inverse_permutation;  // present exactly when `permutation` is
+  at::Tensor head_class;           // optional int8 [H], method-defined (e.g. spatial / temporal)
+  BlockCsr linear_blocks;          // optional: blocks a linear branch covers (sparse-linear hybrid)
+
+  // Kept share of the key blocks averaged over rows: a float32 device scalar (1 for dense).
+  at::Tensor density(at::Device device) const;
+};
+
+// Runs a plan: permute q, k, v if the plan says so, block-sparse (or dense) attention, restore
+// the original token order. Every method's default run().
+AttentionOutput execute_plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan);
+
+}  // namespace ditkit

@@ -1,0 +1,22 @@
+#include "sparse/recipe_attention.h"
+
+#include <ATen/ATen.h>
+
+namespace ditkit {
+
+RecipeAttention::RecipeAttention(Recipe recipe) : recipe_(std::move(recipe)) {
+  for (const RecipeRule& rule : recipe_.rules) methods_.push_back(make_attention_method(rule));
+}
+
+AttentionMethod& RecipeAttention::method_for(const AttentionContext& ctx) {
+  const RecipeRule& rule = recipe_.rule_for(ctx.layer, ctx.step, ctx.num_steps);
+  return *methods_[static_cast<size_t>(&rule - recipe_.rules.data())];
+}
+
+AttentionOutput RecipeAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         const AttentionContext& ctx) {
+  AttentionMethod& method = method_for(ctx);
+  return method.run(q, k, v, method.plan(q, k, ctx));
+}
+
+}  // namespace ditkit

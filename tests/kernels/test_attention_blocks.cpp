@@ -1,0 +1,221 @@
+// The planning and attention building blocks against their CPU references, on awkward shapes;
+// the *Cuda tests run the same comparisons on the GPU (and skip where there is none).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/block_csr.h"
+#include "kernels/block_pool.h"
+#include "kernels/block_scores.h"
+#include "kernels/block_select.h"
+#include "kernels/block_sparse_attention.h"
+#include "kernels/dense_attention.h"
+#include "kernels/linear_attention.h"
+#include "kernels/token_permute.h"
+
+namespace ditkit {
+namespace {
+
+bool close(const at::Tensor& a, const at::Tensor& b, double tol) {
+  return at::allclose(a.to(at::kCPU, at::kDouble), b.to(at::kCPU, at::kDouble), tol, tol);
+}
+
+// Softmax attention under a token mask [B, H, S, S], written directly in fp64: what block-sparse
+// attention must equal. Fully masked rows give zeros and lse = -inf.
+AttentionOutput masked_dense(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+  at::Tensor qd = q.to(at::kDouble).transpose(1, 2), kd = k.to(at::kDouble).transpose(1, 2),
+             vd = v.to(at::kDouble).transpose(1, 2);
+  at::Tensor s = at::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(3)));
+  s.masked_fill_(mask.logical_not(), -INFINITY);
+  at::Tensor lse = at::logsumexp(s, -1, true);
+  at::Tensor p = at::exp(s - lse).nan_to_num_(0.0);
+  return {at::matmul(p, vd).transpose(1, 2), lse.squeeze(-1)};
+}
+
+at::Tensor token_mask_of(const at::Tensor& block_mask, int64_t S, BlockShape bs) {
+  return block_mask.repeat_interleave(bs.q_block, 2).narrow(2, 0, S).repeat_interleave(bs.k_block, 3).narrow(3, 0, S);
+}
+
+// A random block map with some empty rows and some full rows.
+at::Tensor random_block_mask(int64_t B, int64_t H, int64_t NQ, int64_t NK, double p, at::Device device = at::kCPU) {
+  at::Tensor m = at::rand({B, H, NQ, NK}) < p;
+  m.select(2, 0).select(1, 0).fill_(false);  // an empty row
+  if (NQ > 1) m.select(2, NQ - 1).fill_(true);  // full rows, including the partial last query block
+  return m.to(device);
+}
+
+struct AttnShape {
+  int64_t B, S, H, D;
+  BlockShape blocks;
+};
+// Partial last blocks, one block, S smaller than one block, B>1, H>1, head dim 64 and 128.
+const AttnShape kAttnShapes[] = {{1, 100, 1, 64, {128, 64}},  {2, 300, 3, 64, {128, 64}}, {1, 256, 2, 128, {128, 128}},
+                                 {2, 389, 2, 128, {128, 64}}, {1, 128, 1, 64, {128, 64}}};
+
+TEST(BlockScores, MatchesReference) {
+  at::Tensor qp = at::randn({2, 3, 4, 16}), kp = at::randn({2, 5, 4, 16});
+  EXPECT_TRUE(close(block_scores(qp, kp, 0.25), block_scores_reference(qp, kp, 0.25), 1e-5));
+}
+
+TEST(BlockSelect, TopkKeepsExactlyKPerRowAndMatchesReference) {
+  BlockGeometry g{1000, 128, 64};  // 8 x 16 blocks, partial last blocks
+  at::Tensor scores = at::randn({2, 3, g.num_q_blocks(), g.num_k_blocks()});
+  for (bool diag : {false, true}) {
+    BlockSelection sel{5, 0.0, diag, diag ? 1 : 0};
+    at::Tensor m = select_blocks(scores, g, sel);
+    EXPECT_TRUE(m.sum(-1).eq(5).all().item<bool>());
+    EXPECT_TRUE(at::equal(m, select_blocks_reference(scores, g, sel)));
+    if (diag) {
+      EXPECT_TRUE((m | forced_blocks(g, sel, at::kCPU).logical_not()).all().item<bool>());
+    }
+  }
+  // k beyond the row keeps every block.
+  EXPECT_TRUE(select_blocks(scores, g, {100, 0.0, false, 0}).all().item<bool>());
+}
+
+TEST(BlockSelect, DiagonalCoversTheQueryBlocksOwnTokens) {
+  BlockGeometry g{300, 128, 64};  // query block 1 = tokens 128..255 = key blocks 2, 3
+  at::Tensor f = forced_blocks(g, {1, 0.0, true, 0}, at::kCPU);
+  EXPECT_TRUE(at::equal(f[1], at::tensor({0, 0, 1, 1, 0}).to(at::kBool)));
+  EXPECT_TRUE(at::equal(f[2], at::tensor({0, 0, 0, 0, 1}).to(at::kBool)));
+}
+
+TEST(BlockSelect, MassMatchesReferenceAndFullMassKeepsAll) {
+  BlockGeometry g{700, 128, 64};
+  at::Tensor scores = at::randn({1, 2, g.num_q_blocks(), g.num_k_blocks()}) * 3;
+  for (double mass : {0.3, 0.8, 0.95}) {
+    BlockSelection sel{0, mass, true, 0};
+    EXPECT_TRUE(at::equal(select_blocks(scores, g, sel), select_blocks_reference(scores, g, sel))) << mass;
+  }
+  EXPECT_TRUE(select_blocks(scores, g, {0, 1.0, false, 0}).all().item<bool>());
+}
+
+TEST(BlockCsr, MatchesReferenceAndRoundTrips) {
+  at::Tensor m = random_block_mask(2, 3, 5, 7, 0.4);
+  BlockCsr got = mask_to_csr(m), want = mask_to_csr_reference(m);
+  ASSERT_TRUE(at::equal(got.row_offsets, want.row_offsets));
+  int64_t nnz = want.col_indices.numel();
+  EXPECT_TRUE(at::equal(got.col_indices.narrow(0, 0, nnz), want.col_indices));
+  EXPECT_TRUE(at::equal(csr_to_mask(got), m));
+  EXPECT_TRUE(at::equal(csr_to_mask(want), m));
+  EXPECT_NEAR(csr_block_density(got).item<float>(), m.to(at::kFloat).mean().item<float>(), 1e-6);
+}
+
+TEST(TokenPermute, AxisOrderPutsFramesOfOnePositionTogether) {
+  const int64_t F = 3, H = 2, W = 4;
+  EXPECT_TRUE(at::equal(axis_order_permutation(F, H, W, "fhw"), at::arange(F * H * W)));
+  at::Tensor perm = axis_order_permutation(F, H, W, "hwf");
+  for (int64_t f = 0; f < F; ++f)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        EXPECT_EQ(perm[(y * W + x) * F + f].item<int64_t>(), f * H * W + y * W + x);
+  EXPECT_THROW(axis_order_permutation(F, H, W, "ffw"), c10::Error);
+}
+
+TEST(TokenPermute, InverseRestoresAndMatchesReference) {
+  at::Tensor x = at::randn({2, 60, 3, 8});
+  for (at::Tensor perm : {axis_order_permutation(3, 4, 5, "whf"), at::stack({at::randperm(60), at::randperm(60),
+                                                                             at::randperm(60)})}) {
+    at::Tensor y = permute_tokens(x, perm);
+    EXPECT_TRUE(at::equal(y, permute_tokens_reference(x, perm)));
+    EXPECT_TRUE(at::equal(permute_tokens(y, invert_permutation(perm)), x));
+  }
+}
+
+TEST(BlockSparseAttention, ReferenceEqualsMaskedDenseOnAwkwardShapes) {
+  for (const AttnShape& s : kAttnShapes) {
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}), k = at::randn({s.B, s.S, s.H, s.D}),
+               v = at::randn({s.B, s.S, s.H, s.D});
+    const int64_t NQ = (s.S + s.blocks.q_block - 1) / s.blocks.q_block, NK = (s.S + s.blocks.k_block - 1) / s.blocks.k_block;
+    at::Tensor mask = random_block_mask(s.B, s.H, NQ, NK, 0.5);
+    AttentionOutput want = masked_dense(q, k, v, token_mask_of(mask, s.S, s.blocks));
+    AttentionOutput ref = block_sparse_attention_reference(q, k, v, mask_to_csr(mask), s.blocks);
+    AttentionOutput got = block_sparse_attention(q, k, v, mask_to_csr(mask), s.blocks);
+    EXPECT_TRUE(close(ref.out, want.out, 1e-5)) << "S=" << s.S << " D=" << s.D;
+    EXPECT_TRUE(close(got.out, want.out, 1e-4)) << "S=" << s.S << " D=" << s.D;
+    // lse: equal where finite, -inf exactly on the empty rows.
+    EXPECT_TRUE(at::equal(ref.lse.isinf(), want.lse.isinf()));
+    EXPECT_TRUE(at::equal(got.lse.isinf(), want.lse.isinf()));
+    at::Tensor finite = want.lse.isfinite();
+    EXPECT_TRUE(close(ref.lse.masked_select(finite), want.lse.masked_select(finite), 1e-5));
+    EXPECT_TRUE(close(got.lse.masked_select(finite), want.lse.masked_select(finite), 1e-4));
+  }
+}
+
+TEST(BlockSparseAttention, StridedViewsAndBadMapsAreHandled) {
+  at::Tensor base = at::randn({3, 1, 2, 200, 64});  // q, k, v as [B, H, S, D] storage
+  at::Tensor q = base[0].transpose(1, 2), k = base[1].transpose(1, 2), v = base[2].transpose(1, 2);
+  BlockCsr full = mask_to_csr(at::ones({1, 2, 2, 4}, at::kBool));
+  EXPECT_TRUE(close(block_sparse_attention(q, k, v, full, {128, 64}).out, dense_attention(q, k, v).out, 1e-5));
+  EXPECT_THROW(block_sparse_attention(q, k, v, full, {128, 128}), c10::Error);  // map made for 64-token key blocks
+}
+
+TEST(DenseAttention, MatchesReferenceOnCpu) {
+  for (const AttnShape& s : kAttnShapes) {
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}), k = at::randn({s.B, s.S, s.H, s.D}),
+               v = at::randn({s.B, s.S, s.H, s.D});
+    AttentionOutput got = dense_attention(q, k, v);
+    AttentionOutput want = masked_dense(q, k, v, at::ones({s.B, s.H, s.S, s.S}, at::kBool));
+    EXPECT_TRUE(close(got.out, want.out, 1e-4));
+    EXPECT_TRUE(close(got.lse, want.lse, 1e-4));
+  }
+}
+
+TEST(LinearAttention, MatchesReference) {
+  at::Tensor q = at::randn({2, 37, 3, 16}), k = at::randn({2, 37, 3, 16}), v = at::randn({2, 37, 3, 16});
+  EXPECT_TRUE(close(linear_attention(q, k, v), linear_attention_reference(q, k, v), 1e-5));
+}
+
+// ---- the GPU versions against the CPU references (run on the device) -------------------------
+
+#define SKIP_WITHOUT_CUDA() \
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device"
+
+TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
+  SKIP_WITHOUT_CUDA();
+  at::Tensor qp = at::randn({2, 8, 3, 64}), kp = at::randn({2, 16, 3, 64});
+  EXPECT_TRUE(close(block_scores(qp.cuda(), kp.cuda(), 0.125), block_scores_reference(qp, kp, 0.125), 1e-4));
+  BlockGeometry g{1000, 128, 64};
+  at::Tensor scores = at::randn({2, 3, 8, 16});
+  for (BlockSelection sel : {BlockSelection{5, 0.0, true, 1}, BlockSelection{0, 0.9, true, 0}})
+    EXPECT_TRUE(at::equal(select_blocks(scores.cuda(), g, sel).cpu(), select_blocks_reference(scores, g, sel)));
+  at::Tensor m = random_block_mask(2, 3, 5, 7, 0.4);
+  BlockCsr got = mask_to_csr(m.cuda()), want = mask_to_csr_reference(m);
+  EXPECT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets));
+  EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
+  EXPECT_TRUE(at::equal(csr_to_mask(got).cpu(), m));
+  at::Tensor x = at::randn({2, 60, 3, 8});
+  at::Tensor perm = at::stack({at::randperm(60), at::randperm(60), at::randperm(60)});
+  EXPECT_TRUE(at::equal(permute_tokens(x.cuda(), perm.cuda()).cpu(), permute_tokens_reference(x, perm)));
+  EXPECT_TRUE(at::equal(invert_permutation(perm.cuda()).cpu(), invert_permutation(perm)));
+}
+
+TEST(AttentionBlocksCuda, AttentionMatchesReferences) {
+  SKIP_WITHOUT_CUDA();
+  for (const AttnShape& s : kAttnShapes) {
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}), k = at::randn({s.B, s.S, s.H, s.D}),
+               v = at::randn({s.B, s.S, s.H, s.D});
+    const int64_t NQ = (s.S + s.blocks.q_block - 1) / s.blocks.q_block, NK = (s.S + s.blocks.k_block - 1) / s.blocks.k_block;
+    at::Tensor mask = random_block_mask(s.B, s.H, NQ, NK, 0.5);
+    AttentionOutput want = block_sparse_attention_reference(q, k, v, mask_to_csr(mask), s.blocks);
+    AttentionOutput got = block_sparse_attention(q.cuda(), k.cuda(), v.cuda(), mask_to_csr(mask.cuda()), s.blocks);
+    EXPECT_TRUE(close(got.out, want.out, 2e-3)) << "S=" << s.S << " D=" << s.D;
+    EXPECT_TRUE(at::equal(got.lse.cpu().isinf(), want.lse.isinf()));
+    // Dense: cuDNN in bf16 (a bf16 tolerance) and the efficient kernel in fp32.
+    AttentionOutput dense_ref = masked_dense(q, k, v, at::ones({s.B, s.H, s.S, s.S}, at::kBool));
+    at::Tensor qb = q.cuda().to(at::kBFloat16), kb = k.cuda().to(at::kBFloat16), vb = v.cuda().to(at::kBFloat16);
+    EXPECT_STREQ(dense_attention_backend(qb), "cudnn");
+    AttentionOutput cudnn = dense_attention(qb, kb, vb);
+    EXPECT_TRUE(close(cudnn.out, dense_ref.out, 3e-2)) << "cudnn S=" << s.S << " D=" << s.D;
+    EXPECT_TRUE(close(cudnn.lse, dense_ref.lse, 3e-2));
+    AttentionOutput eff = dense_attention(q.cuda(), k.cuda(), v.cuda());
+    EXPECT_TRUE(close(eff.out, dense_ref.out, 2e-3));
+    EXPECT_TRUE(close(eff.lse, dense_ref.lse, 2e-3));
+  }
+  at::Tensor q = at::randn({2, 37, 3, 16}), k = at::randn({2, 37, 3, 16}), v = at::randn({2, 37, 3, 16});
+  EXPECT_TRUE(close(linear_attention(q.cuda(), k.cuda(), v.cuda()), linear_attention_reference(q, k, v), 1e-4));
+}
+
+}  // namespace
+}  // namespace ditkit
