@@ -21,9 +21,10 @@ void check_select_args(const at::Tensor& scores, const BlockGeometry& g, const B
 
 // Token count of each key block: all k_block but a partial last one.
 at::Tensor key_block_sizes(const BlockGeometry& g, at::Device device) {
-  at::Tensor n = at::full({g.num_k_blocks()}, static_cast<double>(g.k_block), at::dtype(at::kDouble));
-  if (g.tokens % g.k_block) n[-1] = static_cast<double>(g.tokens % g.k_block);
-  return n.to(device);
+  // Built on the device: a host-to-device copy would synchronise (and break graph capture).
+  at::Tensor n = at::full({g.num_k_blocks()}, static_cast<double>(g.k_block), at::dtype(at::kDouble).device(device));
+  if (g.tokens % g.k_block) n.narrow(0, g.num_k_blocks() - 1, 1).fill_(static_cast<double>(g.tokens % g.k_block));
+  return n;
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
 
   step "configure"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_BENCH=OFF \
+    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF \
     -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" || exit 1
   step "build"
   cmake --build "$BUILD" -j "$(nproc)" || exit 1

@@ -3,6 +3,13 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
+
 #include "kernels/block_sparse_attention.h"
 #include "kernels/dense_attention.h"
 #include "kernels/token_permute.h"
@@ -129,6 +136,36 @@ TEST(MethodsCuda, AtDensityOneEveryMethodEqualsDenseOnTheGpu) {
     EXPECT_TRUE(close(got.out, dense.out, 2e-3)) << recipe;
   }
 }
+
+
+#if DITKIT_HAVE_CUDA
+// Capturing into a CUDA graph fails on any host synchronisation (.item(), nonzero, a blocking
+// copy), so a plan() that captures cleanly never stalls the host.
+TEST(MethodsCuda, PlansBuildWithoutHostSynchronisation) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  Qkv x = random_qkv(1, kGrid.tokens(), 2, 64, at::kCUDA);
+  for (std::string recipe : {"topk:k=2", "topk:mass=0.5:first=1", "window3d:t=1:h=2:w=2"}) {
+    auto m = method(recipe);
+    m->plan(x.q, x.k, context());  // warm-up: allocator pools, cached masks
+    at::cuda::CUDAStream stream = at::cuda::getStreamFromPool();
+    c10::cuda::CUDAStreamGuard guard(stream);
+    at::cuda::CUDAGraph graph;
+    std::string error;
+    graph.capture_begin();
+    try {
+      m->plan(x.q, x.k, context());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    try {
+      graph.capture_end();
+    } catch (const std::exception& e) {
+      error += e.what();
+    }
+    EXPECT_EQ(error, "") << recipe;
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace ditkit

@@ -1,0 +1,104 @@
+// Plan-building cost on the GPU against dense cuDNN attention, measured in one run:
+//   plan_cost [--tokens S] [--heads H] [--density P] [--out results.jsonl]
+// Times topk plans (pool q/k, score blocks, select, build the CSR) with 128x64 blocks at the
+// Wan2.1-1.3B shape and writes one JSON line per case (bench/results/ format).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "kernels/dense_attention.h"
+#include "sparse/attention_method.h"
+
+namespace {
+
+// Median over `iters` timed runs after `warmup`, with CUDA events around each run.
+double median_ms(const std::function<void()>& fn, int warmup = 5, int iters = 20) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<double> ms;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  for (int i = 0; i < iters; ++i) {
+    cudaEventRecord(start, stream);
+    fn();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float t = 0;
+    cudaEventElapsedTime(&t, start, stop);
+    ms.push_back(t);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+std::string today() {
+  char buf[16];
+  std::time_t now = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t S = 32760, H = 12, D = 128;
+  double density = 0.10;
+  std::string out_path = "plan_cost.jsonl", commit = "unknown";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--tokens") S = std::stoll(argv[i + 1]);
+    else if (flag == "--heads") H = std::stoll(argv[i + 1]);
+    else if (flag == "--density") density = std::stod(argv[i + 1]);
+    else if (flag == "--out") out_path = argv[i + 1];
+    else if (flag == "--commit") commit = argv[i + 1];
+    else {
+      std::fprintf(stderr, "plan_cost: unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!at::hasCUDA()) {
+    std::fprintf(stderr, "plan_cost: needs a CUDA GPU\n");
+    return 2;
+  }
+  const std::string device = at::cuda::getCurrentDeviceProperties()->name;
+  auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+  at::Tensor q = at::randn({1, S, H, D}, opts), k = at::randn({1, S, H, D}, opts), v = at::randn({1, S, H, D}, opts);
+
+  const double dense_ms = median_ms([&] { ditkit::dense_attention(q, k, v); });
+  const int64_t NK = (S + 63) / 64;
+  const int64_t top_k = std::max<int64_t>(1, static_cast<int64_t>(density * NK + 0.5));
+  std::ofstream out(out_path, std::ios::app);
+  char shape[64];
+  std::snprintf(shape, sizeof shape, "1x%lldx%lldx%lld", static_cast<long long>(H), static_cast<long long>(S),
+                static_cast<long long>(D));
+  ditkit::AttentionContext ctx;
+  for (std::string recipe : {"topk:k=" + std::to_string(top_k) + ":diag=1", std::string("topk:mass=0.9:diag=1")}) {
+    auto method = ditkit::make_attention_method(ditkit::parse_recipe(recipe, ditkit::attention_method_specs()).rules[0]);
+    const double plan_ms = median_ms([&] { method->plan(q, k, ctx); });
+    ditkit::Plan plan = method->plan(q, k, ctx);
+    const double kept = plan.density(q.device()).item<float>();
+    char line[768];
+    std::snprintf(line, sizeof line,
+                  "{\"bench\": \"plan\", \"device\": \"%s\", \"date\": \"%s\", \"commit\": \"%s\", "
+                  "\"case\": \"%s 128x64 blocks %s (kept %.3f)\", \"impl\": \"ditkit-plan\", \"value\": %.4f, "
+                  "\"unit\": \"ms\", \"baseline_impl\": \"cudnn-dense\", \"baseline_value\": %.4f, \"ratio\": %.2f, "
+                  "\"share_of_dense\": %.4f}",
+                  device.c_str(), today().c_str(), commit.c_str(), shape, recipe.c_str(), kept, plan_ms, dense_ms,
+                  dense_ms / plan_ms, plan_ms / dense_ms);
+    std::puts(line);
+    out << line << "\n";
+  }
+  return 0;
+}
