@@ -8,6 +8,7 @@
 #include <fstream>
 #include <vector>
 
+#include "dit/atomic_file.h"
 #include "ditkit_config.h"
 #include "dit/safetensors.h"
 #include "pipelines/video_writer.h"
@@ -83,7 +84,7 @@ void write_bench(benchmark::State& state, const std::string& name) {
   for (auto _ : state) {
     ditkit::write_video(frames, path);
     state.PauseTiming();
-    fs::remove_all(path);
+    ditkit::remove_tree(path);
     state.ResumeTiming();
   }
   state.counters["frames/s"] = benchmark::Counter(static_cast<double>(state.iterations() * frames.size(0)),
@@ -105,6 +106,6 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
-  fs::remove_all(bench_dir());
+  ditkit::remove_tree(bench_dir().string());
   return 0;
 }

@@ -1,6 +1,9 @@
 #include "dit/atomic_file.h"
 
+#include <ftw.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <filesystem>
 #include <stdexcept>
@@ -9,6 +12,13 @@
 namespace fs = std::filesystem;
 
 namespace ditkit {
+
+void remove_tree(const std::string& path) {
+  // Depth-first, without following symlinks: children go before their folder.
+  ::nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return std::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
 
 AtomicOutput::AtomicOutput(std::string final_path, bool directory)
     : final_(std::move(final_path)), directory_(directory) {
@@ -20,16 +30,15 @@ AtomicOutput::AtomicOutput(std::string final_path, bool directory)
   if (!folder.empty() && !fs::is_directory(folder))
     throw std::runtime_error("output path '" + final_ + "': folder '" + folder.string() + "' does not exist");
   partial_ = (folder / ("." + name + ".part-" + std::to_string(::getpid()))).string();
+  remove_tree(partial_);  // a leftover of this pid from an earlier crash
   std::error_code ec;
-  fs::remove_all(partial_, ec);  // a leftover of this pid from an earlier crash
   if (directory_ && !fs::create_directory(partial_, ec))
     throw std::runtime_error("cannot create folder '" + partial_ + "': " + ec.message());
 }
 
 AtomicOutput::~AtomicOutput() {
   if (committed_) return;
-  std::error_code ec;
-  fs::remove_all(partial_, ec);
+  remove_tree(partial_);
 }
 
 void AtomicOutput::commit() {

@@ -24,15 +24,24 @@ BlockCsr mask_to_csr(const at::Tensor& mask) {
   at::Tensor counts = m.sum(-1);  // int64 [R]
   at::Tensor offsets = at::zeros({R + 1}, long_opts);
   offsets.narrow(0, 1, R).copy_(counts.cumsum(0));
-  // Kept columns first in ascending order: unkept ones sort after them as NK.
+  // Each kept column goes to its row's offset plus the number of kept columns before it (a
+  // running count, so columns stay ascending with no sort); the rest go to one spare slot.
+  at::Tensor rank = m.cumsum(-1) - 1;
+  at::Tensor dest = at::where(m, offsets.narrow(0, 0, R).view({R, 1}) + rank, R * NK);
   at::Tensor cols = at::arange(NK, long_opts).expand({R, NK});
-  at::Tensor sorted = std::get<0>(at::where(m, cols, NK).sort(-1));
-  // Scatter each row's kept prefix to its CSR position; the rest go to one spare slot at the end.
-  at::Tensor slot = at::arange(NK, long_opts).view({1, NK});
-  at::Tensor dest = at::where(slot < counts.view({R, 1}), offsets.narrow(0, 0, R).view({R, 1}) + slot, R * NK);
-  at::Tensor packed = at::zeros({R * NK + 1}, long_opts).scatter_(0, dest.reshape(-1), sorted.reshape(-1));
+  at::Tensor packed = at::zeros({R * NK + 1}, long_opts).scatter_(0, dest.reshape(-1), cols.reshape(-1));
   csr.row_offsets = offsets.to(at::kInt);
   csr.col_indices = packed.narrow(0, 0, R * NK).to(at::kInt);
+  return csr;
+}
+
+BlockCsr topk_to_csr(const at::Tensor& indices, int64_t num_k_blocks) {
+  TORCH_CHECK(indices.dim() == 4 && indices.scalar_type() == at::kLong,
+              "topk_to_csr: indices must be int64 [B, H, NQ, k], got ", indices.scalar_type(), " ", indices.sizes());
+  BlockCsr csr{{}, {}, indices.size(0), indices.size(1), indices.size(2), num_k_blocks};
+  const int64_t R = csr.rows(), k = indices.size(3);
+  csr.row_offsets = at::arange(R + 1, indices.options().dtype(at::kInt)).mul_(static_cast<int32_t>(k));
+  csr.col_indices = std::get<0>(indices.sort(-1)).reshape(-1).to(at::kInt);
   return csr;
 }
 

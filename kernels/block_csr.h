@@ -19,6 +19,10 @@ struct BlockCsr {
 // mask bool [B, H, NQ, NK] -> CSR on the mask's device, ascending columns within a row.
 BlockCsr mask_to_csr(const at::Tensor& mask);
 
+// Fixed-size rows: indices int64 [B, H, NQ, k], k distinct key blocks per row in any order
+// (as top-k returns them) -> CSR with exactly k entries a row, no mask in between.
+BlockCsr topk_to_csr(const at::Tensor& indices, int64_t num_k_blocks);
+
 // CSR -> bool [B, H, NQ, NK] on the CSR's device (no host synchronisation).
 at::Tensor csr_to_mask(const BlockCsr& csr);
 

@@ -42,17 +42,23 @@ at::Tensor forced_blocks(const BlockGeometry& g, const BlockSelection& s, at::De
   return forced.contiguous();
 }
 
+at::Tensor select_top_k_blocks(const at::Tensor& scores_in, const BlockGeometry& g, const BlockSelection& s) {
+  check_select_args(scores_in, g, s);
+  TORCH_CHECK(s.top_k > 0, "select_top_k_blocks: needs top_k > 0");
+  at::Tensor scores = scores_in.to(at::kFloat);
+  // Forced blocks win every comparison, so they are part of the k.
+  at::Tensor ranked = scores.masked_fill(forced_blocks(g, s, scores.device()), std::numeric_limits<float>::infinity());
+  return std::get<1>(ranked.topk(std::min(s.top_k, g.num_k_blocks()), -1, /*largest=*/true, /*sorted=*/false));
+}
+
 at::Tensor select_blocks(const at::Tensor& scores_in, const BlockGeometry& g, const BlockSelection& s) {
   check_select_args(scores_in, g, s);
-  const int64_t NK = g.num_k_blocks();
+  if (s.top_k > 0) {
+    at::Tensor idx = select_top_k_blocks(scores_in, g, s);
+    return at::zeros(scores_in.sizes(), scores_in.options().dtype(at::kBool)).scatter_(-1, idx, true);
+  }
   at::Tensor forced = forced_blocks(g, s, scores_in.device());
   at::Tensor scores = scores_in.to(at::kFloat);
-  if (s.top_k > 0) {
-    // Forced blocks win every comparison, so they are part of the k.
-    at::Tensor ranked = scores.masked_fill(forced, std::numeric_limits<float>::infinity());
-    at::Tensor idx = std::get<1>(ranked.topk(std::min(s.top_k, NK), -1));
-    return at::zeros(scores.sizes(), scores.options().dtype(at::kBool)).scatter_(-1, idx, true);
-  }
   at::Tensor logits = scores.to(at::kDouble) + key_block_sizes(g, scores.device()).log();
   at::Tensor p = at::softmax(logits, -1);
   auto [sorted, order] = p.sort(-1, /*descending=*/true);

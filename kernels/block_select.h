@@ -29,6 +29,11 @@ struct BlockGeometry {
 // no host synchronisation.
 at::Tensor select_blocks(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
+// Top-k only (selection.top_k > 0): the kept key blocks of each row as int64 [B, H, NQ, min(k, NK)],
+// in no particular order; forced blocks included. select_blocks() scatters these into its mask.
+at::Tensor select_top_k_blocks(const at::Tensor& scores, const BlockGeometry& geometry,
+                               const BlockSelection& selection);
+
 // The oracle: per-row loops and std::sort in fp64 on the CPU.
 at::Tensor select_blocks_reference(const at::Tensor& scores, const BlockGeometry& geometry,
                                    const BlockSelection& selection);

@@ -14,7 +14,7 @@ namespace {
 
 fs::path fresh_dir(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("ditkit-atomic-" + name + "-" + std::to_string(::getpid()));
-  fs::remove_all(d);
+  remove_tree(d.string());
   fs::create_directories(d);
   return d;
 }
@@ -72,6 +72,16 @@ TEST(AtomicOutput, MissingFolderIsAClearError) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
   }
+}
+
+TEST(RemoveTree, RemovesNestedFoldersAndToleratesMissingPaths) {
+  fs::path dir = fresh_dir("tree");
+  fs::create_directories(dir / "a" / "b");
+  std::ofstream(dir / "a" / "b" / "f.txt") << "x";
+  std::ofstream(dir / "g.txt") << "y";
+  remove_tree(dir.string());
+  EXPECT_FALSE(fs::exists(dir));
+  remove_tree(dir.string());  // already gone: nothing to do
 }
 
 }  // namespace

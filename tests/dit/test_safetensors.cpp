@@ -9,6 +9,7 @@
 
 #include <c10/util/accumulate.h>
 
+#include "dit/atomic_file.h"
 #include "dit/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -66,10 +67,10 @@ class Safetensors : public testing::Test {
     dir_ = fs::temp_directory_path() / ("ditkit-safetensors-" +
                                         std::string(testing::UnitTest::GetInstance()->current_test_info()->name()) +
                                         "-" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
+    remove_tree(dir_.string());
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { remove_tree(dir_.string()); }
 
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
 

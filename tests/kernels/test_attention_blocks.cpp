@@ -102,6 +102,16 @@ TEST(BlockCsr, MatchesReferenceAndRoundTrips) {
   EXPECT_NEAR(csr_block_density(got).item<float>(), m.to(at::kFloat).mean().item<float>(), 1e-6);
 }
 
+TEST(BlockCsr, TopkIndicesGiveTheSameCsrAsTheirMask) {
+  BlockGeometry g{1000, 128, 64};
+  at::Tensor scores = at::randn({2, 3, g.num_q_blocks(), g.num_k_blocks()});
+  BlockSelection sel{5, 0.0, true, 1};
+  BlockCsr direct = topk_to_csr(select_top_k_blocks(scores, g, sel), g.num_k_blocks());
+  BlockCsr via_mask = mask_to_csr_reference(select_blocks(scores, g, sel));
+  EXPECT_TRUE(at::equal(direct.row_offsets, via_mask.row_offsets));
+  EXPECT_TRUE(at::equal(direct.col_indices, via_mask.col_indices));
+}
+
 TEST(TokenPermute, AxisOrderPutsFramesOfOnePositionTogether) {
   const int64_t F = 3, H = 2, W = 4;
   EXPECT_TRUE(at::equal(axis_order_permutation(F, H, W, "fhw"), at::arange(F * H * W)));
@@ -185,6 +195,10 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   EXPECT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets));
   EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
   EXPECT_TRUE(at::equal(csr_to_mask(got).cpu(), m));
+  BlockSelection top{5, 0.0, true, 1};
+  BlockCsr direct = topk_to_csr(select_top_k_blocks(scores.cuda(), g, top), g.num_k_blocks());
+  BlockCsr via_mask = mask_to_csr_reference(select_blocks_reference(scores, g, top));
+  EXPECT_TRUE(at::equal(direct.col_indices.cpu(), via_mask.col_indices));
   at::Tensor x = at::randn({2, 60, 3, 8});
   at::Tensor perm = at::stack({at::randperm(60), at::randperm(60), at::randperm(60)});
   EXPECT_TRUE(at::equal(permute_tokens(x.cuda(), perm.cuda()).cpu(), permute_tokens_reference(x, perm)));

@@ -14,6 +14,7 @@
 #include <map>
 #include <random>
 
+#include "dit/atomic_file.h"
 #include "ditkit_config.h"
 #include "pipelines/frame_metrics.h"
 #include "pipelines/png.h"
@@ -38,10 +39,10 @@ class TempDir {
     static int counter = 0;
     path_ = fs::temp_directory_path() /
             ("ditkit_video_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
+    remove_tree(path_.string());
     fs::create_directories(path_);
   }
-  ~TempDir() { fs::remove_all(path_); }
+  ~TempDir() { remove_tree(path_.string()); }
   std::string operator/(const std::string& name) const { return (path_ / name).string(); }
   std::vector<std::string> entries() const {
     std::vector<std::string> names;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <sstream>
 
+#include "dit/atomic_file.h"
 #include "sparse/recipe.h"
 
 namespace fs = std::filesystem;
@@ -434,7 +435,7 @@ TEST(RecipeLoad, FileOrString) {
   const RecipeError bad = recipe_error([&] { load_recipe(json_file.string(), methods()); });
   EXPECT_NE(std::string(bad.what()).find("in " + json_file.string() + " at rules[0].method"), std::string::npos)
       << bad.what();
-  fs::remove_all(dir);
+  remove_tree(dir.string());
 }
 
 TEST(Recipe, DescribeMethods) {
