@@ -15,7 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/block_csr.h"
 #include "kernels/block_pool.h"
 #include "kernels/block_scores.h"
 #include "kernels/block_select.h"
@@ -110,12 +109,9 @@ int main(int argc, char** argv) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   at::Tensor qp = ditkit::block_mean_pool(q, 128), kp = ditkit::block_mean_pool(k, 64);
   at::Tensor scores = ditkit::block_scores(qp, kp, scale);
-  at::Tensor idx = ditkit::select_top_k_blocks(scores, g, sel);
-  std::printf("stages (ms): pool q %.4f | pool k %.4f | scores %.4f | top-k %.4f | csr %.4f | mask->csr %.4f\n",
+  std::printf("stages (ms): pool q %.4f | pool k %.4f | scores %.4f | select->csr %.4f\n",
               median_ms([&] { ditkit::block_mean_pool(q, 128); }), median_ms([&] { ditkit::block_mean_pool(k, 64); }),
               median_ms([&] { ditkit::block_scores(qp, kp, scale); }),
-              median_ms([&] { ditkit::select_top_k_blocks(scores, g, sel); }),
-              median_ms([&] { ditkit::topk_to_csr(idx, g.num_k_blocks()); }),
-              median_ms([&] { ditkit::mask_to_csr(ditkit::select_blocks(scores, g, sel)); }));
+              median_ms([&] { ditkit::select_blocks_csr(scores, g, sel); }));
   return 0;
 }

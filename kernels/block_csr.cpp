@@ -2,6 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/block_select_cuda.h"
+#endif
+
 namespace ditkit {
 
 namespace {
@@ -24,6 +32,18 @@ BlockCsr mask_to_csr(const at::Tensor& mask) {
   at::Tensor counts = m.sum(-1);  // int64 [R]
   at::Tensor offsets = at::zeros({R + 1}, long_opts);
   offsets.narrow(0, 1, R).copy_(counts.cumsum(0));
+#if DITKIT_HAVE_CUDA
+  if (mask.is_cuda()) {
+    c10::cuda::CUDAGuard guard(mask.device());
+    csr.row_offsets = offsets.to(at::kInt);
+    csr.col_indices = at::zeros({R * NK}, csr.row_offsets.options());
+    at::Tensor keep = m.contiguous().view(at::kByte);
+    cudaError_t err = cuda::launch_compact_rows(keep.data_ptr<uint8_t>(), csr.row_offsets.data_ptr<int32_t>(), R, NK,
+                                                csr.col_indices.data_ptr<int32_t>(), c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(err == cudaSuccess, "mask_to_csr: CUDA launch failed: ", cudaGetErrorString(err));
+    return csr;
+  }
+#endif
   // Each kept column goes to its row's offset plus the number of kept columns before it (a
   // running count, so columns stay ascending with no sort); the rest go to one spare slot.
   at::Tensor rank = m.cumsum(-1) - 1;
@@ -32,16 +52,6 @@ BlockCsr mask_to_csr(const at::Tensor& mask) {
   at::Tensor packed = at::zeros({R * NK + 1}, long_opts).scatter_(0, dest.reshape(-1), cols.reshape(-1));
   csr.row_offsets = offsets.to(at::kInt);
   csr.col_indices = packed.narrow(0, 0, R * NK).to(at::kInt);
-  return csr;
-}
-
-BlockCsr topk_to_csr(const at::Tensor& indices, int64_t num_k_blocks) {
-  TORCH_CHECK(indices.dim() == 4 && indices.scalar_type() == at::kLong,
-              "topk_to_csr: indices must be int64 [B, H, NQ, k], got ", indices.scalar_type(), " ", indices.sizes());
-  BlockCsr csr{{}, {}, indices.size(0), indices.size(1), indices.size(2), num_k_blocks};
-  const int64_t R = csr.rows(), k = indices.size(3);
-  csr.row_offsets = at::arange(R + 1, indices.options().dtype(at::kInt)).mul_(static_cast<int32_t>(k));
-  csr.col_indices = std::get<0>(indices.sort(-1)).reshape(-1).to(at::kInt);
   return csr;
 }
 

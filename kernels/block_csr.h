@@ -16,12 +16,9 @@ struct BlockCsr {
   int64_t rows() const { return batch * heads * num_q_blocks; }
 };
 
-// mask bool [B, H, NQ, NK] -> CSR on the mask's device, ascending columns within a row.
+// mask bool [B, H, NQ, NK] -> CSR on the mask's device, ascending columns within a row
+// (on the GPU: row counts, a prefix sum, then a compacting kernel).
 BlockCsr mask_to_csr(const at::Tensor& mask);
-
-// Fixed-size rows: indices int64 [B, H, NQ, k], k distinct key blocks per row in any order
-// (as top-k returns them) -> CSR with exactly k entries a row, no mask in between.
-BlockCsr topk_to_csr(const at::Tensor& indices, int64_t num_k_blocks);
 
 // CSR -> bool [B, H, NQ, NK] on the CSR's device (no host synchronisation).
 at::Tensor csr_to_mask(const BlockCsr& csr);

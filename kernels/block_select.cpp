@@ -2,6 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/block_select_cuda.h"
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -42,23 +50,16 @@ at::Tensor forced_blocks(const BlockGeometry& g, const BlockSelection& s, at::De
   return forced.contiguous();
 }
 
-at::Tensor select_top_k_blocks(const at::Tensor& scores_in, const BlockGeometry& g, const BlockSelection& s) {
-  check_select_args(scores_in, g, s);
-  TORCH_CHECK(s.top_k > 0, "select_top_k_blocks: needs top_k > 0");
-  at::Tensor scores = scores_in.to(at::kFloat);
-  // Forced blocks win every comparison, so they are part of the k.
-  at::Tensor ranked = scores.masked_fill(forced_blocks(g, s, scores.device()), std::numeric_limits<float>::infinity());
-  return std::get<1>(ranked.topk(std::min(s.top_k, g.num_k_blocks()), -1, /*largest=*/true, /*sorted=*/false));
-}
-
 at::Tensor select_blocks(const at::Tensor& scores_in, const BlockGeometry& g, const BlockSelection& s) {
   check_select_args(scores_in, g, s);
-  if (s.top_k > 0) {
-    at::Tensor idx = select_top_k_blocks(scores_in, g, s);
-    return at::zeros(scores_in.sizes(), scores_in.options().dtype(at::kBool)).scatter_(-1, idx, true);
-  }
   at::Tensor forced = forced_blocks(g, s, scores_in.device());
   at::Tensor scores = scores_in.to(at::kFloat);
+  if (s.top_k > 0) {
+    // Forced blocks win every comparison, so they are part of the k.
+    at::Tensor ranked = scores.masked_fill(forced, std::numeric_limits<float>::infinity());
+    at::Tensor idx = std::get<1>(ranked.topk(std::min(s.top_k, g.num_k_blocks()), -1));
+    return at::zeros(scores.sizes(), scores.options().dtype(at::kBool)).scatter_(-1, idx, true);
+  }
   at::Tensor logits = scores.to(at::kDouble) + key_block_sizes(g, scores.device()).log();
   at::Tensor p = at::softmax(logits, -1);
   auto [sorted, order] = p.sort(-1, /*descending=*/true);
@@ -66,6 +67,41 @@ at::Tensor select_blocks(const at::Tensor& scores_in, const BlockGeometry& g, co
   at::Tensor keep_sorted = (sorted.cumsum(-1) - sorted) < s.mass;
   at::Tensor keep = at::zeros_like(keep_sorted).scatter_(-1, order, keep_sorted);
   return keep | forced;
+}
+
+BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& g, const BlockSelection& s) {
+  check_select_args(scores, g, s);
+#if DITKIT_HAVE_CUDA
+  if (scores.is_cuda() && g.num_k_blocks() <= cuda::kMaxSelectBlocks) {
+    c10::cuda::CUDAGuard guard(scores.device());
+    const int64_t B = scores.size(0), H = scores.size(1), NQ = g.num_q_blocks(), NK = g.num_k_blocks();
+    BlockCsr csr{{}, {}, B, H, NQ, NK};
+    const int64_t R = csr.rows();
+    at::Tensor flat = scores.to(at::kFloat).contiguous();
+    at::Tensor forced = forced_blocks(g, s, scores.device()).to(at::kByte);
+    auto int_opts = scores.options().dtype(at::kInt);
+    cuda::SelectArgs args{flat.data_ptr<float>(), forced.data_ptr<uint8_t>(), R, NQ, NK, g.tokens, g.k_block,
+                          s.top_k, s.mass, nullptr, nullptr, nullptr};
+    auto stream = c10::cuda::getCurrentCUDAStream();
+    if (s.top_k > 0) {
+      const int64_t k = std::min(s.top_k, NK);
+      csr.row_offsets = at::arange(R + 1, int_opts).mul_(static_cast<int32_t>(k));
+      csr.col_indices = at::empty({R * k}, int_opts);
+      args.cols = csr.col_indices.data_ptr<int32_t>();
+      cudaError_t err = cuda::launch_select_blocks(args, stream);
+      TORCH_CHECK(err == cudaSuccess, "select_blocks_csr: CUDA launch failed: ", cudaGetErrorString(err));
+      return csr;
+    }
+    at::Tensor keep = at::empty({B, H, NQ, NK}, scores.options().dtype(at::kByte));
+    at::Tensor counts = at::empty({R}, int_opts);
+    args.keep = keep.data_ptr<uint8_t>();
+    args.counts = counts.data_ptr<int32_t>();
+    cudaError_t err = cuda::launch_select_blocks(args, stream);
+    TORCH_CHECK(err == cudaSuccess, "select_blocks_csr: CUDA launch failed: ", cudaGetErrorString(err));
+    return mask_to_csr(keep.to(at::kBool));
+  }
+#endif
+  return mask_to_csr(select_blocks(scores, g, s));
 }
 
 at::Tensor select_blocks_reference(const at::Tensor& scores_in, const BlockGeometry& g, const BlockSelection& s) {

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "kernels/block_csr.h"
+
 namespace ditkit {
 
 struct BlockSelection {
@@ -29,10 +31,10 @@ struct BlockGeometry {
 // no host synchronisation.
 at::Tensor select_blocks(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
-// Top-k only (selection.top_k > 0): the kept key blocks of each row as int64 [B, H, NQ, min(k, NK)],
-// in no particular order; forced blocks included. select_blocks() scatters these into its mask.
-at::Tensor select_top_k_blocks(const at::Tensor& scores, const BlockGeometry& geometry,
-                               const BlockSelection& selection);
+// The same selection straight to the CSR the kernels read. On the GPU one kernel ranks each row
+// in shared memory and writes the kept columns (top-k rows have exactly k entries, so no count
+// pass is needed); mass rows take a second, compacting kernel. No host synchronisation.
+BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
 // The oracle: per-row loops and std::sort in fp64 on the CPU.
 at::Tensor select_blocks_reference(const at::Tensor& scores, const BlockGeometry& geometry,

@@ -5,7 +5,6 @@
 
 #include <cmath>
 
-#include "kernels/block_csr.h"
 #include "kernels/block_pool.h"
 #include "kernels/block_scores.h"
 #include "kernels/block_select.h"
@@ -27,10 +26,7 @@ class TopkMethod final : public AttentionMethod {
                                      1.0 / std::sqrt(static_cast<double>(q.size(3))));
     Plan p;
     p.blocks = blocks_;
-    // Fixed-k rows skip the mask: top-k indices become the CSR directly.
-    p.csr = selection_.top_k > 0
-                ? topk_to_csr(select_top_k_blocks(scores, geometry, selection_), geometry.num_k_blocks())
-                : mask_to_csr(select_blocks(scores, geometry, selection_));
+    p.csr = select_blocks_csr(scores, geometry, selection_);
     return p;
   }
 

@@ -102,15 +102,22 @@ TEST(BlockCsr, MatchesReferenceAndRoundTrips) {
   EXPECT_NEAR(csr_block_density(got).item<float>(), m.to(at::kFloat).mean().item<float>(), 1e-6);
 }
 
-TEST(BlockCsr, TopkIndicesGiveTheSameCsrAsTheirMask) {
+// The CSR-producing selection against the reference selection turned into a CSR; `device`
+// picks the CPU path or the GPU kernels.
+void expect_selection_csr_matches(at::Device device) {
   BlockGeometry g{1000, 128, 64};
   at::Tensor scores = at::randn({2, 3, g.num_q_blocks(), g.num_k_blocks()});
-  BlockSelection sel{5, 0.0, true, 1};
-  BlockCsr direct = topk_to_csr(select_top_k_blocks(scores, g, sel), g.num_k_blocks());
-  BlockCsr via_mask = mask_to_csr_reference(select_blocks(scores, g, sel));
-  EXPECT_TRUE(at::equal(direct.row_offsets, via_mask.row_offsets));
-  EXPECT_TRUE(at::equal(direct.col_indices, via_mask.col_indices));
+  for (BlockSelection sel : {BlockSelection{5, 0.0, true, 1}, BlockSelection{3, 0.0, false, 0},
+                             BlockSelection{100, 0.0, false, 0}, BlockSelection{0, 0.7, true, 0},
+                             BlockSelection{0, 1.0, false, 2}}) {
+    BlockCsr got = select_blocks_csr(scores.to(device), g, sel);
+    BlockCsr want = mask_to_csr_reference(select_blocks_reference(scores, g, sel));
+    ASSERT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets)) << sel.top_k << " " << sel.mass;
+    EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
+  }
 }
+
+TEST(BlockSelect, CsrSelectionMatchesReference) { expect_selection_csr_matches(at::kCPU); }
 
 TEST(TokenPermute, AxisOrderPutsFramesOfOnePositionTogether) {
   const int64_t F = 3, H = 2, W = 4;
@@ -195,10 +202,16 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   EXPECT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets));
   EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
   EXPECT_TRUE(at::equal(csr_to_mask(got).cpu(), m));
-  BlockSelection top{5, 0.0, true, 1};
-  BlockCsr direct = topk_to_csr(select_top_k_blocks(scores.cuda(), g, top), g.num_k_blocks());
-  BlockCsr via_mask = mask_to_csr_reference(select_blocks_reference(scores, g, top));
-  EXPECT_TRUE(at::equal(direct.col_indices.cpu(), via_mask.col_indices));
+  expect_selection_csr_matches(at::kCUDA);
+  // Wide rows (NK > one CTA's threads) and many rows: the 75,600-token shape's key blocks.
+  BlockGeometry wide{75600, 128, 64};
+  at::Tensor big = at::randn({1, 2, wide.num_q_blocks(), wide.num_k_blocks()});
+  for (BlockSelection sel : {BlockSelection{118, 0.0, true, 0}, BlockSelection{0, 0.5, true, 0}}) {
+    BlockCsr got = select_blocks_csr(big.cuda(), wide, sel);
+    BlockCsr want = mask_to_csr_reference(select_blocks_reference(big, wide, sel));
+    ASSERT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets));
+    EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
+  }
   at::Tensor x = at::randn({2, 60, 3, 8});
   at::Tensor perm = at::stack({at::randperm(60), at::randperm(60), at::randperm(60)});
   EXPECT_TRUE(at::equal(permute_tokens(x.cuda(), perm.cuda()).cpu(), permute_tokens_reference(x, perm)));

@@ -1,0 +1,33 @@
+// Launchers for the CUDA block-selection kernels (ATen-free; block_select.cpp and block_csr.cpp
+// hold the checks). One CTA per row of key-block scores; the row lives in shared memory and each
+// block's rank is counted exactly (ties go to the lower index, as in the CPU reference).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace ditkit::cuda {
+
+struct SelectArgs {
+  const float* scores;    // [R, NK] contiguous, rows in (b, h, i) order
+  const uint8_t* forced;  // [NQ, NK]: blocks every row keeps (row r is query block r % NQ)
+  int64_t rows, num_q_blocks, num_k_blocks;
+  int64_t tokens, k_block;  // the partial last key block's mass counts only its tokens
+  int64_t top_k;            // > 0: top-k mode
+  double mass;              // top_k == 0: keep the fewest blocks reaching this share, plus forced
+  int32_t* cols;            // top-k mode: [R·top_k], ascending within each row
+  uint8_t* keep;            // mass mode: [R, NK]
+  int32_t* counts;          // mass mode: [R] kept blocks per row
+};
+
+// Largest NK the kernels hold in shared memory.
+constexpr int64_t kMaxSelectBlocks = 4096;
+
+cudaError_t launch_select_blocks(const SelectArgs& args, cudaStream_t stream);
+
+// keep [R, NK] (0/1) and offsets [R + 1] -> cols: row r's kept columns, ascending, at offsets[r].
+cudaError_t launch_compact_rows(const uint8_t* keep, const int32_t* offsets, int64_t rows, int64_t num_k_blocks,
+                                int32_t* cols, cudaStream_t stream);
+
+}  // namespace ditkit::cuda
