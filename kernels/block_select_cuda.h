@@ -21,8 +21,9 @@ struct SelectArgs {
   int32_t* counts;          // mass mode: [R] kept blocks per row
 };
 
-// Largest NK the kernels hold in shared memory.
-constexpr int64_t kMaxSelectBlocks = 4096;
+// Largest NK the selection kernel holds in shared memory (36 KB a CTA); wider rows take the ATen
+// path. 2,048 key blocks of 64 tokens cover 131,072 tokens.
+constexpr int64_t kMaxSelectBlocks = 2048;
 
 cudaError_t launch_select_blocks(const SelectArgs& args, cudaStream_t stream);
 
