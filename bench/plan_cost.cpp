@@ -59,9 +59,16 @@ int main(int argc, char** argv) {
   int64_t S = 32760, H = 12, D = 128;
   double density = 0.10;
   std::string out_path = "plan_cost.jsonl", commit = "unknown";
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool profile = false;
+  for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
-    if (flag == "--tokens") S = std::stoll(argv[i + 1]);
+    if (flag == "--profile") {
+      profile = true;  // one topk plan and exit, for a profiler to read
+      --i;
+    } else if (i + 1 >= argc) {
+      std::fprintf(stderr, "plan_cost: %s needs a value\n", argv[i]);
+      return 2;
+    } else if (flag == "--tokens") S = std::stoll(argv[i + 1]);
     else if (flag == "--heads") H = std::stoll(argv[i + 1]);
     else if (flag == "--density") density = std::stod(argv[i + 1]);
     else if (flag == "--out") out_path = argv[i + 1];
@@ -79,14 +86,21 @@ int main(int argc, char** argv) {
   auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
   at::Tensor q = at::randn({1, S, H, D}, opts), k = at::randn({1, S, H, D}, opts), v = at::randn({1, S, H, D}, opts);
 
-  const double dense_ms = median_ms([&] { ditkit::dense_attention(q, k, v); });
   const int64_t NK = (S + 63) / 64;
   const int64_t top_k = std::max<int64_t>(1, static_cast<int64_t>(density * NK + 0.5));
+  ditkit::AttentionContext ctx;
+  if (profile) {
+    auto method = ditkit::make_attention_method(
+        ditkit::parse_recipe("topk:k=" + std::to_string(top_k) + ":diag=1", ditkit::attention_method_specs()).rules[0]);
+    method->plan(q, k, ctx);
+    cudaDeviceSynchronize();
+    return 0;
+  }
+  const double dense_ms = median_ms([&] { ditkit::dense_attention(q, k, v); });
   std::ofstream out(out_path, std::ios::app);
   char shape[64];
   std::snprintf(shape, sizeof shape, "1x%lldx%lldx%lld", static_cast<long long>(H), static_cast<long long>(S),
                 static_cast<long long>(D));
-  ditkit::AttentionContext ctx;
   for (std::string recipe : {"topk:k=" + std::to_string(top_k) + ":diag=1", std::string("topk:mass=0.9:diag=1")}) {
     auto method = ditkit::make_attention_method(ditkit::parse_recipe(recipe, ditkit::attention_method_specs()).rules[0]);
     const double plan_ms = median_ms([&] { method->plan(q, k, ctx); });
