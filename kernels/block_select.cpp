@@ -78,15 +78,15 @@ BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& g, con
     BlockCsr csr{{}, {}, B, H, NQ, NK};
     const int64_t R = csr.rows();
     at::Tensor flat = scores.to(at::kFloat).contiguous();
-    at::Tensor forced = forced_blocks(g, s, scores.device()).to(at::kByte);
     auto int_opts = scores.options().dtype(at::kInt);
-    cuda::SelectArgs args{flat.data_ptr<float>(), forced.data_ptr<uint8_t>(), R, NQ, NK, g.tokens, g.k_block,
-                          s.top_k, s.mass, nullptr, nullptr, nullptr};
+    cuda::SelectArgs args{flat.data_ptr<float>(), R, NQ, NK, g.tokens, g.q_block, g.k_block, s.top_k, s.mass,
+                          s.keep_first, s.keep_diagonal, nullptr, nullptr, nullptr, nullptr};
     auto stream = c10::cuda::getCurrentCUDAStream();
     if (s.top_k > 0) {
       const int64_t k = std::min(s.top_k, NK);
-      csr.row_offsets = at::arange(R + 1, int_opts).mul_(static_cast<int32_t>(k));
+      csr.row_offsets = at::empty({R + 1}, int_opts);
       csr.col_indices = at::empty({R * k}, int_opts);
+      args.offsets = csr.row_offsets.data_ptr<int32_t>();
       args.cols = csr.col_indices.data_ptr<int32_t>();
       cudaError_t err = cuda::launch_select_blocks(args, stream);
       TORCH_CHECK(err == cudaSuccess, "select_blocks_csr: CUDA launch failed: ", cudaGetErrorString(err));

@@ -10,8 +10,6 @@ namespace ditkit::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kIndexBits = 11;  // kMaxSelectBlocks = 2^11
-static_assert(kMaxSelectBlocks == 1 << kIndexBits, "index bits must cover every key block");
 using BlockScanInt = cub::BlockScan<int, kThreads>;
 
 // Writes the kept columns of one row (flags in shared memory) in ascending order from `out`,
@@ -33,21 +31,24 @@ __device__ void write_kept_columns(const uint8_t* flags, int64_t nk, int32_t* ou
   }
 }
 
-// A sort key that orders by value, then by lower index first: float bits made monotonic in the
-// high bits, the complemented index in the low kIndexBits.
-__device__ inline uint64_t sort_key(float v, int64_t j) {
-  uint32_t u = __float_as_uint(v);
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<uint64_t>(u) << kIndexBits) | static_cast<uint64_t>((1 << kIndexBits) - 1 - j);
+// Float bits made monotonic as unsigned integers (larger float, larger key).
+__device__ inline uint32_t orderable(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-__device__ inline int64_t key_index(uint64_t key) { return (1 << kIndexBits) - 1 - static_cast<int64_t>(key & ((1 << kIndexBits) - 1)); }
+__device__ inline bool is_forced(const SelectArgs& a, int64_t i, int64_t j) {
+  return j < a.keep_first ||
+         (a.keep_diagonal && j * a.k_block < (i + 1) * a.q_block && (j + 1) * a.k_block > i * a.q_block);
+}
 
-// One CTA per row: sort the row's blocks by value in shared memory (a block-wide radix sort),
-// then keep the first k, or the prefix whose mass stays short of the target, plus forced blocks.
+// One CTA per row: sort the row's blocks by value in shared memory (a block-wide radix sort;
+// radix sorting is stable, so equal values keep the lower index first, as the CPU reference
+// does), then keep the first k, or the prefix whose mass stays short of the target, plus the
+// forced blocks.
 template <int kItems>
 __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
-  using BlockSort = cub::BlockRadixSort<uint64_t, kThreads, kItems>;
+  using BlockSort = cub::BlockRadixSort<uint32_t, kThreads, kItems, int>;
   using BlockReduce = cub::BlockReduce<double, kThreads>;
   using BlockScan = cub::BlockScan<double, kThreads>;
   __shared__ union {
@@ -59,31 +60,32 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
   __shared__ uint8_t flags[kThreads * kItems];
   __shared__ double shared_max, shared_sum;
 
-  const int64_t nk = a.num_k_blocks, r = blockIdx.x;
+  const int64_t nk = a.num_k_blocks, r = blockIdx.x, i = r % a.num_q_blocks;
   const float* s = a.scores + r * nk;
-  const uint8_t* forced = a.forced + (r % a.num_q_blocks) * nk;
   const bool top_k_mode = a.top_k > 0;
   const int64_t last_size = a.tokens % a.k_block;
 
   // Ranking value: top-k ranks forced blocks first; mass ranks by n_j·exp(score_j).
-  uint64_t keys[kItems];
+  uint32_t keys[kItems];
+  int index[kItems];
   double local_max = -INFINITY;
 #pragma unroll
-  for (int i = 0; i < kItems; ++i) {
-    const int64_t j = threadIdx.x * kItems + i;
-    keys[i] = 0;  // padding sorts last
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t j = threadIdx.x * kItems + t;
+    index[t] = static_cast<int>(j);
+    keys[t] = 0;  // padding sorts last
     if (j >= nk) continue;
     flags[j] = 0;
     float v;
     if (top_k_mode) {
-      v = forced[j] ? INFINITY : s[j];
+      v = is_forced(a, i, j) ? INFINITY : s[j];
     } else {
       const double n = (j == nk - 1 && last_size) ? last_size : a.k_block;
       p[j] = static_cast<double>(s[j]) + log(n);  // log-mass for now
       local_max = fmax(local_max, p[j]);
       v = static_cast<float>(p[j]);
     }
-    keys[i] = sort_key(v, j);
+    keys[t] = orderable(v);
   }
   if (!top_k_mode) {
     const double m = BlockReduce(temp.reduce).Reduce(local_max, [](double x, double y) { return fmax(x, y); });
@@ -91,8 +93,8 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
     __syncthreads();
     double sum = 0;
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      const int64_t j = threadIdx.x * kItems + i;
+    for (int t = 0; t < kItems; ++t) {
+      const int64_t j = threadIdx.x * kItems + t;
       if (j < nk) sum += (p[j] = exp(p[j] - shared_max));
     }
     sum = BlockReduce(temp.reduce).Sum(sum);
@@ -100,35 +102,37 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
   }
   __syncthreads();
 
-  BlockSort(temp.sort).SortDescending(keys);  // blocked: thread t holds ranks t·kItems ...
+  BlockSort(temp.sort).SortDescending(keys, index);  // blocked: thread t holds ranks t·kItems ...
   __syncthreads();
 
   if (top_k_mode) {
 #pragma unroll
-    for (int i = 0; i < kItems; ++i)
-      if (threadIdx.x * kItems + i < a.top_k && keys[i]) flags[key_index(keys[i])] = 1;
+    for (int t = 0; t < kItems; ++t)
+      if (threadIdx.x * kItems + t < a.top_k && index[t] < nk) flags[index[t]] = 1;
   } else {
     double share[kItems], mine = 0;
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      share[i] = keys[i] ? p[key_index(keys[i])] / shared_sum : 0.0;
-      mine += share[i];
+    for (int t = 0; t < kItems; ++t) {
+      share[t] = index[t] < nk ? p[index[t]] / shared_sum : 0.0;
+      mine += share[t];
     }
     double before;
     BlockScan(temp.scan).ExclusiveSum(mine, before);
 #pragma unroll
-    for (int i = 0; i < kItems; ++i) {
-      if (keys[i]) {
-        const int64_t j = key_index(keys[i]);
-        flags[j] = before < a.mass || forced[j];
-      }
-      before += share[i];
+    for (int t = 0; t < kItems; ++t) {
+      if (index[t] < nk) flags[index[t]] = before < a.mass || is_forced(a, i, index[t]);
+      before += share[t];
     }
   }
   __syncthreads();
 
   if (top_k_mode) {
-    write_kept_columns(flags, nk, a.cols + r * min(a.top_k, nk));
+    const int64_t k = min(a.top_k, nk);
+    if (threadIdx.x == 0) {
+      a.offsets[r] = static_cast<int32_t>(r * k);
+      if (r == a.rows - 1) a.offsets[a.rows] = static_cast<int32_t>(a.rows * k);
+    }
+    write_kept_columns(flags, nk, a.cols + r * k);
     return;
   }
   int count = 0;

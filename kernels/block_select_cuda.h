@@ -10,15 +10,17 @@
 namespace ditkit::cuda {
 
 struct SelectArgs {
-  const float* scores;    // [R, NK] contiguous, rows in (b, h, i) order
-  const uint8_t* forced;  // [NQ, NK]: blocks every row keeps (row r is query block r % NQ)
+  const float* scores;  // [R, NK] contiguous, rows in (b, h, i) order; row r is query block r % NQ
   int64_t rows, num_q_blocks, num_k_blocks;
-  int64_t tokens, k_block;  // the partial last key block's mass counts only its tokens
-  int64_t top_k;            // > 0: top-k mode
-  double mass;              // top_k == 0: keep the fewest blocks reaching this share, plus forced
-  int32_t* cols;            // top-k mode: [R·top_k], ascending within each row
-  uint8_t* keep;            // mass mode: [R, NK]
-  int32_t* counts;          // mass mode: [R] kept blocks per row
+  int64_t tokens, q_block, k_block;  // the partial last key block's mass counts only its tokens
+  int64_t top_k;                     // > 0: top-k mode
+  double mass;                       // top_k == 0: keep the fewest blocks reaching this share
+  int64_t keep_first;                // always kept: key blocks below this ...
+  bool keep_diagonal;                // ... and those overlapping the query block's tokens
+  int32_t* offsets;                  // top-k mode: [R + 1], written as r·k
+  int32_t* cols;                     // top-k mode: [R·k], ascending within each row
+  uint8_t* keep;                     // mass mode: [R, NK]
+  int32_t* counts;                   // mass mode: [R] kept blocks per row
 };
 
 // Largest NK the selection kernel holds in shared memory (36 KB a CTA); wider rows take the ATen
