@@ -42,10 +42,10 @@ MethodEntry topk_method_entry() {
   MethodSpec spec{
       "topk",
       {
-          {"k", T::kInt, 0, 1e9, {}, false, "0", "key blocks kept per query block (0: use mass)"},
+          {"k", T::kInt, 0, 4096, {}, false, "0", "key blocks kept per query block (0: use mass)"},
           {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
           {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
-          {"first", T::kInt, 0, 1e9, {}, false, "0", "always keep this many leading key blocks"},
+          {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
           {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
       },
       "block-sparse attention on the top-scoring key blocks of each 128-token query block"};

@@ -66,9 +66,9 @@ MethodEntry window3d_method_entry() {
   using T = ParamSpec::Type;
   MethodSpec spec{"window3d",
                   {
-                      {"t", T::kInt, 0, 1e6, {}, false, "1", "frames on each side"},
-                      {"h", T::kInt, 0, 1e6, {}, false, "4", "latent rows on each side"},
-                      {"w", T::kInt, 0, 1e6, {}, false, "4", "latent columns on each side"},
+                      {"t", T::kInt, 0, 1000, {}, false, "1", "frames on each side"},
+                      {"h", T::kInt, 0, 1000, {}, false, "4", "latent rows on each side"},
+                      {"w", T::kInt, 0, 1000, {}, false, "4", "latent columns on each side"},
                       {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
                   },
                   "static spatial-temporal neighbourhood on the latent grid"};

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "ditkit_config.h"
+#include "sparse/attention_method.h"
 
 namespace fs = std::filesystem;
 
@@ -62,9 +63,17 @@ int main(int argc, char** argv) {
   app.add_option("--vae-chunk", o.vae_chunk, "latent frames decoded at once (lower uses less memory)")
       ->check(CLI::PositiveNumber);
   app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
+  app.footer("Attention methods for --attention (a recipe string or a .json file):\n" +
+             ditkit::describe_methods(ditkit::attention_method_specs()));
   CLI11_PARSE(app, argc, argv);
 
   print_system_info();
+  try {
+    ditkit::check_recipe(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()), 1, o.steps);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());
+    return 2;
+  }
   std::string model = o.model.empty() ? default_model_dir() : o.model;
   if (!fs::is_directory(model)) {
     std::fprintf(stderr,
