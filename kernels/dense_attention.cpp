@@ -20,6 +20,14 @@ AttentionOutput dense_attention(const at::Tensor& q, const at::Tensor& k, const 
               v.sizes());
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
   if (scale <= 0) scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  if (q.is_cuda() && q.size(3) % 8 != 0) {
+    // The GPU kernels need the head dim in multiples of 8. Zero channels add nothing to q·k or
+    // to the output, and the scale is already fixed from the true head dim, so padding is exact.
+    const int64_t pad = 8 - q.size(3) % 8;
+    AttentionOutput r = dense_attention(at::constant_pad_nd(q, {0, pad}), at::constant_pad_nd(k, {0, pad}),
+                                        at::constant_pad_nd(v, {0, pad}), scale);
+    return {r.out.narrow(3, 0, q.size(3)), r.lse};
+  }
   // The kernels take [B, H, S, D]; transposed views of [B, S, H, D] need no copy.
   at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2), vt = v.transpose(1, 2);
   at::Tensor out, lse;

@@ -11,6 +11,7 @@ namespace ditkit {
 // Which implementation dense_attention() takes for these tensors:
 //   "cudnn"      CUDA, fp16/bf16, head dim a multiple of 8 and <= 128 (cuDNN's fused SDPA, forced)
 //   "efficient"  other CUDA cases (fp32, other head dims): PyTorch's memory-efficient kernel
+//                (head dims that are not a multiple of 8 are zero-padded to one, exactly)
 //   "cpu-flash"  the CPU: PyTorch's flash attention for CPU
 const char* dense_attention_backend(const at::Tensor& q);
 

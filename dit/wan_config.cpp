@@ -1,0 +1,144 @@
+#include "dit/wan_config.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace ditkit {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& where, const std::string& field, const std::string& problem) {
+  throw std::runtime_error(where + ": field '" + field + "' " + problem);
+}
+
+// A present, non-null field (diffusers writes null for "use the default").
+const json* field(const json& config, const char* name) {
+  auto it = config.find(name);
+  return it == config.end() || it->is_null() ? nullptr : &*it;
+}
+
+void read_int(const json& config, const char* name, int64_t& out, const std::string& where) {
+  const json* value = field(config, name);
+  if (!value) return;
+  if (!value->is_number_integer()) fail(where, name, "must be an integer, got " + value->dump());
+  out = value->get<int64_t>();
+}
+
+void read_bool(const json& config, const char* name, bool& out, const std::string& where) {
+  const json* value = field(config, name);
+  if (!value) return;
+  if (!value->is_boolean()) fail(where, name, "must be true or false, got " + value->dump());
+  out = value->get<bool>();
+}
+
+void read_double(const json& config, const char* name, double& out, const std::string& where) {
+  const json* value = field(config, name);
+  if (!value) return;
+  if (!value->is_number()) fail(where, name, "must be a number, got " + value->dump());
+  out = value->get<double>();
+}
+
+void require_at_least(int64_t value, int64_t least, const char* name, const std::string& where) {
+  if (value < least) fail(where, name, "must be >= " + std::to_string(least) + ", got " + std::to_string(value));
+}
+
+}  // namespace
+
+void validate_wan_config(const WanConfig& c, const std::string& where) {
+  for (int i = 0; i < 3; ++i)
+    if (c.patch_size[i] < 1)
+      fail(where, "patch_size",
+           "must hold three integers >= 1 (frames, height, width), got " + std::to_string(c.patch_size[i]) +
+               " at position " + std::to_string(i));
+  require_at_least(c.num_attention_heads, 1, "num_attention_heads", where);
+  // RoPE gives 2*(D/6) channels each to rows and columns and the rest to frames; each part must
+  // be a positive even number of channels (pairs rotate together).
+  if (c.attention_head_dim < 6 || c.attention_head_dim % 2 != 0)
+    fail(where, "attention_head_dim",
+         "must be even and >= 6 (RoPE splits it into three even parts for frames, rows and columns), got " +
+             std::to_string(c.attention_head_dim));
+  require_at_least(c.in_channels, 1, "in_channels", where);
+  require_at_least(c.out_channels, 1, "out_channels", where);
+  require_at_least(c.text_dim, 1, "text_dim", where);
+  if (c.freq_dim < 2 || c.freq_dim % 2 != 0)
+    fail(where, "freq_dim", "must be even and >= 2 (half sines, half cosines), got " + std::to_string(c.freq_dim));
+  require_at_least(c.ffn_dim, 1, "ffn_dim", where);
+  require_at_least(c.num_layers, 1, "num_layers", where);
+  if (c.qk_norm != "rms_norm_across_heads")
+    fail(where, "qk_norm", "must be \"rms_norm_across_heads\" (what Wan2.1 uses), got \"" + c.qk_norm + "\"");
+  if (!(c.eps > 0) || !std::isfinite(c.eps))
+    fail(where, "eps", "must be a positive number, got " + std::to_string(c.eps));
+  require_at_least(c.rope_max_seq_len, 1, "rope_max_seq_len", where);
+}
+
+WanConfig load_wan_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  json config;
+  try {
+    config = json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw std::runtime_error(path + ": not valid JSON: " + e.what());
+  }
+  if (!config.is_object()) throw std::runtime_error(path + ": must hold a JSON object, got " + config.type_name());
+
+  if (const json* name = field(config, "_class_name"); name && *name != "WanTransformer3DModel")
+    fail(path, "_class_name",
+         "is " + name->dump() + ", not \"WanTransformer3DModel\" (is this the transformer/ folder?)");
+  for (const char* i2v : {"image_dim", "added_kv_proj_dim", "pos_embed_seq_len"})
+    if (const json* value = field(config, i2v))
+      fail(path, i2v, "is " + value->dump() + ": image-to-video models are not supported (it must be null)");
+
+  WanConfig c;
+  if (const json* patch = field(config, "patch_size")) {
+    if (!patch->is_array() || patch->size() != 3)
+      fail(path, "patch_size", "must be a list of three integers, got " + patch->dump());
+    for (int i = 0; i < 3; ++i) {
+      if (!(*patch)[i].is_number_integer())
+        fail(path, "patch_size", "must be a list of three integers, got " + patch->dump());
+      c.patch_size[i] = (*patch)[i].get<int64_t>();
+    }
+  }
+  read_int(config, "num_attention_heads", c.num_attention_heads, path);
+  read_int(config, "attention_head_dim", c.attention_head_dim, path);
+  read_int(config, "in_channels", c.in_channels, path);
+  // diffusers: `out_channels = out_channels or in_channels`, so null and 0 both mean in_channels
+  // (an absent field keeps the default, 16).
+  if (config.contains("out_channels")) {
+    c.out_channels = 0;
+    read_int(config, "out_channels", c.out_channels, path);
+    if (c.out_channels == 0) c.out_channels = c.in_channels;
+  }
+  read_int(config, "text_dim", c.text_dim, path);
+  read_int(config, "freq_dim", c.freq_dim, path);
+  read_int(config, "ffn_dim", c.ffn_dim, path);
+  read_int(config, "num_layers", c.num_layers, path);
+  read_bool(config, "cross_attn_norm", c.cross_attn_norm, path);
+  if (const json* qk = field(config, "qk_norm")) {
+    if (!qk->is_string()) fail(path, "qk_norm", "must be a string, got " + qk->dump());
+    c.qk_norm = qk->get<std::string>();
+  }
+  read_double(config, "eps", c.eps, path);
+  read_int(config, "rope_max_seq_len", c.rope_max_seq_len, path);
+  validate_wan_config(c, path);
+  return c;
+}
+
+WanConfig wan_config_1_3b() {
+  WanConfig c;
+  c.num_attention_heads = 12;
+  c.attention_head_dim = 128;
+  c.ffn_dim = 8960;
+  c.num_layers = 30;
+  return c;
+}
+
+}  // namespace ditkit

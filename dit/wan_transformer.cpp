@@ -1,0 +1,469 @@
+// Wan2.1's transformer, one module per class, bottom-up as diffusers' transformer_wan.py has them:
+// weights -> linear -> attention -> condition embeddings -> RoPE -> block -> model.
+// Each class holds its weights as tensors named after their checkpoint keys, and each forward
+// does the same operations in the same dtypes as diffusers, so fp32 agrees to rounding and bf16
+// rounds where diffusers rounds.
+#include "dit/wan_transformer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "dit/safetensors.h"
+#include "kernels/dense_attention.h"
+
+namespace ditkit {
+namespace {
+
+// diffusers' WanTransformer3DModel._keep_in_fp32_modules: a weight stays fp32 when one of the
+// dot-separated parts of its key is one of these (model_loading_utils.load_model_dict_into_meta).
+// "rope" has no weights here either; its tables are fp32 by construction.
+const char* const kKeepInFp32[] = {"rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3"};
+
+bool keeps_fp32(const std::string& key) {
+  std::stringstream parts(key);
+  for (std::string part; std::getline(parts, part, '.');)
+    for (const char* name : kKeepInFp32)
+      if (part == name) return true;
+  return false;
+}
+
+std::string shape_str(at::IntArrayRef shape) {
+  std::ostringstream s;
+  s << shape;
+  return s.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights: where module constructors get their tensors, from a checkpoint or drawn at random.
+
+// How a weight starts when drawn at random (what diffusers' modules start with, except that
+// projections use N(0, 0.02) instead of PyTorch's uniform).
+enum class Init { kProjection, kZeros, kOnes, kModulation };
+
+class Weights {
+ public:
+  Weights(at::Device device, at::ScalarType dtype) : device_(device), dtype_(dtype) {}
+  virtual ~Weights() = default;
+
+  // The weight `key` of `shape`, on the model's device, in the run dtype or fp32 (kKeepInFp32).
+  at::Tensor operator()(const std::string& key, std::vector<int64_t> shape, Init init) {
+    return fetch(key, shape, init).to(device_, keeps_fp32(key) ? at::kFloat : dtype_);
+  }
+
+ protected:
+  virtual at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init init) = 0;
+
+ private:
+  at::Device device_;
+  at::ScalarType dtype_;
+};
+
+class CheckpointWeights : public Weights {
+ public:
+  CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
+      : Weights(device, dtype), checkpoint_(checkpoint), expectation_(std::move(expectation)) {}
+
+  // Tensors the model did not take mean the config and the checkpoint disagree (more layers,
+  // image-to-video parts); refuse rather than run a different model than the file holds.
+  void check_all_taken() const {
+    std::vector<std::string> left;
+    for (const std::string& key : checkpoint_.keys())
+      // diffusers drops norm_added_q on load (_keys_to_ignore_on_load_unexpected).
+      if (!taken_.count(key) && key.find("norm_added_q") == std::string::npos) left.push_back(key);
+    if (left.empty()) return;
+    throw std::runtime_error(checkpoint_.path() + ": " + std::to_string(left.size()) +
+                             " tensors that the config does not account for, e.g. '" + left.front() +
+                             "' (config: " + expectation_ + ")");
+  }
+
+ protected:
+  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init) override {
+    if (!checkpoint_.contains(key))
+      throw std::runtime_error(checkpoint_.path() + ": no tensor '" + key +
+                               "' (is this a diffusers-format Wan2.1 transformer? config: " + expectation_ + ")");
+    at::Tensor t = checkpoint_.get(key);
+    if (t.sizes() != shape)
+      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has shape " + shape_str(t.sizes()) +
+                               ", expected " + shape_str(shape) + " (config: " + expectation_ + ")");
+    const at::ScalarType type = t.scalar_type();
+    if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf)
+      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has dtype " +
+                               std::string(c10::toString(type)) +
+                               ", expected a floating type (float32, bfloat16 or float16)");
+    taken_.insert(key);
+    return t;
+  }
+
+ private:
+  SafetensorsCheckpoint& checkpoint_;
+  std::string expectation_;  // the config values the shapes follow from, for error messages
+  std::set<std::string> taken_;
+};
+
+class RandomWeights : public Weights {
+ public:
+  RandomWeights(uint64_t seed, at::Device device, at::ScalarType dtype)
+      : Weights(device, dtype), generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
+
+ protected:
+  at::Tensor fetch(const std::string&, at::IntArrayRef shape, Init init) override {
+    switch (init) {
+      case Init::kProjection:
+        return at::empty(shape, at::kFloat).normal_(0.0, 0.02, generator_);
+      case Init::kZeros:
+        return at::zeros(shape, at::kFloat);
+      case Init::kOnes:
+        return at::ones(shape, at::kFloat);
+      case Init::kModulation:  // nn.Parameter(torch.randn(1, n, dim) / dim**0.5)
+        return at::empty(shape, at::kFloat).normal_(0.0, 1.0, generator_) / std::sqrt(double(shape.back()));
+    }
+    throw std::logic_error("RandomWeights: unknown Init");
+  }
+
+ private:
+  at::Generator generator_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks.
+
+struct Linear {  // nn.Linear(in, out) with bias
+  at::Tensor weight, bias;
+  Linear(Weights& w, const std::string& prefix, int64_t in, int64_t out)
+      : weight(w(prefix + ".weight", {out, in}, Init::kProjection)), bias(w(prefix + ".bias", {out}, Init::kZeros)) {}
+  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+};
+
+// FP32LayerNorm without affine parameters (norm1, norm3, norm_out): normalise in fp32, return
+// fp32 (every caller goes on in fp32 before rounding).
+at::Tensor fp32_layer_norm(const at::Tensor& x, double eps) {
+  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, {}, {}, eps);
+}
+
+// Rotates channel pairs (2i, 2i+1) of x [B, S, H, D] by the angles whose cos/sin [1, S, 1, D/2]
+// are given, in fp32, rounding once to x's dtype (diffusers' WanAttnProcessor.apply_rotary_emb).
+at::Tensor apply_rotary_emb(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  at::Tensor pairs = x.unflatten(-1, {-1, 2});
+  at::Tensor x1 = pairs.select(-1, 0), x2 = pairs.select(-1, 1);
+  return at::stack({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1).flatten(-2).to(x.scalar_type());
+}
+
+// ---------------------------------------------------------------------------------------------
+// WanAttention: q/k/v projections, RMSNorm over all heads on q and k, attention, out projection.
+// attn1 attends over the video tokens (with RoPE, through the AttentionMethod), attn2 from the
+// video tokens to the text tokens.
+
+struct RotaryEmb {
+  at::Tensor cos, sin;  // fp32 [1, S, 1, D/2]
+};
+
+struct WanAttention {
+  int64_t heads;
+  double eps;
+  Linear to_q, to_k, to_v, to_out;
+  at::Tensor norm_q, norm_k;  // nn.RMSNorm(dim) weights
+
+  WanAttention(Weights& w, const std::string& prefix, const WanConfig& c)
+      : heads(c.num_attention_heads),
+        eps(c.eps),
+        to_q(w, prefix + ".to_q", c.inner_dim(), c.inner_dim()),
+        to_k(w, prefix + ".to_k", c.inner_dim(), c.inner_dim()),
+        to_v(w, prefix + ".to_v", c.inner_dim(), c.inner_dim()),
+        to_out(w, prefix + ".to_out.0", c.inner_dim(), c.inner_dim()),
+        norm_q(w(prefix + ".norm_q.weight", {c.inner_dim()}, Init::kOnes)),
+        norm_k(w(prefix + ".norm_k.weight", {c.inner_dim()}, Init::kOnes)) {}
+
+  // x [B, S, dim] -> [B, S, dim]; q, k, v are [B, S, H, D] views for the AttentionMethod.
+  at::Tensor self_attention(const at::Tensor& x, const RotaryEmb& rope, RecipeAttention* attention,
+                            const AttentionContext& ctx) const {
+    at::Tensor q = apply_rotary_emb(split_heads(at::rms_norm(to_q(x), {x.size(-1)}, norm_q, eps)), rope.cos, rope.sin);
+    at::Tensor k = apply_rotary_emb(split_heads(at::rms_norm(to_k(x), {x.size(-1)}, norm_k, eps)), rope.cos, rope.sin);
+    at::Tensor v = split_heads(to_v(x));
+    at::Tensor out = attention ? attention->forward(q, k, v, ctx).out : dense_attention(q, k, v).out;
+    return to_out(out.flatten(2, 3).to(q.scalar_type()));
+  }
+
+  // x [B, S, dim], text [B, L, dim] -> [B, S, dim]; plain SDPA, as diffusers calls it.
+  at::Tensor cross_attention(const at::Tensor& x, const at::Tensor& text) const {
+    at::Tensor q = split_heads(at::rms_norm(to_q(x), {x.size(-1)}, norm_q, eps));
+    at::Tensor k = split_heads(at::rms_norm(to_k(text), {text.size(-1)}, norm_k, eps));
+    at::Tensor v = split_heads(to_v(text));
+    at::Tensor out = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
+    return to_out(out.transpose(1, 2).flatten(2, 3).to(q.scalar_type()));
+  }
+
+  at::Tensor split_heads(const at::Tensor& x) const { return x.unflatten(2, {heads, -1}); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// WanTimeTextImageEmbedding (text-to-video part): sinusoidal timestep -> time_embedder (fp32)
+// -> temb; SiLU -> time_proj -> the six modulation vectors per block; text -> text_embedder.
+
+struct Conditions {
+  at::Tensor temb;           // [B, dim], run dtype
+  at::Tensor timestep_proj;  // [B, 6, dim], run dtype
+  at::Tensor text;           // [B, L, dim], run dtype
+};
+
+struct ConditionEmbedder {
+  int64_t freq_dim;
+  Linear time_linear_1, time_linear_2;  // condition_embedder.time_embedder (TimestepEmbedding)
+  Linear time_proj;
+  Linear text_linear_1, text_linear_2;  // condition_embedder.text_embedder (PixArtAlphaTextProjection)
+
+  ConditionEmbedder(Weights& w, const WanConfig& c)
+      : freq_dim(c.freq_dim),
+        time_linear_1(w, "condition_embedder.time_embedder.linear_1", c.freq_dim, c.inner_dim()),
+        time_linear_2(w, "condition_embedder.time_embedder.linear_2", c.inner_dim(), c.inner_dim()),
+        time_proj(w, "condition_embedder.time_proj", c.inner_dim(), 6 * c.inner_dim()),
+        text_linear_1(w, "condition_embedder.text_embedder.linear_1", c.text_dim, c.inner_dim()),
+        text_linear_2(w, "condition_embedder.text_embedder.linear_2", c.inner_dim(), c.inner_dim()) {}
+
+  // diffusers' get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0, scale=1,
+  // max_period=10000): [cos(t*f), sin(t*f)] with f_i = exp(-ln(10000) * i / half), in fp32.
+  at::Tensor sinusoidal(const at::Tensor& timestep) const {
+    const int64_t half = freq_dim / 2;
+    at::Tensor exponent = at::arange(0, half, timestep.options().dtype(at::kFloat)) * (-std::log(10000.0));
+    at::Tensor freqs = at::exp(exponent / half);
+    at::Tensor angles = timestep.unsqueeze(1).to(at::kFloat) * freqs.unsqueeze(0);
+    return at::cat({at::cos(angles), at::sin(angles)}, -1);
+  }
+
+  // timestep [B] float, text [B, L, text_dim] in the run dtype.
+  Conditions operator()(const at::Tensor& timestep, const at::Tensor& text) const {
+    at::Tensor t = sinusoidal(timestep).to(time_linear_1.weight.scalar_type());
+    at::Tensor temb = time_linear_2(at::silu(time_linear_1(t))).to(text.scalar_type());  // .type_as(text)
+    at::Tensor timestep_proj = time_proj(at::silu(temb)).unflatten(1, {6, -1});
+    at::Tensor embedded = text_linear_2(at::gelu(text_linear_1(text), "tanh"));
+    return {temb, timestep_proj, embedded};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// WanRotaryPosEmbed: the head dimension is split into frames / rows / columns parts
+// (D - 4*(D/6), 2*(D/6), 2*(D/6) channels); each part rotates by position * theta^(-2i/part).
+// Tables are computed once in fp64 and kept in fp32, as diffusers' buffers are.
+
+struct WanRotaryPosEmbed {
+  at::Tensor cos[3], sin[3];  // fp32 [max_seq_len, part/2] for frames, rows, columns
+
+  WanRotaryPosEmbed(const WanConfig& c, at::Device device) {
+    const int64_t D = c.attention_head_dim, hw = 2 * (D / 6);
+    const int64_t parts[3] = {D - 2 * hw, hw, hw};
+    at::Tensor positions = at::arange(c.rope_max_seq_len, at::kDouble);
+    for (int axis = 0; axis < 3; ++axis) {
+      // get_1d_rotary_pos_embed(part, max_seq_len, theta=10000, use_real, repeat_interleave_real):
+      // its repeat-interleaved columns are equal in pairs, so one column per pair is kept.
+      at::Tensor freqs = 1.0 / at::pow(10000.0, at::arange(0, parts[axis], 2, at::kDouble) / double(parts[axis]));
+      at::Tensor angles = at::outer(positions, freqs);
+      cos[axis] = angles.cos().to(device, at::kFloat);
+      sin[axis] = angles.sin().to(device, at::kFloat);
+    }
+  }
+
+  // cos/sin [1, S, 1, D/2] for the frame-major tokens of `grid`.
+  RotaryEmb operator()(const LatentGrid& grid) const {
+    auto table = [&](const at::Tensor(&t)[3]) {
+      const int64_t F = grid.frames, H = grid.height, W = grid.width;
+      at::Tensor f = t[0].narrow(0, 0, F).view({F, 1, 1, -1}).expand({F, H, W, -1});
+      at::Tensor h = t[1].narrow(0, 0, H).view({1, H, 1, -1}).expand({F, H, W, -1});
+      at::Tensor w = t[2].narrow(0, 0, W).view({1, 1, W, -1}).expand({F, H, W, -1});
+      return at::cat({f, h, w}, -1).reshape({1, F * H * W, 1, -1});
+    };
+    return {table(cos), table(sin)};
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// WanTransformerBlock: AdaLN-modulated self-attention, cross-attention to the text, AdaLN-modulated
+// feed-forward. Residual sums and modulation are fp32, rounded to the run dtype after each part.
+
+struct WanTransformerBlock {
+  double eps;
+  at::Tensor scale_shift_table;  // fp32 [1, 6, dim]: shift, scale, gate (attention), same (ffn)
+  WanAttention attn1, attn2;
+  at::Tensor norm2_weight, norm2_bias;  // FP32LayerNorm before attn2; undefined without cross_attn_norm
+  Linear ffn_in, ffn_out;               // ffn.net.0.proj (then GELU tanh), ffn.net.2
+
+  WanTransformerBlock(Weights& w, const std::string& prefix, const WanConfig& c)
+      : eps(c.eps),
+        scale_shift_table(w(prefix + ".scale_shift_table", {1, 6, c.inner_dim()}, Init::kModulation)),
+        attn1(w, prefix + ".attn1", c),
+        attn2(w, prefix + ".attn2", c),
+        ffn_in(w, prefix + ".ffn.net.0.proj", c.inner_dim(), c.ffn_dim),
+        ffn_out(w, prefix + ".ffn.net.2", c.ffn_dim, c.inner_dim()) {
+    if (c.cross_attn_norm) {
+      norm2_weight = w(prefix + ".norm2.weight", {c.inner_dim()}, Init::kOnes);
+      norm2_bias = w(prefix + ".norm2.bias", {c.inner_dim()}, Init::kZeros);
+    }
+  }
+
+  at::Tensor forward(const at::Tensor& x_in, const at::Tensor& text, const at::Tensor& timestep_proj,
+                     const RotaryEmb& rope, RecipeAttention* attention, const AttentionContext& ctx) const {
+    const at::ScalarType type = x_in.scalar_type();
+    std::vector<at::Tensor> m = (scale_shift_table + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, dim] each
+    const at::Tensor &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
+    const at::Tensor &c_shift_msa = m[3], &c_scale_msa = m[4], &c_gate_msa = m[5];
+
+    // 1. Self-attention
+    at::Tensor norm_x = (fp32_layer_norm(x_in, eps) * (1 + scale_msa) + shift_msa).to(type);
+    at::Tensor attn_out = attn1.self_attention(norm_x, rope, attention, ctx);
+    at::Tensor x = (x_in.to(at::kFloat) + attn_out * gate_msa).to(type);
+
+    // 2. Cross-attention (norm2 is nn.Identity without cross_attn_norm)
+    norm_x = norm2_weight.defined()
+                 ? at::layer_norm(x.to(at::kFloat), {x.size(-1)}, norm2_weight, norm2_bias, eps).to(type)
+                 : x;
+    x = x + attn2.cross_attention(norm_x, text);
+
+    // 3. Feed-forward
+    norm_x = (fp32_layer_norm(x, eps) * (1 + c_scale_msa) + c_shift_msa).to(type);
+    at::Tensor ff_out = ffn_out(at::gelu(ffn_in(norm_x), "tanh"));
+    return (x.to(at::kFloat) + ff_out.to(at::kFloat) * c_gate_msa).to(type);
+  }
+};
+
+// A compact statement of the config values the weight shapes follow from, for error messages.
+std::string describe(const WanConfig& c) {
+  std::ostringstream s;
+  s << "inner_dim " << c.inner_dim() << " = " << c.num_attention_heads << " heads x " << c.attention_head_dim << ", "
+    << c.num_layers << " layers, ffn_dim " << c.ffn_dim << ", text_dim " << c.text_dim << ", freq_dim " << c.freq_dim
+    << ", channels " << c.in_channels << " in / " << c.out_channels << " out, patch " << c.patch_size[0] << "x"
+    << c.patch_size[1] << "x" << c.patch_size[2] << ", cross_attn_norm " << (c.cross_attn_norm ? "true" : "false");
+  return s.str();
+}
+
+void check_run_dtype(at::ScalarType dtype, const char* who) {
+  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
+    throw std::invalid_argument(std::string(who) + ": dtype must be float32, bfloat16 or float16, got " +
+                                c10::toString(dtype));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// WanTransformer3DModel: patchify (Conv3d) -> blocks -> AdaLN output norm -> proj_out -> unpatchify.
+
+struct WanTransformer::Model {
+  WanConfig config;
+  at::Device device;
+  at::ScalarType dtype;
+  WanRotaryPosEmbed rope;
+  at::Tensor patch_embedding_weight, patch_embedding_bias;  // Conv3d, kernel = stride = patch_size
+  ConditionEmbedder condition_embedder;
+  std::vector<WanTransformerBlock> blocks;
+  Linear proj_out;
+  at::Tensor scale_shift_table;  // fp32 [1, 2, dim]: shift, scale of the output norm
+
+  Model(Weights& w, const WanConfig& c, at::Device device, at::ScalarType dtype)
+      : config(c),
+        device(device),
+        dtype(dtype),
+        rope(c, device),
+        patch_embedding_weight(w("patch_embedding.weight",
+                                 {c.inner_dim(), c.in_channels, c.patch_size[0], c.patch_size[1], c.patch_size[2]},
+                                 Init::kProjection)),
+        patch_embedding_bias(w("patch_embedding.bias", {c.inner_dim()}, Init::kZeros)),
+        condition_embedder(w, c),
+        proj_out(w, "proj_out", c.inner_dim(), c.out_channels * c.patch_size[0] * c.patch_size[1] * c.patch_size[2]),
+        scale_shift_table(w("scale_shift_table", {1, 2, c.inner_dim()}, Init::kModulation)) {
+    blocks.reserve(size_t(c.num_layers));
+    for (int64_t i = 0; i < c.num_layers; ++i) blocks.emplace_back(w, "blocks." + std::to_string(i), c);
+  }
+};
+
+WanTransformer WanTransformer::load(const std::string& dir, at::Device device, at::ScalarType dtype) {
+  check_run_dtype(dtype, "WanTransformer::load");
+  const WanConfig config = load_wan_config((std::filesystem::path(dir) / "config.json").string());
+  SafetensorsCheckpoint checkpoint = open_safetensors(dir);
+  CheckpointWeights weights(checkpoint, describe(config), device, dtype);
+  auto model = std::make_shared<const Model>(weights, config, device, dtype);
+  weights.check_all_taken();
+  return WanTransformer(std::move(model));
+}
+
+WanTransformer WanTransformer::random(const WanConfig& config, uint64_t seed, at::Device device, at::ScalarType dtype) {
+  check_run_dtype(dtype, "WanTransformer::random");
+  validate_wan_config(config, "WanTransformer::random");
+  RandomWeights weights(seed, device, dtype);
+  return WanTransformer(std::make_shared<const Model>(weights, config, device, dtype));
+}
+
+const WanConfig& WanTransformer::config() const { return model_->config; }
+at::Device WanTransformer::device() const { return model_->device; }
+at::ScalarType WanTransformer::dtype() const { return model_->dtype; }
+
+LatentGrid WanTransformer::token_grid(int64_t frames, int64_t height, int64_t width) const {
+  const WanConfig& c = model_->config;
+  const char* names[3] = {"frames", "height", "width"};
+  const int64_t sizes[3] = {frames, height, width};
+  int64_t tokens[3];
+  for (int i = 0; i < 3; ++i) {
+    const int64_t p = c.patch_size[i], most = c.rope_max_seq_len * p;
+    if (sizes[i] < p || sizes[i] % p != 0 || sizes[i] > most)
+      throw std::invalid_argument("WanTransformer: latents " + std::string(names[i]) + " " + std::to_string(sizes[i]) +
+                                  " cannot be patched: the patch size " + std::to_string(p) + " and rope_max_seq_len " +
+                                  std::to_string(c.rope_max_seq_len) + " take multiples of " + std::to_string(p) +
+                                  " from " + std::to_string(p) + " to " + std::to_string(most));
+    tokens[i] = sizes[i] / p;
+  }
+  return {tokens[0], tokens[1], tokens[2]};
+}
+
+at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tensor& timestep_in,
+                                   const at::Tensor& context_in, RecipeAttention* attention, int step,
+                                   int num_steps) const {
+  const Model& m = *model_;
+  const WanConfig& c = m.config;
+  if (latents_in.dim() != 5 || latents_in.size(1) != c.in_channels)
+    throw std::invalid_argument("WanTransformer: latents must be [B, " + std::to_string(c.in_channels) +
+                                ", F, H, W], got " + shape_str(latents_in.sizes()));
+  const int64_t B = latents_in.size(0);
+  const LatentGrid grid = token_grid(latents_in.size(2), latents_in.size(3), latents_in.size(4));
+  if (timestep_in.dim() != 1 || timestep_in.size(0) != B)
+    throw std::invalid_argument("WanTransformer: timestep must be [" + std::to_string(B) + "] (one per latent), got " +
+                                shape_str(timestep_in.sizes()));
+  if (context_in.dim() != 3 || context_in.size(0) != B || context_in.size(2) != c.text_dim || context_in.size(1) < 1)
+    throw std::invalid_argument("WanTransformer: context must be [" + std::to_string(B) + ", L, " +
+                                std::to_string(c.text_dim) + "] (text_dim " + std::to_string(c.text_dim) + "), got " +
+                                shape_str(context_in.sizes()));
+
+  const at::Tensor latents = latents_in.to(m.device, m.dtype);
+  const at::Tensor timestep = timestep_in.to(m.device, at::kFloat);
+  const at::Tensor context = context_in.to(m.device, m.dtype);
+
+  AttentionContext ctx;
+  ctx.step = step;
+  ctx.num_steps = num_steps;
+  ctx.timestep = timestep_in[0].item<double>();  // the one host read per call, outside the layer loop
+  ctx.grid = grid;
+  ctx.text_length = context.size(1);
+
+  const RotaryEmb rope = m.rope(grid);
+  const auto& p = c.patch_size;
+  at::Tensor x = at::conv3d(latents, m.patch_embedding_weight, m.patch_embedding_bias, {p[0], p[1], p[2]});
+  x = x.flatten(2).transpose(1, 2).contiguous();  // [B, S, dim], frame-major tokens
+
+  const Conditions cond = m.condition_embedder(timestep, context);
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    ctx.layer = int(i);
+    x = m.blocks[i].forward(x, cond.text, cond.timestep_proj, rope, attention, ctx);
+  }
+
+  std::vector<at::Tensor> shift_scale = (m.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, 1);  // fp32
+  x = (fp32_layer_norm(x, c.eps) * (1 + shift_scale[1]) + shift_scale[0]).to(m.dtype);
+  x = m.proj_out(x);  // [B, S, p_t * p_h * p_w * C_out]
+
+  // Unpatchify: [B, F', H', W', p_t, p_h, p_w, C] -> [B, C, F' p_t, H' p_h, W' p_w].
+  x = x.reshape({B, grid.frames, grid.height, grid.width, p[0], p[1], p[2], -1}).permute({0, 7, 1, 4, 2, 5, 3, 6});
+  return x.reshape({B, c.out_channels, grid.frames * p[0], grid.height * p[1], grid.width * p[2]});
+}
+
+}  // namespace ditkit

@@ -1,0 +1,52 @@
+#include "pipelines/sampler.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "pipelines/flow_scheduler.h"
+
+namespace ditkit {
+
+at::Tensor seeded_noise(at::IntArrayRef shape, int64_t seed, at::Device device, at::ScalarType dtype) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+  return at::randn(shape, gen, at::dtype(at::kFloat)).to(device, dtype);
+}
+
+at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
+                  const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention,
+                  const StepCallback& on_step) {
+  TORCH_CHECK(latent_shape.size() == 5, "sample: latent shape must be [B, C, F, H, W], got ", latent_shape.size(),
+              " dimensions");
+  TORCH_CHECK(options.steps > 0, "sample: steps must be positive, got ", options.steps);
+  const int64_t B = latent_shape[0];
+  TORCH_CHECK(context.dim() == 3 && context.size(0) == B, "sample: context must be [", B, ", L, text_dim], got ",
+              context.sizes());
+  const bool guided = options.guidance > 1.0;
+  if (guided)
+    TORCH_CHECK(uncond_context.defined() && uncond_context.sizes() == context.sizes(),
+                "sample: with guidance the uncond context must have the context's shape ", context.sizes(), ", got ",
+                uncond_context.defined() ? uncond_context.sizes() : at::IntArrayRef{});
+  if (attention) attention->check(static_cast<int>(model.config().num_layers), options.steps);
+
+  auto scheduler = make_flow_scheduler(options.scheduler, options.shift);
+  scheduler->set_timesteps(options.steps);
+  // The latents stay fp32 between steps (as diffusers keeps them); the model sees its own dtype.
+  at::Tensor latents = seeded_noise(latent_shape, options.seed, model.device(), at::kFloat);
+  const at::Tensor ctx = guided ? at::cat({context, uncond_context}) : context;
+  const at::Tensor model_ctx = ctx.to(model.device(), model.dtype());
+  for (int i = 0; i < options.steps; ++i) {
+    const double t = scheduler->timesteps()[i];
+    at::Tensor x = (guided ? at::cat({latents, latents}) : latents).to(model.dtype());
+    at::Tensor timestep = at::full({x.size(0)}, t, at::dtype(at::kFloat).device(model.device()));
+    at::Tensor velocity = model.forward(x, timestep, model_ctx, attention, i, options.steps).to(at::kFloat);
+    if (guided) {
+      auto halves = velocity.chunk(2);
+      velocity = halves[1] + options.guidance * (halves[0] - halves[1]);  // uncond + g·(cond − uncond)
+    }
+    latents = scheduler->step(velocity, latents);
+    if (on_step && !on_step(i, options.steps)) throw SamplingCancelled();
+  }
+  return latents.to(model.dtype());
+}
+
+}  // namespace ditkit

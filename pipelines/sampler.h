@@ -1,0 +1,45 @@
+// The denoising loop: noise -> latents, with classifier-free guidance (cond and uncond batched
+// into one forward), a flow-matching scheduler, and the step context passed to the attention
+// recipe so methods can differ per step and layer.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dit/wan_transformer.h"
+#include "sparse/recipe_attention.h"
+
+namespace ditkit {
+
+struct SamplingOptions {
+  int steps = 50;
+  double guidance = 5.0;         // 1 or less: no guidance, the uncond pass is skipped
+  double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
+  std::string scheduler = "unipc";  // or "euler"
+  int64_t seed = 0;
+};
+
+// Gaussian noise of `shape` from `seed`, drawn on the CPU and moved, so the CPU and the GPU
+// start from the same noise.
+at::Tensor seeded_noise(at::IntArrayRef shape, int64_t seed, at::Device device, at::ScalarType dtype);
+
+// Called after every step with (step index, number of steps); return false to cancel, which
+// makes sample() throw SamplingCancelled.
+using StepCallback = std::function<bool(int step, int num_steps)>;
+
+struct SamplingCancelled : std::runtime_error {
+  SamplingCancelled() : std::runtime_error("sampling cancelled") {}
+};
+
+// latent_shape [B, C, F, H, W]; context / uncond_context [B, L, text_dim] (uncond is ignored
+// without guidance). Returns the final latents [B, C, F, H, W] in the model's dtype.
+at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
+                  const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention = nullptr,
+                  const StepCallback& on_step = {});
+
+}  // namespace ditkit

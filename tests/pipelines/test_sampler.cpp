@@ -1,0 +1,94 @@
+// The whole denoising loop on the tiny random Wan model of tests/data/wan_tiny: determinism,
+// guidance batching, the recipe reaching the attention calls, cancellation, bad input.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "dit/wan_config.h"
+#include "pipelines/flow_scheduler.h"
+#include "pipelines/sampler.h"
+#include "sparse/attention_method.h"
+
+namespace ditkit {
+namespace {
+
+const WanTransformer& tiny_model() {
+  static const WanTransformer model = WanTransformer::load(std::string(DITKIT_TEST_DATA) + "/wan_tiny", at::kCPU, at::kFloat);
+  return model;
+}
+
+// 3 x 16 x 32 latents -> 3 x 8 x 16 = 384 tokens after 1x2x2 patches: several attention blocks.
+const std::vector<int64_t> kLatent{1, 4, 3, 16, 32};
+
+at::Tensor text(int64_t seed) {
+  return seeded_noise({1, 7, tiny_model().config().text_dim}, seed, at::kCPU, at::kFloat);
+}
+
+SamplingOptions options(int steps, const std::string& scheduler = "unipc") {
+  SamplingOptions o;
+  o.steps = steps;
+  o.scheduler = scheduler;
+  o.guidance = 5.0;
+  o.seed = 42;
+  return o;
+}
+
+TEST(Sampler, SameSeedSameVideoOtherSeedOtherVideo) {
+  at::Tensor a = sample(tiny_model(), kLatent, text(1), text(2), options(3));
+  at::Tensor b = sample(tiny_model(), kLatent, text(1), text(2), options(3));
+  SamplingOptions other = options(3);
+  other.seed = 43;
+  at::Tensor c = sample(tiny_model(), kLatent, text(1), text(2), other);
+  EXPECT_EQ(a.sizes(), at::IntArrayRef(kLatent));
+  EXPECT_TRUE(a.isfinite().all().item<bool>());
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_FALSE(at::allclose(a, c));
+}
+
+TEST(Sampler, BatchedGuidanceEqualsSeparateCondAndUncondPasses) {
+  const WanTransformer& model = tiny_model();
+  SamplingOptions o = options(1, "euler");
+  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
+
+  auto scheduler = make_flow_scheduler("euler", o.shift);
+  scheduler->set_timesteps(1);
+  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
+  at::Tensor t = at::full({1}, scheduler->timesteps()[0]);
+  at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
+  at::Tensor want = scheduler->step(uncond + o.guidance * (cond - uncond), x);
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
+}
+
+TEST(Sampler, RecipePicksTheMethodPerStep) {
+  auto specs = attention_method_specs();
+  RecipeAttention dense(parse_recipe("dense", specs));
+  RecipeAttention sparse_later(parse_recipe("dense@steps<1,topk:k=1:diag=1", specs));
+  RecipeAttention sparse_never(parse_recipe("dense@steps<5,topk:k=1:diag=1", specs));
+  at::Tensor a = sample(tiny_model(), kLatent, text(1), text(2), options(2), &dense);
+  at::Tensor b = sample(tiny_model(), kLatent, text(1), text(2), options(2), &sparse_later);
+  at::Tensor c = sample(tiny_model(), kLatent, text(1), text(2), options(2), &sparse_never);
+  EXPECT_TRUE(at::allclose(a, c, 1e-6, 1e-6));  // steps 0 and 1 both dense
+  EXPECT_FALSE(at::allclose(a, b, 1e-4, 1e-4));  // step 1 sparse: one key block per query block
+}
+
+TEST(Sampler, CallbackSeesEveryStepAndCanCancel) {
+  std::vector<int> seen;
+  sample(tiny_model(), kLatent, text(1), text(2), options(3), nullptr, [&](int step, int n) {
+    seen.push_back(step);
+    EXPECT_EQ(n, 3);
+    return true;
+  });
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2}));
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), options(3), nullptr, [](int, int) { return false; }),
+               SamplingCancelled);
+}
+
+TEST(Sampler, RejectsBadInput) {
+  EXPECT_THROW(sample(tiny_model(), {1, 4, 3, 16}, text(1), text(2), options(2)), c10::Error);
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), options(0)), c10::Error);
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), at::Tensor(), options(2)), c10::Error);
+  SamplingOptions bad = options(2, "ddim");
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), bad), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ditkit
