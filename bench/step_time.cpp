@@ -1,0 +1,93 @@
+// One denoising step of the Wan2.1-T2V-1.3B DiT (cond + uncond batched, B=2, 480x832, 81 frames,
+// dense cuDNN attention) against diffusers timed in the same device run:
+//   step_time --model DIR --diffusers RESULT.json [--out step-h100.jsonl] [--commit SHA]
+// DIR holds the RANDOM weights step_diffusers.py saved; RESULT.json its timings. Writes two
+// bench/results lines: against diffusers eager and against diffusers torch.compile'd.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dit/wan_transformer.h"
+
+int main(int argc, char** argv) {
+  std::string model_dir, diffusers_json, out_path = "step.jsonl", commit = "unknown";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string flag = argv[i];
+    if (flag == "--model") model_dir = argv[i + 1];
+    else if (flag == "--diffusers") diffusers_json = argv[i + 1];
+    else if (flag == "--out") out_path = argv[i + 1];
+    else if (flag == "--commit") commit = argv[i + 1];
+    else {
+      std::fprintf(stderr, "step_time: unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (model_dir.empty() || diffusers_json.empty() || !at::hasCUDA()) {
+    std::fprintf(stderr, "step_time: needs --model DIR --diffusers RESULT.json and a CUDA GPU\n");
+    return 2;
+  }
+  nlohmann::json baseline = nlohmann::json::parse(std::ifstream(diffusers_json));
+  std::printf("RANDOM WEIGHTS: timing the Wan2.1-T2V-1.3B configuration from %s\n", model_dir.c_str());
+  auto model = ditkit::WanTransformer::load(model_dir, at::kCUDA, at::kBFloat16);
+
+  auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+  at::Tensor latents = at::randn({2, 16, 21, 60, 104}, opts), context = at::randn({2, 512, 4096}, opts);
+  at::Tensor timestep = at::full({2}, 999.0, at::dtype(at::kFloat).device(at::kCUDA));
+  auto step = [&] { model.forward(latents, timestep, context); };
+  const int device = at::cuda::current_device();
+  c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+  for (int i = 0; i < 2; ++i) step();
+  std::vector<double> ms;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int i = 0; i < 5; ++i) {
+    cudaEventRecord(start, at::cuda::getCurrentCUDAStream());
+    step();
+    cudaEventRecord(stop, at::cuda::getCurrentCUDAStream());
+    cudaEventSynchronize(stop);
+    float t = 0;
+    cudaEventElapsedTime(&t, start, stop);
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double ours = ms[ms.size() / 2];
+  const double peak_gib =
+      c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].peak / double(1 << 30);
+  std::printf("ditkit dense step %.1f ms, peak %.2f GiB\n", ours, peak_gib);
+
+  char date[16];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  const std::string name = at::cuda::getCurrentDeviceProperties()->name;
+  std::ofstream out(out_path, std::ios::app);
+  for (const char* which : {"eager", "compiled"}) {
+    const double base = baseline[std::string(which) + "_ms"].get<double>();
+    const double base_peak = baseline[std::string(which) + "_peak_gib"].get<double>();
+    nlohmann::json line = {{"bench", "step"},
+                           {"device", name},
+                           {"date", date},
+                           {"commit", commit},
+                           {"case", "wan2.1-1.3b random-weights B=2 (cond+uncond) 480x832x81 dense-cudnn bf16"},
+                           {"impl", "ditkit"},
+                           {"value", ours},
+                           {"unit", "ms"},
+                           {"baseline_impl", std::string("diffusers-") + which},
+                           {"baseline_value", base},
+                           {"ratio", base / ours},
+                           {"peak_gib", peak_gib},
+                           {"baseline_peak_gib", base_peak}};
+    std::puts(line.dump().c_str());
+    out << line.dump() << "\n";
+  }
+  return 0;
+}
