@@ -95,6 +95,17 @@ if(DITKIT_OPENCV)
   endif()
 endif()
 
+set(DITKIT_HAVE_SENTENCEPIECE OFF)
+if(PkgConfig_FOUND)
+  pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
+  if(SENTENCEPIECE_FOUND)
+    set(DITKIT_HAVE_SENTENCEPIECE ON)
+  endif()
+endif()
+if(NOT DITKIT_HAVE_SENTENCEPIECE)
+  message(STATUS "ditkit: sentencepiece not found: tokenizing prompts is off (the text encoder still builds)")
+endif()
+
 find_package(ZLIB QUIET)  # PNG compression; without it PNGs are written uncompressed
 if(ZLIB_FOUND)
   set(ZLIB_FOUND_01 1)
