@@ -37,7 +37,13 @@ def main(model_dir, out_json):
             patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
             out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30,
             cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+    # bf16, but the modules diffusers keeps in fp32 stay fp32, as from_pretrained(torch_dtype=bf16)
+    # leaves them (and as ditkit runs them); a plain .to(bf16) would time a different model.
     model = model.to(torch.bfloat16).eval()
+    keep = model._keep_in_fp32_modules
+    for name, param in model.named_parameters():
+        if any(part in keep for part in name.split(".")):
+            param.data = param.data.float()
     model.save_pretrained(model_dir, safe_serialization=True)
     print("RANDOM WEIGHTS: Wan2.1-T2V-1.3B configuration, seed 0, saved to", model_dir, flush=True)
 
