@@ -191,6 +191,10 @@ struct SelfAttention {
         o(w(prefix + ".SelfAttention.o.weight", {c.d_model, c.inner_dim()})),
         relative_attention_bias(w(prefix + ".SelfAttention.relative_attention_bias.weight", {num_buckets, heads})) {}
 
+  void move_to(at::Device d) {
+    for (at::Tensor* t : {&layer_norm_weight, &q, &k, &v, &o, &relative_attention_bias}) *t = t->to(d);
+  }
+
   // x [B, L, d_model]; buckets int64 [L, L]; keep bool [B, 1, 1, L] (true: may be attended to).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& buckets, const at::Tensor& keep) const {
     const int64_t B = x.size(0), L = x.size(1);
@@ -222,6 +226,10 @@ struct FeedForward {
         wi_1(w(prefix + ".DenseReluDense.wi_1.weight", {c.d_ff, c.d_model})),
         wo(w(prefix + ".DenseReluDense.wo.weight", {c.d_model, c.d_ff})) {}
 
+  void move_to(at::Device d) {
+    for (at::Tensor* t : {&layer_norm_weight, &wi_0, &wi_1, &wo}) *t = t->to(d);
+  }
+
   at::Tensor forward(const at::Tensor& x) const {
     at::Tensor h = layer_norm(x, layer_norm_weight, eps);
     at::Tensor gated = at::gelu(at::linear(h, wi_0), "tanh") * at::linear(h, wi_1);
@@ -236,6 +244,11 @@ struct Block {
 
   Block(Weights& w, const std::string& prefix, const UMT5Config& c)
       : attention(w, prefix + ".layer.0", c), feed_forward(w, prefix + ".layer.1", c) {}
+
+  void move_to(at::Device d) {
+    attention.move_to(d);
+    feed_forward.move_to(d);
+  }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& buckets, const at::Tensor& keep) const {
     return clamp_fp16(feed_forward.forward(clamp_fp16(attention.forward(x, buckets, keep))));
@@ -347,6 +360,13 @@ struct UMT5Encoder::Model {
     for (int64_t i = 0; i < c.num_layers; ++i) blocks.emplace_back(w, "encoder.block." + std::to_string(i), c);
     final_layer_norm = w("encoder.final_layer_norm.weight", {c.d_model});
   }
+
+  void move_to(at::Device d) {
+    device = d;
+    embed_tokens = embed_tokens.to(d);
+    final_layer_norm = final_layer_norm.to(d);
+    for (Block& b : blocks) b.move_to(d);
+  }
 };
 
 UMT5Encoder UMT5Encoder::load(const std::string& dir, at::Device device, at::ScalarType dtype) {
@@ -357,6 +377,12 @@ UMT5Encoder UMT5Encoder::load(const std::string& dir, at::Device device, at::Sca
   auto model = std::make_shared<const Model>(weights, config, device, dtype);
   weights.check_all_taken();
   return UMT5Encoder(std::move(model));
+}
+
+UMT5Encoder UMT5Encoder::to(at::Device device) const {
+  auto moved = std::make_shared<Model>(*model_);  // shares the tensors until each is moved
+  moved->move_to(device);
+  return UMT5Encoder(std::move(moved));
 }
 
 const UMT5Config& UMT5Encoder::config() const { return model_->config; }

@@ -64,6 +64,11 @@ class UMT5Encoder {
   // With the tokenizer's max_length 512 this is Wan's [B, 512, 4096] context.
   at::Tensor encode_prompts(const at::Tensor& ids, const at::Tensor& mask) const;
 
+  // The same encoder with its weights on `device`. After encoding, `encoder = encoder.to(at::kCPU)`
+  // hands its GPU memory (~11 GiB for umT5-XXL in bf16) back to the DiT and the VAE; moving it
+  // back is one copy per weight.
+  UMT5Encoder to(at::Device device) const;
+
   const UMT5Config& config() const;
   at::Device device() const;
   at::ScalarType dtype() const;

@@ -207,6 +207,20 @@ TEST(UMT5Encoder, EncodePromptsZeroesPastEachLength) {
   EXPECT_GT(encoder.encode(g.ids, g.mask)[3].slice(0, 1).abs().max().item<double>(), 0);
 }
 
+// Moving the encoder (off the GPU after encoding, in the pipeline) keeps every weight: the moved
+// copy encodes exactly as the original, and the original stays usable.
+TEST(UMT5Encoder, MovedCopyEncodesTheSame) {
+  const Golden g = golden();
+  const UMT5Encoder encoder = UMT5Encoder::load(kEncoderDir, at::kCPU, at::kFloat);
+  const at::Device target = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const UMT5Encoder moved = encoder.to(target);
+  EXPECT_EQ(moved.device(), target);
+  const UMT5Encoder back = moved.to(at::kCPU);
+  EXPECT_EQ(back.device(), at::Device(at::kCPU));
+  EXPECT_TRUE(at::equal(back.encode(g.ids, g.mask), encoder.encode(g.ids, g.mask)));
+  EXPECT_LE(relative_error(moved.encode(g.ids, g.mask).cpu(), g.output), 1e-4);
+}
+
 TEST(UMT5Config, ReadsTheTinyConfigAndKnowsXxl) {
   const UMT5Config c = load_umt5_config(kEncoderDir + "/config.json");
   EXPECT_EQ(c.d_model, 32);
