@@ -79,14 +79,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "dit-gen: model folder '%s' does not exist.\n"
                  "  The shipped default model is not built yet: it is trained by dit-train (issue [tiny-model]).\n"
-                 "  Generation also still needs the Wan DiT and sampler (issue [wan-dit]) and the text encoder\n"
-                 "  and VAE (issue [wan-text-vae]).\n",
+                 "  Generation also still needs the text-to-video pipeline that joins the text encoder, the\n"
+                 "  Wan DiT, the sampler and the VAE (issues [wan-dit], [wan-text-vae]).\n",
                  model.c_str());
     return 2;
   }
   std::fprintf(stderr,
-               "dit-gen: found '%s', but this build cannot generate yet: the Wan DiT and sampling pipeline\n"
-               "  (issue [wan-dit]) and the text encoder and VAE (issue [wan-text-vae]) are still missing.\n",
+               "dit-gen: found '%s', but this build cannot generate yet: the text-to-video pipeline that\n"
+               "  joins the text encoder, the Wan DiT, the sampler and the VAE is still missing\n"
+               "  (issues [wan-dit], [wan-text-vae]).\n",
                model.c_str());
   return 2;
 }
