@@ -8,6 +8,7 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/log.h>
 #include <libswscale/swscale.h>
 }
 
@@ -83,6 +84,9 @@ void write_mp4(const at::Tensor& frames, const std::string& path, const VideoOpt
   Dictionary codec_options;
   av_dict_set(&codec_options.d, "crf", std::to_string(options.crf).c_str(), 0);
   av_dict_set(&codec_options.d, "preset", options.preset.c_str(), 0);
+  // x264 prints ~20 info lines per file at FFmpeg's default level; quiet them unless the host
+  // application chose a level of its own.
+  if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_WARNING);
   check(avcodec_open2(encoder.get(), codec, &codec_options.d),
         std::string("cannot open encoder ") + codec->name + " (crf " + std::to_string(options.crf) + ", preset '" +
             options.preset + "')");

@@ -46,7 +46,7 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     latents = scheduler->step(velocity, latents);
     if (on_step && !on_step(i, options.steps)) throw SamplingCancelled();
   }
-  return latents.to(model.dtype());
+  return latents;
 }
 
 }  // namespace ditkit

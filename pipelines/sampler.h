@@ -37,7 +37,7 @@ struct SamplingCancelled : std::runtime_error {
 };
 
 // latent_shape [B, C, F, H, W]; context / uncond_context [B, L, text_dim] (uncond is ignored
-// without guidance). Returns the final latents [B, C, F, H, W] in the model's dtype.
+// without guidance). Returns the final latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
 at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
                   const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention = nullptr,
                   const StepCallback& on_step = {});
