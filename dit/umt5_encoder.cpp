@@ -3,6 +3,7 @@
 // layer, unlike T5) -> gated feed-forward -> block -> stack. Each forward does the same operations
 // with the same dtype promotions as transformers (ATen promotes as PyTorch does), so fp32 agrees to
 // rounding and bf16/fp16 round where transformers rounds.
+#include "dit/config_json.h"
 #include "dit/umt5_encoder.h"
 
 #include <ATen/ATen.h>
@@ -24,36 +25,16 @@
 namespace ditkit {
 namespace {
 
+using cfg::check_run_dtype;
+using cfg::fail;
+using cfg::field;
+using cfg::read_int;
+using cfg::require_at_least;
+using cfg::shape_str;
 using nlohmann::json;
 
 // ---------------------------------------------------------------------------------------------
 // Config
-
-[[noreturn]] void fail(const std::string& where, const std::string& field, const std::string& problem) {
-  throw std::runtime_error(where + ": field '" + field + "' " + problem);
-}
-
-const json* field(const json& config, const char* name) {
-  auto it = config.find(name);
-  return it == config.end() || it->is_null() ? nullptr : &*it;
-}
-
-void read_int(const json& config, const char* name, int64_t& out, const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_number_integer()) fail(where, name, "must be an integer, got " + value->dump());
-  out = value->get<int64_t>();
-}
-
-void require_at_least(int64_t value, int64_t least, const char* name, const std::string& where) {
-  if (value < least) fail(where, name, "must be >= " + std::to_string(least) + ", got " + std::to_string(value));
-}
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << shape;
-  return s.str();
-}
 
 // A compact statement of the config values the weight shapes follow from, for error messages.
 std::string describe(const UMT5Config& c) {
@@ -255,12 +236,6 @@ struct Block {
   }
 };
 
-void check_run_dtype(at::ScalarType dtype, const char* who) {
-  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
-    throw std::invalid_argument(std::string(who) + ": dtype must be float32, bfloat16 or float16, got " +
-                                c10::toString(dtype));
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -292,17 +267,7 @@ void validate_umt5_config(const UMT5Config& c, const std::string& where) {
 }
 
 UMT5Config load_umt5_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
-  json config;
-  try {
-    config = json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw std::runtime_error(path + ": not valid JSON: " + e.what());
-  }
-  if (!config.is_object()) throw std::runtime_error(path + ": must hold a JSON object, got " + config.type_name());
+  const json config = cfg::read_config_json(path);
   if (const json* type = field(config, "model_type"); type && *type != "umt5")
     fail(path, "model_type", "is " + type->dump() + ", not \"umt5\" (is this Wan's text_encoder/ folder?)");
 

@@ -8,45 +8,18 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "dit/config_json.h"
+
 namespace ditkit {
 namespace {
 
+using cfg::fail;
+using cfg::field;
+using cfg::read_bool;
+using cfg::read_double;
+using cfg::read_int;
+using cfg::require_at_least;
 using nlohmann::json;
-
-[[noreturn]] void fail(const std::string& where, const std::string& field, const std::string& problem) {
-  throw std::runtime_error(where + ": field '" + field + "' " + problem);
-}
-
-// A present, non-null field (diffusers writes null for "use the default").
-const json* field(const json& config, const char* name) {
-  auto it = config.find(name);
-  return it == config.end() || it->is_null() ? nullptr : &*it;
-}
-
-void read_int(const json& config, const char* name, int64_t& out, const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_number_integer()) fail(where, name, "must be an integer, got " + value->dump());
-  out = value->get<int64_t>();
-}
-
-void read_bool(const json& config, const char* name, bool& out, const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_boolean()) fail(where, name, "must be true or false, got " + value->dump());
-  out = value->get<bool>();
-}
-
-void read_double(const json& config, const char* name, double& out, const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_number()) fail(where, name, "must be a number, got " + value->dump());
-  out = value->get<double>();
-}
-
-void require_at_least(int64_t value, int64_t least, const char* name, const std::string& where) {
-  if (value < least) fail(where, name, "must be >= " + std::to_string(least) + ", got " + std::to_string(value));
-}
 
 }  // namespace
 
@@ -78,17 +51,7 @@ void validate_wan_config(const WanConfig& c, const std::string& where) {
 }
 
 WanConfig load_wan_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
-  json config;
-  try {
-    config = json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw std::runtime_error(path + ": not valid JSON: " + e.what());
-  }
-  if (!config.is_object()) throw std::runtime_error(path + ": must hold a JSON object, got " + config.type_name());
+  const json config = cfg::read_config_json(path);
 
   if (const json* name = field(config, "_class_name"); name && *name != "WanTransformer3DModel")
     fail(path, "_class_name",

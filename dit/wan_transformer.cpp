@@ -3,6 +3,7 @@
 // Each class holds its weights as tensors named after their checkpoint keys, and each forward
 // does the same operations in the same dtypes as diffusers, so fp32 agrees to rounding and bf16
 // rounds where diffusers rounds.
+#include "dit/config_json.h"
 #include "dit/wan_transformer.h"
 
 #include <ATen/ATen.h>
@@ -21,6 +22,10 @@
 namespace ditkit {
 namespace {
 
+using cfg::check_run_dtype;
+using cfg::shape_str;
+using nlohmann::json;
+
 // diffusers' WanTransformer3DModel._keep_in_fp32_modules: a weight stays fp32 when one of the
 // dot-separated parts of its key is one of these (model_loading_utils.load_model_dict_into_meta).
 // "rope" has no weights here either; its tables are fp32 by construction.
@@ -32,12 +37,6 @@ bool keeps_fp32(const std::string& key) {
     for (const char* name : kKeepInFp32)
       if (part == name) return true;
   return false;
-}
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << shape;
-  return s.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,12 +337,6 @@ std::string describe(const WanConfig& c) {
     << ", channels " << c.in_channels << " in / " << c.out_channels << " out, patch " << c.patch_size[0] << "x"
     << c.patch_size[1] << "x" << c.patch_size[2] << ", cross_attn_norm " << (c.cross_attn_norm ? "true" : "false");
   return s.str();
-}
-
-void check_run_dtype(at::ScalarType dtype, const char* who) {
-  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
-    throw std::invalid_argument(std::string(who) + ": dtype must be float32, bfloat16 or float16, got " +
-                                c10::toString(dtype));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 // without being doubled, and their time_conv starts its history with the second frame. That is why
 // the video has 1 + 4 (F - 1) frames. Both rules are expressed here per frame, not per pass, so a
 // pass may take any number of latent frames and still give diffusers' result.
+#include "dit/config_json.h"
 #include "dit/wan_vae.h"
 
 #include <ATen/ATen.h>
@@ -34,47 +35,16 @@
 namespace ditkit {
 namespace {
 
+using cfg::check_run_dtype;
+using cfg::fail;
+using cfg::field;
+using cfg::read_int;
+using cfg::read_list;
+using cfg::shape_str;
 using nlohmann::json;
-
-std::string shape_str(at::IntArrayRef shape) {
-  std::ostringstream s;
-  s << shape;
-  return s.str();
-}
 
 // ---------------------------------------------------------------------------------------------
 // Config reading: the transformer's wan_config.cpp conventions (errors name the file and field).
-
-[[noreturn]] void fail(const std::string& where, const std::string& field, const std::string& problem) {
-  throw std::runtime_error(where + ": field '" + field + "' " + problem);
-}
-
-// A present, non-null field (diffusers writes null for "use the default").
-const json* field(const json& config, const char* name) {
-  auto it = config.find(name);
-  return it == config.end() || it->is_null() ? nullptr : &*it;
-}
-
-void read_int(const json& config, const char* name, int64_t& out, const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_number_integer()) fail(where, name, "must be an integer, got " + value->dump());
-  out = value->get<int64_t>();
-}
-
-// A list whose every element passes `is_kind`; absent or null leaves `out` as it is.
-template <typename T, typename IsKind>
-void read_list(const json& config, const char* name, std::vector<T>& out, IsKind is_kind, const char* kind,
-               const std::string& where) {
-  const json* value = field(config, name);
-  if (!value) return;
-  if (!value->is_array()) fail(where, name, std::string("must be a list of ") + kind + ", got " + value->dump());
-  out.clear();
-  for (const json& element : *value) {
-    if (!is_kind(element)) fail(where, name, std::string("must be a list of ") + kind + ", got " + value->dump());
-    out.push_back(element.get<T>());
-  }
-}
 
 std::string list_str(const std::vector<int64_t>& values) {
   std::string s = "[";
@@ -429,12 +399,6 @@ struct WanVae::Model {
 
 namespace {
 
-void check_run_dtype(at::ScalarType dtype, const char* who) {
-  if (dtype != at::kFloat && dtype != at::kBFloat16 && dtype != at::kHalf)
-    throw std::invalid_argument(std::string(who) + ": dtype must be float32, bfloat16 or float16, got " +
-                                c10::toString(dtype));
-}
-
 }  // namespace
 
 int64_t WanVaeConfig::spatial_factor() const { return int64_t(1) << (dim_mult.size() - 1); }
@@ -474,17 +438,7 @@ void validate_wan_vae_config(const WanVaeConfig& c, const std::string& where) {
 }
 
 WanVaeConfig load_wan_vae_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  std::stringstream text;
-  text << in.rdbuf();
-  json config;
-  try {
-    config = json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw std::runtime_error(path + ": not valid JSON: " + e.what());
-  }
-  if (!config.is_object()) throw std::runtime_error(path + ": must hold a JSON object, got " + config.type_name());
+  const json config = cfg::read_config_json(path);
   if (const json* name = field(config, "_class_name"); name && *name != "AutoencoderKLWan")
     fail(path, "_class_name", "is " + name->dump() + ", not \"AutoencoderKLWan\" (is this the vae/ folder?)");
   if (const json* residual = field(config, "is_residual"); residual && *residual != false)
