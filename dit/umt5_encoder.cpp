@@ -3,6 +3,7 @@
 // layer, unlike T5) -> gated feed-forward -> block -> stack. Each forward does the same operations
 // with the same dtype promotions as transformers (ATen promotes as PyTorch does), so fp32 agrees to
 // rounding and bf16/fp16 round where transformers rounds.
+#include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
 #include "dit/umt5_encoder.h"
 
@@ -57,55 +58,27 @@ bool keeps_fp32(const std::string& key, at::ScalarType dtype) {
 class Weights {
  public:
   Weights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : checkpoint_(checkpoint), expectation_(std::move(expectation)), device_(device), dtype_(dtype) {}
+      : tensors_(checkpoint, std::move(expectation), "a transformers UMT5EncoderModel text_encoder"),
+        device_(device),
+        dtype_(dtype) {}
 
   // The tensor `key` of `shape` on the model's device, in the run dtype (or fp32, keeps_fp32).
   at::Tensor operator()(const std::string& key, std::vector<int64_t> shape) {
-    if (!checkpoint_.contains(key))
-      throw std::runtime_error(checkpoint_.path() + ": no tensor '" + key +
-                               "' (is this a transformers UMT5EncoderModel text_encoder? config: " + expectation_ +
-                               ")");
-    return checked(key, shape).to(device_, keeps_fp32(key, dtype_) ? at::kFloat : dtype_);
+    return tensors_.take(key, shape).to(device_, keeps_fp32(key, dtype_) ? at::kFloat : dtype_);
   }
 
-  bool contains(const std::string& key) const { return checkpoint_.contains(key); }
+  bool contains(const std::string& key) const { return tensors_.contains(key); }
 
   // A tensor the model does not use but that must still fit the config (shared.weight beside
   // encoder.embed_tokens.weight): checked, counted as taken, not copied to the device.
-  void check_unused(const std::string& key, std::vector<int64_t> shape) { checked(key, shape); }
+  void check_unused(const std::string& key, std::vector<int64_t> shape) { tensors_.take(key, shape); }
 
-  // Tensors the model did not take mean the config and the checkpoint disagree (more layers, a
-  // decoder); refuse rather than run a different model than the file holds.
-  void check_all_taken() const {
-    std::vector<std::string> left;
-    for (const std::string& key : checkpoint_.keys())
-      if (!taken_.count(key)) left.push_back(key);
-    if (left.empty()) return;
-    throw std::runtime_error(checkpoint_.path() + ": " + std::to_string(left.size()) +
-                             " tensors that the config does not account for, e.g. '" + left.front() +
-                             "' (config: " + expectation_ + ")");
-  }
+  void check_all_taken() const { tensors_.check_all_taken(); }
 
  private:
-  at::Tensor checked(const std::string& key, at::IntArrayRef shape) {
-    at::Tensor t = checkpoint_.get(key);
-    if (t.sizes() != shape)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has shape " + shape_str(t.sizes()) +
-                               ", expected " + shape_str(shape) + " (config: " + expectation_ + ")");
-    const at::ScalarType type = t.scalar_type();
-    if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has dtype " +
-                               std::string(c10::toString(type)) +
-                               ", expected a floating type (float32, bfloat16 or float16)");
-    taken_.insert(key);
-    return t;
-  }
-
-  SafetensorsCheckpoint& checkpoint_;
-  std::string expectation_;  // the config values the shapes follow from, for error messages
+  CheckedCheckpoint tensors_;
   at::Device device_;
   at::ScalarType dtype_;
-  std::set<std::string> taken_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // Each class holds its weights as tensors named after their checkpoint keys, and each forward
 // does the same operations in the same dtypes as diffusers, so fp32 agrees to rounding and bf16
 // rounds where diffusers rounds.
+#include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
 #include "dit/wan_transformer.h"
 
@@ -67,43 +68,18 @@ class Weights {
 class CheckpointWeights : public Weights {
  public:
   CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), checkpoint_(checkpoint), expectation_(std::move(expectation)) {}
+      : Weights(device, dtype), tensors_(checkpoint, std::move(expectation), "a diffusers-format Wan2.1 transformer") {}
 
-  // Tensors the model did not take mean the config and the checkpoint disagree (more layers,
-  // image-to-video parts); refuse rather than run a different model than the file holds.
   void check_all_taken() const {
-    std::vector<std::string> left;
-    for (const std::string& key : checkpoint_.keys())
-      // diffusers drops norm_added_q on load (_keys_to_ignore_on_load_unexpected).
-      if (!taken_.count(key) && key.find("norm_added_q") == std::string::npos) left.push_back(key);
-    if (left.empty()) return;
-    throw std::runtime_error(checkpoint_.path() + ": " + std::to_string(left.size()) +
-                             " tensors that the config does not account for, e.g. '" + left.front() +
-                             "' (config: " + expectation_ + ")");
+    // diffusers drops norm_added_q on load (_keys_to_ignore_on_load_unexpected).
+    tensors_.check_all_taken([](const std::string& key) { return key.find("norm_added_q") == std::string::npos; });
   }
 
  protected:
-  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init) override {
-    if (!checkpoint_.contains(key))
-      throw std::runtime_error(checkpoint_.path() + ": no tensor '" + key +
-                               "' (is this a diffusers-format Wan2.1 transformer? config: " + expectation_ + ")");
-    at::Tensor t = checkpoint_.get(key);
-    if (t.sizes() != shape)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has shape " + shape_str(t.sizes()) +
-                               ", expected " + shape_str(shape) + " (config: " + expectation_ + ")");
-    const at::ScalarType type = t.scalar_type();
-    if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has dtype " +
-                               std::string(c10::toString(type)) +
-                               ", expected a floating type (float32, bfloat16 or float16)");
-    taken_.insert(key);
-    return t;
-  }
+  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init) override { return tensors_.take(key, shape); }
 
  private:
-  SafetensorsCheckpoint& checkpoint_;
-  std::string expectation_;  // the config values the shapes follow from, for error messages
-  std::set<std::string> taken_;
+  CheckedCheckpoint tensors_;
 };
 
 class RandomWeights : public Weights {

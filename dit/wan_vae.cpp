@@ -10,6 +10,7 @@
 // without being doubled, and their time_conv starts its history with the second frame. That is why
 // the video has 1 + 4 (F - 1) frames. Both rules are expressed here per frame, not per pass, so a
 // pass may take any number of latent frames and still give diffusers' result.
+#include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
 #include "dit/wan_vae.h"
 
@@ -89,43 +90,22 @@ class Weights {
 class CheckpointWeights : public Weights {
  public:
   CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), checkpoint_(checkpoint), expectation_(std::move(expectation)) {}
+      : Weights(device, dtype), tensors_(checkpoint, std::move(expectation), "a diffusers-format Wan2.1 VAE") {}
 
-  // Decoder tensors the model did not take mean the config and the checkpoint disagree; refuse
-  // rather than run a different model than the file holds. The encoder's are not ours to read.
+  // Only the decoder's tensors must all be used: the encoder's are not ours to read.
   void check_all_taken() const {
-    std::vector<std::string> left;
-    for (const std::string& key : checkpoint_.keys())
-      if (!taken_.count(key) && (key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0))
-        left.push_back(key);
-    if (left.empty()) return;
-    throw std::runtime_error(checkpoint_.path() + ": " + std::to_string(left.size()) +
-                             " decoder tensors that the config does not account for, e.g. '" + left.front() +
-                             "' (config: " + expectation_ + ")");
+    tensors_.check_all_taken(
+        [](const std::string& key) { return key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0; },
+        "decoder tensors");
   }
 
  protected:
   at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init, int64_t) override {
-    if (!checkpoint_.contains(key))
-      throw std::runtime_error(checkpoint_.path() + ": no tensor '" + key +
-                               "' (is this a diffusers-format Wan2.1 VAE? config: " + expectation_ + ")");
-    at::Tensor t = checkpoint_.get(key);
-    if (t.sizes() != shape)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has shape " + shape_str(t.sizes()) +
-                               ", expected " + shape_str(shape) + " (config: " + expectation_ + ")");
-    const at::ScalarType type = t.scalar_type();
-    if (type != at::kFloat && type != at::kBFloat16 && type != at::kHalf)
-      throw std::runtime_error(checkpoint_.path() + ": tensor '" + key + "' has dtype " +
-                               std::string(c10::toString(type)) +
-                               ", expected a floating type (float32, bfloat16 or float16)");
-    taken_.insert(key);
-    return t;
+    return tensors_.take(key, shape);
   }
 
  private:
-  SafetensorsCheckpoint& checkpoint_;
-  std::string expectation_;
-  std::set<std::string> taken_;
+  CheckedCheckpoint tensors_;
 };
 
 class RandomWeights : public Weights {
