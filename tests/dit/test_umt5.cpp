@@ -13,6 +13,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tests/model_test_support.h"
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
 #include "dit/umt5_encoder.h"
@@ -26,13 +27,11 @@ namespace fs = std::filesystem;
 namespace ditkit {
 namespace {
 
+using testing_support::relative_error;
+using testing_support::throws_with;
+
 const std::string kTiny = std::string(DITKIT_TEST_DATA) + "/umt5_tiny";
 const std::string kEncoderDir = kTiny + "/text_encoder";
-
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor x = a.to(at::kCPU, at::kDouble), y = b.to(at::kCPU, at::kDouble);
-  return (x - y).abs().max().item<double>() / y.abs().max().item<double>();
-}
 
 struct Golden {
   std::vector<std::string> prompts;
@@ -50,21 +49,6 @@ Golden golden() {
   g.output = io.get("output");
   g.output_bf16 = io.get("output_bf16");
   return g;
-}
-
-// Passes when `f` throws an E whose message holds every one of `words`.
-template <typename E>
-testing::AssertionResult throws_with(const std::function<void()>& f, const std::vector<std::string>& words) {
-  try {
-    f();
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const std::string& w : words)
-      if (message.find(w) == std::string::npos)
-        return testing::AssertionFailure() << "message \"" << message << "\" lacks \"" << w << "\"";
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "nothing of the expected type was thrown";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,31 +225,14 @@ TEST(UMT5Config, ReadsTheTinyConfigAndKnowsXxl) {
 // Bad checkpoints, configs and inputs. Each test copies the tiny encoder into a fresh folder of
 // its own and breaks one thing.
 
-class UMT5BadInput : public testing::Test {
+class UMT5BadInput : public testing_support::TinyModelCopy {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ditkit-umt5-" +
-                                        std::string(testing::UnitTest::GetInstance()->current_test_info()->name()) +
-                                        "-" + std::to_string(::getpid()));
-    remove_tree(dir_.string());
-    fs::create_directories(dir_);
-    std::ifstream in(kEncoderDir + "/config.json");
-    config_ = nlohmann::json::parse(in);
-    SafetensorsFile weights(kEncoderDir + "/model.safetensors");
-    for (const std::string& key : weights.keys()) tensors_[key] = weights.get(key);
-  }
-  void TearDown() override { remove_tree(dir_.string()); }
+  UMT5BadInput() : TinyModelCopy(kEncoderDir, "model.safetensors") {}
 
   UMT5Encoder load() const {
-    std::ofstream(dir_ / "config.json") << config_.dump(2);
-    save_safetensors((dir_ / "model.safetensors").string(), tensors_);
+    write();
     return UMT5Encoder::load(dir_.string(), at::kCPU, at::kFloat);
   }
-  std::string config_path() const { return (dir_ / "config.json").string(); }
-
-  fs::path dir_;
-  nlohmann::json config_;
-  std::map<std::string, at::Tensor> tensors_;
 };
 
 TEST_F(UMT5BadInput, MissingWeightFile) {

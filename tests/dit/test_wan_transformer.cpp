@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tests/model_test_support.h"
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
 #include "dit/wan_config.h"
@@ -24,12 +25,10 @@ namespace fs = std::filesystem;
 namespace ditkit {
 namespace {
 
-const std::string kTiny = std::string(DITKIT_TEST_DATA) + "/wan_tiny";
+using testing_support::relative_error;
+using testing_support::throws_with;
 
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor x = a.to(at::kCPU, at::kDouble), y = b.to(at::kCPU, at::kDouble);
-  return (x - y).abs().max().item<double>() / y.abs().max().item<double>();
-}
+const std::string kTiny = std::string(DITKIT_TEST_DATA) + "/wan_tiny";
 
 struct Golden {
   at::Tensor latents, timestep, context, output, output_bf16;
@@ -39,21 +38,6 @@ Golden golden() {
   SafetensorsFile io(kTiny + "/io.safetensors");
   return {io.get("hidden_states"), io.get("timestep"), io.get("encoder_hidden_states"), io.get("output"),
           io.get("output_bf16")};
-}
-
-// Passes when `f` throws an E whose message holds every one of `words`.
-template <typename E>
-testing::AssertionResult throws_with(const std::function<void()>& f, const std::vector<std::string>& words) {
-  try {
-    f();
-  } catch (const E& e) {
-    const std::string message = e.what();
-    for (const std::string& w : words)
-      if (message.find(w) == std::string::npos)
-        return testing::AssertionFailure() << "message \"" << message << "\" lacks \"" << w << "\"";
-    return testing::AssertionSuccess();
-  }
-  return testing::AssertionFailure() << "nothing of the expected type was thrown";
 }
 
 TEST(WanTransformer, Fp32OnCpuMatchesDiffusers) {
@@ -168,32 +152,14 @@ TEST(WanConfig, ReadsTheTinyConfigAndKnows13B) {
 }
 
 // Each test copies the tiny model into a fresh folder of its own and breaks one thing.
-class WanBadInput : public testing::Test {
+class WanBadInput : public testing_support::TinyModelCopy {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("ditkit-wan-" +
-                                        std::string(testing::UnitTest::GetInstance()->current_test_info()->name()) +
-                                        "-" + std::to_string(::getpid()));
-    remove_tree(dir_.string());
-    fs::create_directories(dir_);
-    std::ifstream in(kTiny + "/config.json");
-    config_ = nlohmann::json::parse(in);
-    SafetensorsFile weights(kTiny + "/diffusion_pytorch_model.safetensors");
-    for (const std::string& key : weights.keys()) tensors_[key] = weights.get(key);
-  }
-  void TearDown() override { remove_tree(dir_.string()); }
+  WanBadInput() : TinyModelCopy(kTiny, "diffusion_pytorch_model.safetensors") {}
 
-  // Writes config_ and tensors_ as a transformer folder and loads it.
   void load() const {
-    std::ofstream(dir_ / "config.json") << config_.dump(2);
-    save_safetensors((dir_ / "diffusion_pytorch_model.safetensors").string(), tensors_);
+    write();
     WanTransformer::load(dir_.string(), at::kCPU, at::kFloat);
   }
-  std::string config_path() const { return (dir_ / "config.json").string(); }
-
-  fs::path dir_;
-  nlohmann::json config_;
-  std::map<std::string, at::Tensor> tensors_;
 };
 
 TEST_F(WanBadInput, MissingWeightFile) {

@@ -9,16 +9,14 @@
 #include "ditkit_config.h"
 #include "dit/safetensors.h"
 #include "pipelines/text_to_video.h"
+#include "tests/model_test_support.h"
 
 namespace ditkit {
 namespace {
 
 const std::string kDir = std::string(DITKIT_TEST_DATA) + "/wan_pipeline_tiny";
 
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
-         b.to(at::kDouble).abs().max().item<double>();
-}
+using testing_support::relative_error;
 
 struct Reference {
   SafetensorsFile file{kDir + "/reference.safetensors"};

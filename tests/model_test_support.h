@@ -1,0 +1,75 @@
+// Helpers the model tests share: error measures against goldens, "throws with these words", and
+// a fixture that copies a tiny model folder so a test can break one thing in its own copy.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "dit/atomic_file.h"
+#include "dit/safetensors.h"
+
+namespace ditkit::testing_support {
+
+// max|a - b| / max|b|, in fp64 on the CPU.
+inline double relative_error(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor x = a.to(at::kCPU, at::kDouble), y = b.to(at::kCPU, at::kDouble);
+  return (x - y).abs().max().item<double>() / y.abs().max().item<double>();
+}
+
+// Passes when `f` throws an E whose message holds every one of `words`.
+template <typename E>
+::testing::AssertionResult throws_with(const std::function<void()>& f, const std::vector<std::string>& words) {
+  try {
+    f();
+  } catch (const E& e) {
+    const std::string message = e.what();
+    for (const std::string& w : words)
+      if (message.find(w) == std::string::npos)
+        return ::testing::AssertionFailure() << "message \"" << message << "\" lacks \"" << w << "\"";
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "nothing of the expected type was thrown";
+}
+
+// Copies a tiny model's config.json and weights into a fresh folder per test; write() puts
+// config_ and tensors_ (as the test changed them) back on disk for the loader under test.
+class TinyModelCopy : public ::testing::Test {
+ protected:
+  TinyModelCopy(std::string source, std::string weights_file)
+      : source_(std::move(source)), weights_file_(std::move(weights_file)) {}
+
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("ditkit-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "-" + std::to_string(::getpid()));
+    remove_tree(dir_.string());
+    std::filesystem::create_directories(dir_);
+    std::ifstream in(source_ + "/config.json");
+    config_ = nlohmann::json::parse(in);
+    SafetensorsFile weights(source_ + "/" + weights_file_);
+    for (const std::string& key : weights.keys()) tensors_[key] = weights.get(key);
+  }
+  void TearDown() override { remove_tree(dir_.string()); }
+
+  void write() const {
+    std::ofstream(dir_ / "config.json") << config_.dump(2);
+    save_safetensors((dir_ / weights_file_).string(), tensors_);
+  }
+  std::string config_path() const { return (dir_ / "config.json").string(); }
+
+  std::string source_, weights_file_;
+  std::filesystem::path dir_;
+  nlohmann::json config_;
+  std::map<std::string, at::Tensor> tensors_;
+};
+
+}  // namespace ditkit::testing_support
