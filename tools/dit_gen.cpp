@@ -84,8 +84,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "dit-gen: model folder '%s' does not exist.\n"
                  "  The shipped default model is not built yet: it is trained by dit-train (issue [tiny-model]).\n"
-                 "  Generation also still needs the text-to-video pipeline that joins the text encoder, the\n"
-                 "  Wan DiT, the sampler and the VAE (issues [wan-dit], [wan-text-vae]).\n",
+                 "  Until then, pass --model DIR with a Wan2.1 text-to-video checkpoint in the diffusers layout\n"
+                 "  (tokenizer/, text_encoder/, transformer/, vae/).\n",
                  model.c_str());
     return 2;
   }
