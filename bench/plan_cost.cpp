@@ -3,18 +3,13 @@
 // Times topk plans (pool q/k, score blocks, select, build the CSR) with 128x64 blocks at the
 // Wan2.1-1.3B shape and writes one JSON line per case (bench/results/ format).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
-#include <fstream>
 #include <functional>
 #include <string>
-#include <vector>
 
+#include "bench/device_bench.h"
 #include "kernels/block_pool.h"
 #include "kernels/block_scores.h"
 #include "kernels/block_select.h"
@@ -23,35 +18,7 @@
 
 namespace {
 
-// Median over `iters` timed runs after `warmup`, with CUDA events around each run.
-double median_ms(const std::function<void()>& fn, int warmup = 5, int iters = 20) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<double> ms;
-  auto stream = at::cuda::getCurrentCUDAStream();
-  for (int i = 0; i < iters; ++i) {
-    cudaEventRecord(start, stream);
-    fn();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float t = 0;
-    cudaEventElapsedTime(&t, start, stop);
-    ms.push_back(t);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-std::string today() {
-  char buf[16];
-  std::time_t now = std::time(nullptr);
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
-  return buf;
-}
+double median_ms(const std::function<void()>& fn) { return ditkit::bench::median_ms(fn, 5, 20); }
 
 }  // namespace
 
@@ -82,7 +49,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "plan_cost: needs a CUDA GPU\n");
     return 2;
   }
-  const std::string device = at::cuda::getCurrentDeviceProperties()->name;
   auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
   at::Tensor q = at::randn({1, S, H, D}, opts), k = at::randn({1, S, H, D}, opts), v = at::randn({1, S, H, D}, opts);
 
@@ -97,25 +63,24 @@ int main(int argc, char** argv) {
     return 0;
   }
   const double dense_ms = median_ms([&] { ditkit::dense_attention(q, k, v); });
-  std::ofstream out(out_path, std::ios::app);
   char shape[64];
   std::snprintf(shape, sizeof shape, "1x%lldx%lldx%lld", static_cast<long long>(H), static_cast<long long>(S),
                 static_cast<long long>(D));
   for (std::string recipe : {"topk:k=" + std::to_string(top_k) + ":diag=1", std::string("topk:mass=0.9:diag=1")}) {
     auto method = ditkit::make_attention_method(ditkit::parse_recipe(recipe, ditkit::attention_method_specs()).rules[0]);
     const double plan_ms = median_ms([&] { method->plan(q, k, ctx); });
-    ditkit::Plan plan = method->plan(q, k, ctx);
-    const double kept = plan.density(q.device()).item<float>();
-    char line[768];
-    std::snprintf(line, sizeof line,
-                  "{\"bench\": \"plan\", \"device\": \"%s\", \"date\": \"%s\", \"commit\": \"%s\", "
-                  "\"case\": \"%s 128x64 blocks %s (kept %.3f)\", \"impl\": \"ditkit-plan\", \"value\": %.4f, "
-                  "\"unit\": \"ms\", \"baseline_impl\": \"cudnn-dense\", \"baseline_value\": %.4f, \"ratio\": %.2f, "
-                  "\"share_of_dense\": %.4f}",
-                  device.c_str(), today().c_str(), commit.c_str(), shape, recipe.c_str(), kept, plan_ms, dense_ms,
-                  dense_ms / plan_ms, plan_ms / dense_ms);
-    std::puts(line);
-    out << line << "\n";
+    const double kept = method->plan(q, k, ctx).density(q.device()).item<float>();
+    char name[160];
+    std::snprintf(name, sizeof name, "%s 128x64 blocks %s (kept %.3f)", shape, recipe.c_str(), kept);
+    ditkit::bench::record(out_path, "plan", commit,
+                          {{"case", name},
+                           {"impl", "ditkit-plan"},
+                           {"value", plan_ms},
+                           {"unit", "ms"},
+                           {"baseline_impl", "cudnn-dense"},
+                           {"baseline_value", dense_ms},
+                           {"ratio", dense_ms / plan_ms},
+                           {"share_of_dense", plan_ms / dense_ms}});
   }
   // Where the topk plan's time goes (printed only, for reading alongside the recorded lines).
   ditkit::BlockGeometry g{S, 128, 64};

@@ -4,18 +4,13 @@
 // DIR holds the RANDOM weights step_diffusers.py saved; RESULT.json its timings. Writes two
 // bench/results lines: against diffusers eager and against diffusers torch.compile'd.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
+#include "bench/device_bench.h"
 #include "dit/wan_transformer.h"
 
 int main(int argc, char** argv) {
@@ -43,51 +38,22 @@ int main(int argc, char** argv) {
   at::Tensor latents = at::randn({2, 16, 21, 60, 104}, opts), context = at::randn({2, 512, 4096}, opts);
   at::Tensor timestep = at::full({2}, 999.0, at::dtype(at::kFloat).device(at::kCUDA));
   auto step = [&] { model.forward(latents, timestep, context); };
-  const int device = at::cuda::current_device();
-  c10::cuda::CUDACachingAllocator::resetPeakStats(device);
-  for (int i = 0; i < 2; ++i) step();
-  std::vector<double> ms;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  for (int i = 0; i < 5; ++i) {
-    cudaEventRecord(start, at::cuda::getCurrentCUDAStream());
-    step();
-    cudaEventRecord(stop, at::cuda::getCurrentCUDAStream());
-    cudaEventSynchronize(stop);
-    float t = 0;
-    cudaEventElapsedTime(&t, start, stop);
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double ours = ms[ms.size() / 2];
-  const double peak_gib =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].peak / double(1 << 30);
+  ditkit::bench::reset_peak_memory();
+  const double ours = ditkit::bench::median_ms(step, 2, 5);
+  const double peak_gib = ditkit::bench::peak_memory_gib();
   std::printf("ditkit dense step %.1f ms, peak %.2f GiB\n", ours, peak_gib);
-
-  char date[16];
-  std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  const std::string name = at::cuda::getCurrentDeviceProperties()->name;
-  std::ofstream out(out_path, std::ios::app);
   for (const char* which : {"eager", "compiled"}) {
     const double base = baseline[std::string(which) + "_ms"].get<double>();
-    const double base_peak = baseline[std::string(which) + "_peak_gib"].get<double>();
-    nlohmann::json line = {{"bench", "step"},
-                           {"device", name},
-                           {"date", date},
-                           {"commit", commit},
-                           {"case", "wan2.1-1.3b random-weights B=2 (cond+uncond) 480x832x81 dense-cudnn bf16"},
-                           {"impl", "ditkit"},
-                           {"value", ours},
-                           {"unit", "ms"},
-                           {"baseline_impl", std::string("diffusers-") + which},
-                           {"baseline_value", base},
-                           {"ratio", base / ours},
-                           {"peak_gib", peak_gib},
-                           {"baseline_peak_gib", base_peak}};
-    std::puts(line.dump().c_str());
-    out << line.dump() << "\n";
+    ditkit::bench::record(out_path, "step", commit,
+                  {{"case", "wan2.1-1.3b random-weights B=2 (cond+uncond) 480x832x81 dense-cudnn bf16"},
+                   {"impl", "ditkit"},
+                   {"value", ours},
+                   {"unit", "ms"},
+                   {"baseline_impl", std::string("diffusers-") + which},
+                   {"baseline_value", base},
+                   {"ratio", base / ours},
+                   {"peak_gib", peak_gib},
+                   {"baseline_peak_gib", baseline[std::string(which) + "_peak_gib"].get<double>()}});
   }
   return 0;
 }

@@ -4,18 +4,16 @@
 // Writes random weights as a text_encoder/ folder under SCRATCH (tensors drawn on the GPU, saved
 // one at a time), loads them through UMT5Encoder::load like a real checkpoint, then times.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
 
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "bench/device_bench.h"
 #include "dit/safetensors.h"
 #include "dit/umt5_encoder.h"
 
@@ -81,9 +79,8 @@ int main(int argc, char** argv) {
   std::printf("RANDOM WEIGHTS: umT5-XXL configuration (Wan's text encoder), not a trained checkpoint\n");
   write_random_checkpoint(dir, config);
 
-  const int device = at::cuda::current_device();
   c10::cuda::CUDACachingAllocator::emptyCache();
-  c10::cuda::CUDACachingAllocator::resetPeakStats(device);
+  ditkit::bench::reset_peak_memory();
   auto t0 = std::chrono::steady_clock::now();
   auto encoder = ditkit::UMT5Encoder::load(dir, at::kCUDA, at::kBFloat16);
   at::cuda::getCurrentCUDAStream().synchronize();
@@ -97,25 +94,16 @@ int main(int argc, char** argv) {
   at::Tensor context = encoder.encode_prompts(ids, mask);
   at::cuda::getCurrentCUDAStream().synchronize();
   const double encode_ms = 1e3 * seconds_since(t0);
-  const double peak_gib =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].peak / double(1 << 30);
+  const double peak_gib = ditkit::bench::peak_memory_gib();
   std::printf("load %.1f s, encode one 512-token prompt %.1f ms, peak %.2f GiB, context %s\n", load_s, encode_ms,
               peak_gib, c10::toString(context.scalar_type()));
 
-  char date[16];
-  std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  nlohmann::json line = {{"bench", "text-encoder"},
-                         {"device", at::cuda::getCurrentDeviceProperties()->name},
-                         {"date", date},
-                         {"commit", commit},
-                         {"case", "umt5-xxl random-weights bf16 one prompt 512 tokens"},
-                         {"impl", "ditkit"},
-                         {"value", encode_ms},
-                         {"unit", "ms"},
-                         {"load_s", load_s},
-                         {"peak_gib", peak_gib}};
-  std::puts(line.dump().c_str());
-  std::ofstream(out_path, std::ios::app) << line.dump() << "\n";
+  ditkit::bench::record(out_path, "text-encoder", commit,
+                {{"case", "umt5-xxl random-weights bf16 one prompt 512 tokens"},
+                 {"impl", "ditkit"},
+                 {"value", encode_ms},
+                 {"unit", "ms"},
+                 {"load_s", load_s},
+                 {"peak_gib", peak_gib}});
   return 0;
 }

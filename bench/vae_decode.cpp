@@ -4,18 +4,12 @@
 //   vae_decode [--out vae-h100.jsonl] [--commit SHA] [--chunk N]
 // Writes one bench/results line (no baseline: diffusers' decode is timed by its own script).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <ctime>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
 
+#include "bench/device_bench.h"
 #include "dit/wan_vae.h"
 
 int main(int argc, char** argv) {
@@ -45,44 +39,19 @@ int main(int argc, char** argv) {
   const ditkit::WanVae vae = ditkit::WanVae::random(config, 0, at::kCUDA, at::kBFloat16);
   const at::Tensor latents = at::randn({1, 16, 21, 60, 104}, at::dtype(at::kBFloat16).device(at::kCUDA));
 
-  const int device = at::cuda::current_device();
   auto decode = [&] { return vae.decode(latents, chunk); };  // includes the uint8 frames' copy to the host
-  at::Tensor frames = decode();                              // warm-up: cuDNN picks its algorithms
-  c10::cuda::CUDACachingAllocator::resetPeakStats(device);
-  std::vector<double> ms;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  for (int i = 0; i < 3; ++i) {
-    cudaEventRecord(start, at::cuda::getCurrentCUDAStream());
-    frames = decode();
-    cudaEventRecord(stop, at::cuda::getCurrentCUDAStream());
-    cudaEventSynchronize(stop);
-    float t = 0;
-    cudaEventElapsedTime(&t, start, stop);
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double ours = ms[ms.size() / 2];
-  const double peak_gib =
-      c10::cuda::CUDACachingAllocator::getDeviceStats(device).allocated_bytes[0].peak / double(1 << 30);
+  const at::Tensor frames = decode();                        // warm-up: cuDNN picks its algorithms
+  ditkit::bench::reset_peak_memory();
+  const double ours = ditkit::bench::median_ms([&] { decode(); }, 0, 3);
+  const double peak_gib = ditkit::bench::peak_memory_gib();
   std::printf("frames [%lld, %lld, %lld, 3]: decode %.1f ms (median of 3), peak %.2f GiB\n", (long long)frames.size(0),
               (long long)frames.size(1), (long long)frames.size(2), ours, peak_gib);
-
-  char date[16];
-  std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-  nlohmann::json line = {{"bench", "vae"},
-                         {"device", at::cuda::getCurrentDeviceProperties()->name},
-                         {"date", date},
-                         {"commit", commit},
-                         {"case", "wan2.1-vae random-weights decode 21x60x104 -> 81x480x832 bf16 chunk=" +
-                                      std::to_string(chunk) + " uint8 to host"},
-                         {"impl", "ditkit"},
-                         {"value", ours},
-                         {"unit", "ms"},
-                         {"peak_gib", peak_gib}};
-  std::puts(line.dump().c_str());
-  std::ofstream(out_path, std::ios::app) << line.dump() << "\n";
+  ditkit::bench::record(out_path, "vae", commit,
+                {{"case", "wan2.1-vae random-weights decode 21x60x104 -> 81x480x832 bf16 chunk=" + std::to_string(chunk) +
+                              " uint8 to host"},
+                 {"impl", "ditkit"},
+                 {"value", ours},
+                 {"unit", "ms"},
+                 {"peak_gib", peak_gib}});
   return 0;
 }
