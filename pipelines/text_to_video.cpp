@@ -63,9 +63,9 @@ TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::Sca
   return TextToVideo(std::move(tokenizer), std::move(text_encoder), std::move(transformer), std::move(vae));
 }
 
-at::Tensor TextToVideo::encode_text(const std::string& prompt, int64_t max_sequence_length) {
+at::Tensor TextToVideo::encode_texts(const std::vector<std::string>& prompts, int64_t max_sequence_length) {
 #if DITKIT_HAVE_SENTENCEPIECE
-  TokenBatch tokens = tokenizer_->encode({prompt}, max_sequence_length);
+  TokenBatch tokens = tokenizer_->encode(prompts, max_sequence_length);
   // The encoder lives on the CPU between prompts; on the GPU it visits only to encode.
   const at::Device device = transformer_.device();
   UMT5Encoder encoder = device.is_cuda() ? text_encoder_.to(device) : text_encoder_;
@@ -82,8 +82,12 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   timings_ = {};
 
   auto t0 = std::chrono::steady_clock::now();
-  at::Tensor context = encode_text(o.prompt, o.max_sequence_length);
-  at::Tensor uncond = o.sampling.guidance > 1.0 ? encode_text(o.negative_prompt, o.max_sequence_length) : at::Tensor();
+  const bool guided = o.sampling.guidance > 1.0;
+  std::vector<std::string> prompts{o.prompt};
+  if (guided) prompts.push_back(o.negative_prompt);
+  const at::Tensor texts = encode_texts(prompts, o.max_sequence_length);
+  const at::Tensor context = texts.narrow(0, 0, 1);
+  const at::Tensor uncond = guided ? texts.narrow(0, 1, 1) : at::Tensor();
   timings_.text = seconds_since(t0, device);
 
   const int64_t s = vae_.config().spatial_factor(), t = vae_.config().temporal_factor();

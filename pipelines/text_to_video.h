@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "dit/umt5_encoder.h"
 #include "dit/wan_transformer.h"
@@ -43,8 +44,9 @@ class TextToVideo {
   at::Tensor generate(const TextToVideoOptions& options, RecipeAttention* attention = nullptr,
                       const StepCallback& on_step = {});
 
-  // The text context the DiT sees for one prompt: [1, max_sequence_length, d_model].
-  at::Tensor encode_text(const std::string& prompt, int64_t max_sequence_length);
+  // The text contexts the DiT sees, one row per prompt: [N, max_sequence_length, d_model]. One
+  // batch, so a GPU run moves the encoder there once for the prompt and the negative prompt.
+  at::Tensor encode_texts(const std::vector<std::string>& prompts, int64_t max_sequence_length);
 
   const TextToVideoTimings& timings() const { return timings_; }
   const WanTransformer& transformer() const { return transformer_; }

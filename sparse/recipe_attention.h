@@ -20,7 +20,6 @@ class RecipeAttention {
 
   // The method that handles (layer, step) of a run of num_steps steps.
   AttentionMethod& method_for(const AttentionContext& ctx);
-  const Recipe& recipe() const { return recipe_; }
 
  private:
   Recipe recipe_;

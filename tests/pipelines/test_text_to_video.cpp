@@ -45,9 +45,9 @@ TEST(TextToVideo, MatchesDiffusersWanPipeline) {
   TextToVideoOptions o = options_of(ref.meta);
   TextToVideo pipeline = TextToVideo::load(kDir, at::kCPU, at::kFloat);
 
-  at::Tensor context = pipeline.encode_text(o.prompt, o.max_sequence_length);
+  at::Tensor texts = pipeline.encode_texts({o.prompt, o.negative_prompt}, o.max_sequence_length);
+  at::Tensor context = texts.narrow(0, 0, 1), uncond = texts.narrow(0, 1, 1);
   EXPECT_LE(relative_error(context, ref.file.get("prompt_embeds")), 1e-4);
-  at::Tensor uncond = pipeline.encode_text(o.negative_prompt, o.max_sequence_length);
   EXPECT_LE(relative_error(uncond, ref.file.get("negative_prompt_embeds")), 1e-4);
 
   at::Tensor initial = ref.file.get("initial_latents");
