@@ -41,6 +41,8 @@ from diffusers.pipelines.wan.pipeline_wan import prompt_clean
 from safetensors.torch import save_file
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
+from golden_common import perturb, relative_error
+
 SEED = 20250102
 MAX_LENGTH = 64
 SPM_VOCAB = 256
@@ -178,18 +180,8 @@ def build_encoder(vocab_size: int) -> UMT5EncoderModel:
         dropout_rate=0.0,
     )
     model = UMT5EncoderModel(config)
-    # Norm weights start at 1, which would hide a loader that skips them; perturb every one.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "layer_norm" in name:
-                p.add_(0.2 * torch.randn_like(p))
+    perturb(model, lambda name: "layer_norm" in name)
     return model.eval()
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max|a - b| / max|b|, the measure the C++ test uses."""
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def main() -> None:

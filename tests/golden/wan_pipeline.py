@@ -52,24 +52,23 @@ Made with torch 2.11.0, transformers 5.23.0 and diffusers 0.42.1 on the CPU, wit
 """
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 
-import numpy as np
 import torch
 import transformers
 import diffusers
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
 from diffusers.image_processor import VaeImageProcessor
-from safetensors.torch import save
 from transformers import T5Tokenizer, UMT5EncoderModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from golden_common import save_deterministic  # noqa: E402
 from schedulers import WAN_UNIPC_CONFIG  # noqa: E402  the same Wan scheduler config as the scheduler goldens
+from wan_transformer import build_model  # noqa: E402  the same tiny transformer, other channels
 
 DATA = os.path.normpath(os.path.join(HERE, "..", "data"))
 TRANSFORMER_SEED = 20250103
@@ -86,46 +85,6 @@ MAX_SEQUENCE_LENGTH = 32
 FLOW_SHIFT = 3.0
 
 
-def build_transformer() -> WanTransformer3DModel:
-    torch.manual_seed(TRANSFORMER_SEED)
-    model = WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        rope_max_seq_len=32,
-    )
-    # As tests/golden/wan_transformer.py: norm weights start at 1 and LayerNorm biases at 0, which
-    # would hide a loader that skips them; perturb every norm parameter.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".norm" in name:
-                p.add_(0.2 * torch.randn_like(p))
-    return model.eval()
-
-
-def save_deterministic(tensors: dict, metadata: dict, path: str) -> None:
-    """safetensors' save_file, but with the metadata in sorted order: safetensors writes
-    __metadata__ from a Rust HashMap, whose order changes from run to run. The tensor entries and
-    the data bytes are kept as written."""
-    blob = save(tensors, metadata=metadata)
-    n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + n], object_pairs_hook=dict)
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little") + text + blob[8 + n :])
-
-
 def copy_files(src: str, dst: str, names: list) -> None:
     os.makedirs(dst, exist_ok=True)
     for name in names:
@@ -140,7 +99,7 @@ def write_folder(out: str) -> None:
     pipe = WanPipeline(
         tokenizer=T5Tokenizer.from_pretrained(os.path.join(umt5, "tokenizer")),
         text_encoder=UMT5EncoderModel.from_pretrained(os.path.join(umt5, "text_encoder")),
-        transformer=build_transformer(),
+        transformer=build_model(TRANSFORMER_SEED, in_channels=16, text_dim=32),
         vae=AutoencoderKLWan.from_pretrained(vae_dir),
         scheduler=UniPCMultistepScheduler(flow_shift=FLOW_SHIFT, **WAN_UNIPC_CONFIG),
     )

@@ -27,18 +27,21 @@ import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
+from golden_common import perturb, relative_error
+
 SEED = 20250101
 
 
-def build_model() -> WanTransformer3DModel:
-    torch.manual_seed(SEED)
+def build_model(seed: int = SEED, in_channels: int = 4, text_dim: int = 16) -> WanTransformer3DModel:
+    """The tiny config of diffusers' own tests (wan_pipeline.py builds one with other channels)."""
+    torch.manual_seed(seed)
     model = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=4,
-        out_channels=4,
-        text_dim=16,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        text_dim=text_dim,
         freq_dim=256,
         ffn_dim=32,
         num_layers=2,
@@ -47,19 +50,8 @@ def build_model() -> WanTransformer3DModel:
         eps=1e-6,
         rope_max_seq_len=32,
     )
-    # Norm weights start at 1 and LayerNorm biases at 0, which would hide a loader that skips
-    # them; perturb every norm parameter so each one changes the output.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".norm" in name:
-                p.add_(0.2 * torch.randn_like(p))
+    perturb(model, lambda name: ".norm" in name)
     return model.eval()
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max|a - b| / max|b|, the measure the C++ test uses."""
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def main() -> None:

@@ -37,6 +37,8 @@ from diffusers import AutoencoderKLWan
 from diffusers.video_processor import VideoProcessor
 from safetensors.torch import save_file
 
+from golden_common import perturb, relative_error
+
 SEED = 20250102
 
 
@@ -49,11 +51,7 @@ def build_model() -> AutoencoderKLWan:
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
     )
-    # RMS norm gammas start at 1, which would hide a loader that skips them; perturb them all.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".gamma"):
-                p.add_(0.2 * torch.randn_like(p))
+    perturb(model, lambda name: name.endswith(".gamma"))
     return model.eval()
 
 
@@ -63,12 +61,6 @@ def pipeline_decode(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tenso
     mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(latents.dtype)
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(latents.dtype)
     return vae.decode(latents / inv_std + mean, return_dict=False)[0]
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max|a - b| / max|b|, the measure the C++ test uses."""
-    a, b = a.double(), b.double()
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def mean_error(a: torch.Tensor, b: torch.Tensor) -> float:
