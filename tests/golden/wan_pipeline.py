@@ -57,6 +57,7 @@ import shutil
 import sys
 import tempfile
 
+import numpy as np
 import torch
 import transformers
 import diffusers
