@@ -66,7 +66,7 @@ TEST(TextToVideo, MatchesDiffusersWanPipeline) {
   at::Tensor diff = (frames.to(at::kInt) - want.to(at::kInt)).abs();
   EXPECT_LE(diff.max().item<int>(), 1);
   EXPECT_LE(diff.gt(0).to(at::kDouble).mean().item<double>(), 1e-3);
-  EXPECT_GE(pipeline.timings().denoise, 0.0);
+  EXPECT_GT(pipeline.timings().denoise, 0.0);  // measured, not left at its default
 }
 
 TEST(TextToVideo, SizesTheModelCannotTakeSayWhatItCan) {
