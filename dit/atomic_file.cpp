@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -54,6 +55,17 @@ void AtomicOutput::commit() {
   fs::rename(partial_, target, ec);
   if (ec) throw std::runtime_error("cannot move '" + partial_ + "' to '" + target + "': " + ec.message());
   committed_ = true;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  AtomicOutput output(path);
+  {
+    std::ofstream file(output.partial_path(), std::ios::binary);
+    file << text;
+    file.flush();
+    if (!file) throw std::runtime_error("cannot write '" + path + "'");
+  }
+  output.commit();
 }
 
 }  // namespace ditkit

@@ -32,6 +32,9 @@ class AtomicOutput {
   bool committed_ = false;
 };
 
+// Writes `text` to `path` through an AtomicOutput; errors name the path.
+void write_text_file(const std::string& path, const std::string& text);
+
 // Removes a file or a whole folder tree; a missing path is not an error. Use it instead of
 // std::filesystem::remove_all: the torch wheel's libtorch.so exports its own copy of that
 // function, built with a newer GCC, and it crashes on non-empty folders when it is the one bound.

@@ -95,6 +95,26 @@ WanConfig load_wan_config(const std::string& path) {
   return c;
 }
 
+std::string wan_config_json(const WanConfig& c) {
+  const json config = {{"_class_name", "WanTransformer3DModel"},
+                       {"patch_size", c.patch_size},
+                       {"num_attention_heads", c.num_attention_heads},
+                       {"attention_head_dim", c.attention_head_dim},
+                       {"in_channels", c.in_channels},
+                       {"out_channels", c.out_channels},
+                       {"text_dim", c.text_dim},
+                       {"freq_dim", c.freq_dim},
+                       {"ffn_dim", c.ffn_dim},
+                       {"num_layers", c.num_layers},
+                       {"cross_attn_norm", c.cross_attn_norm},
+                       {"qk_norm", c.qk_norm},
+                       {"eps", c.eps},
+                       {"image_dim", nullptr},
+                       {"added_kv_proj_dim", nullptr},
+                       {"rope_max_seq_len", c.rope_max_seq_len}};
+  return config.dump(2) + "\n";
+}
+
 WanConfig wan_config_1_3b() {
   WanConfig c;
   c.num_attention_heads = 12;

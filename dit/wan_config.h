@@ -37,6 +37,10 @@ WanConfig load_wan_config(const std::string& config_json_path);
 // Throws std::runtime_error naming `where` and the field when a value is out of range.
 void validate_wan_config(const WanConfig& config, const std::string& where);
 
+// The config.json diffusers writes for `config` (_class_name WanTransformer3DModel), so a saved
+// model loads in diffusers as well as here.
+std::string wan_config_json(const WanConfig& config);
+
 // Wan2.1-T2V-1.3B: 12 heads x 128, ffn 8960, 30 layers, text_dim 4096, 16 channels.
 WanConfig wan_config_1_3b();
 

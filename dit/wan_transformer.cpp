@@ -3,6 +3,7 @@
 // Each class holds its weights as tensors named after their checkpoint keys, and each forward
 // does the same operations in the same dtypes as diffusers, so fp32 agrees to rounding and bf16
 // rounds where diffusers rounds.
+#include "dit/atomic_file.h"
 #include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
 #include "dit/wan_transformer.h"
@@ -12,6 +13,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -54,8 +56,13 @@ class Weights {
 
   // The weight `key` of `shape`, on the model's device, in the run dtype or fp32 (kKeepInFp32).
   at::Tensor operator()(const std::string& key, std::vector<int64_t> shape, Init init) {
-    return fetch(key, shape, init).to(device_, keeps_fp32(key) ? at::kFloat : dtype_);
+    at::Tensor weight = fetch(key, shape, init).to(device_, keeps_fp32(key) ? at::kFloat : dtype_);
+    taken_.emplace_back(key, weight);
+    return weight;
   }
+
+  // Every weight handed out so far, in order.
+  const std::vector<std::pair<std::string, at::Tensor>>& taken() const { return taken_; }
 
  protected:
   virtual at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init init) = 0;
@@ -63,6 +70,7 @@ class Weights {
  private:
   at::Device device_;
   at::ScalarType dtype_;
+  std::vector<std::pair<std::string, at::Tensor>> taken_;
 };
 
 class CheckpointWeights : public Weights {
@@ -330,6 +338,7 @@ struct WanTransformer::Model {
   std::vector<WanTransformerBlock> blocks;
   Linear proj_out;
   at::Tensor scale_shift_table;  // fp32 [1, 2, dim]: shift, scale of the output norm
+  std::vector<std::pair<std::string, at::Tensor>> parameters;  // all of the above, by key
 
   Model(Weights& w, const WanConfig& c, at::Device device, at::ScalarType dtype)
       : config(c),
@@ -345,6 +354,7 @@ struct WanTransformer::Model {
         scale_shift_table(w("scale_shift_table", {1, 2, c.inner_dim()}, Init::kModulation)) {
     blocks.reserve(size_t(c.num_layers));
     for (int64_t i = 0; i < c.num_layers; ++i) blocks.emplace_back(w, "blocks." + std::to_string(i), c);
+    parameters = w.taken();
   }
 };
 
@@ -363,6 +373,19 @@ WanTransformer WanTransformer::random(const WanConfig& config, uint64_t seed, at
   validate_wan_config(config, "WanTransformer::random");
   RandomWeights weights(seed, device, dtype);
   return WanTransformer(std::make_shared<const Model>(weights, config, device, dtype));
+}
+
+std::vector<std::pair<std::string, at::Tensor>> WanTransformer::named_parameters() const {
+  return model_->parameters;
+}
+
+void WanTransformer::save(const std::string& dir, at::ScalarType dtype) const {
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [key, weight] : model_->parameters)
+    tensors.emplace(key, weight.detach().to(at::kCPU, keeps_fp32(key) ? at::kFloat : dtype));
+  const std::filesystem::path folder(dir);
+  save_safetensors((folder / "diffusion_pytorch_model.safetensors").string(), tensors);
+  write_text_file((folder / "config.json").string(), wan_config_json(model_->config));
 }
 
 const WanConfig& WanTransformer::config() const { return model_->config; }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "dit/wan_config.h"
 #include "sparse/plan.h"
@@ -41,6 +43,15 @@ class WanTransformer {
   // The token grid latents of this shape give after patching; throws std::invalid_argument when
   // the patch size or RoPE's range cannot take F, H or W.
   LatentGrid token_grid(int64_t frames, int64_t height, int64_t width) const;
+
+  // The weights the model computes with, by checkpoint key, in module order. They are the tensors
+  // forward() reads, so a trainer may set requires_grad on them and update them in place.
+  std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
+
+  // Writes `dir`/config.json and `dir`/diffusion_pytorch_model.safetensors (the folder must
+  // exist; each file appears complete or not at all). Weights are cast to `dtype` except those
+  // diffusers keeps in fp32, which stay fp32.
+  void save(const std::string& dir, at::ScalarType dtype) const;
 
   const WanConfig& config() const;
   at::Device device() const;

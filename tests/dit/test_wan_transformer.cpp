@@ -135,6 +135,34 @@ TEST(WanTransformer, RandomWeightsFollowTheSeed) {
   EXPECT_FALSE(at::equal(a, d));
 }
 
+TEST(WanTransformer, SavesWhatLoadsAgainAndTrainsThroughAutograd) {
+  const Golden g = golden();
+  const WanTransformer model = WanTransformer::load(kTiny, at::kCPU, at::kFloat);
+  const fs::path dir = fs::temp_directory_path() / ("ditkit-wan-save-" + std::to_string(::getpid()));
+  remove_tree(dir.string());
+  fs::create_directories(dir);
+  model.save(dir.string(), at::kFloat);
+  const WanTransformer again = WanTransformer::load(dir.string(), at::kCPU, at::kFloat);
+  EXPECT_TRUE(at::equal(again.forward(g.latents, g.timestep, g.context), model.forward(g.latents, g.timestep, g.context)));
+  EXPECT_EQ(again.named_parameters().size(), SafetensorsFile(kTiny + "/diffusion_pytorch_model.safetensors").keys().size());
+
+  // bf16 on disk keeps diffusers' fp32 modules in fp32.
+  model.save(dir.string(), at::kBFloat16);
+  SafetensorsFile saved((dir / "diffusion_pytorch_model.safetensors").string());
+  EXPECT_EQ(saved.get("blocks.0.attn1.to_q.weight").scalar_type(), at::kBFloat16);
+  EXPECT_EQ(saved.get("blocks.0.scale_shift_table").scalar_type(), at::kFloat);
+  remove_tree(dir.string());
+
+  // Every weight gets a gradient from a loss on the output.
+  const WanTransformer trainee = WanTransformer::random(load_wan_config(kTiny + "/config.json"), 3, at::kCPU, at::kFloat);
+  for (auto& [key, weight] : trainee.named_parameters()) weight.requires_grad_(true);
+  trainee.forward(g.latents, g.timestep, g.context).square().mean().backward();
+  for (const auto& [key, weight] : trainee.named_parameters()) {
+    ASSERT_TRUE(weight.grad().defined()) << key;
+    EXPECT_TRUE(at::isfinite(weight.grad()).all().item<bool>()) << key;
+  }
+}
+
 TEST(WanConfig, ReadsTheTinyConfigAndKnows13B) {
   const WanConfig c = load_wan_config(kTiny + "/config.json");
   EXPECT_EQ(c.num_attention_heads, 2);
