@@ -1,9 +1,12 @@
 // One denoising step of the Wan2.1-T2V-1.3B DiT (cond + uncond batched, B=2, 480x832, 81 frames,
 // dense cuDNN attention) against diffusers timed in the same device run:
-//   step_time --model DIR --diffusers RESULT.json [--out step-h100.jsonl] [--commit SHA]
+//   step_time --model DIR --diffusers RESULT.json [--out step-h100.jsonl] [--commit SHA] [--trace T.json]
 // DIR holds the RANDOM weights step_diffusers.py saved; RESULT.json its timings. Writes two
-// bench/results lines: against diffusers eager and against diffusers torch.compile'd.
+// bench/results lines: against diffusers eager and against diffusers torch.compile'd. --trace
+// saves a Kineto (chrome://tracing) trace of one more step, to see where the time goes.
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstdio>
 #include <fstream>
@@ -14,13 +17,14 @@
 #include "dit/wan_transformer.h"
 
 int main(int argc, char** argv) {
-  std::string model_dir, diffusers_json, out_path = "step.jsonl", commit = "unknown";
+  std::string model_dir, diffusers_json, out_path = "step.jsonl", commit = "unknown", trace_path;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--model") model_dir = argv[i + 1];
     else if (flag == "--diffusers") diffusers_json = argv[i + 1];
     else if (flag == "--out") out_path = argv[i + 1];
     else if (flag == "--commit") commit = argv[i + 1];
+    else if (flag == "--trace") trace_path = argv[i + 1];
     else {
       std::fprintf(stderr, "step_time: unknown flag %s\n", argv[i]);
       return 2;
@@ -32,6 +36,7 @@ int main(int argc, char** argv) {
   }
   nlohmann::json baseline = nlohmann::json::parse(std::ifstream(diffusers_json));
   std::printf("RANDOM WEIGHTS: timing the Wan2.1-T2V-1.3B configuration from %s\n", model_dir.c_str());
+  c10::InferenceMode inference;
   auto model = ditkit::WanTransformer::load(model_dir, at::kCUDA, at::kBFloat16);
 
   auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
@@ -54,6 +59,18 @@ int main(int argc, char** argv) {
                    {"ratio", base / ours},
                    {"peak_gib", peak_gib},
                    {"baseline_peak_gib", baseline[std::string(which) + "_peak_gib"].get<double>()}});
+  }
+  if (!trace_path.empty()) {
+    namespace prof = torch::autograd::profiler;
+    const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+    const std::set<torch::profiler::impl::ActivityType> activities{torch::profiler::impl::ActivityType::CPU,
+                                                                   torch::profiler::impl::ActivityType::CUDA};
+    prof::prepareProfiler(config, activities);
+    prof::enableProfiler(config, activities);
+    step();
+    cudaDeviceSynchronize();
+    prof::disableProfiler()->save(trace_path);
+    std::printf("trace of one step: %s\n", trace_path.c_str());
   }
   return 0;
 }

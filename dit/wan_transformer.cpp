@@ -21,6 +21,7 @@
 
 #include "dit/safetensors.h"
 #include "kernels/dense_attention.h"
+#include "kernels/dit_block_ops.h"
 
 namespace ditkit {
 namespace {
@@ -124,20 +125,6 @@ struct Linear {  // nn.Linear(in, out) with bias
   at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 };
 
-// FP32LayerNorm without affine parameters (norm1, norm3, norm_out): normalise in fp32, return
-// fp32 (every caller goes on in fp32 before rounding).
-at::Tensor fp32_layer_norm(const at::Tensor& x, double eps) {
-  return at::layer_norm(x.to(at::kFloat), {x.size(-1)}, {}, {}, eps);
-}
-
-// Rotates channel pairs (2i, 2i+1) of x [B, S, H, D] by the angles whose cos/sin [1, S, 1, D/2]
-// are given, in fp32, rounding once to x's dtype (diffusers' WanAttnProcessor.apply_rotary_emb).
-at::Tensor apply_rotary_emb(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  at::Tensor pairs = x.unflatten(-1, {-1, 2});
-  at::Tensor x1 = pairs.select(-1, 0), x2 = pairs.select(-1, 1);
-  return at::stack({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1).flatten(-2).to(x.scalar_type());
-}
-
 // ---------------------------------------------------------------------------------------------
 // WanAttention: q/k/v projections, RMSNorm over all heads on q and k, attention, out projection.
 // attn1 attends over the video tokens (with RoPE, through the AttentionMethod), attn2 from the
@@ -166,8 +153,8 @@ struct WanAttention {
   // x [B, S, dim] -> [B, S, dim]; q, k, v are [B, S, H, D] views for the AttentionMethod.
   at::Tensor self_attention(const at::Tensor& x, const RotaryEmb& rope, RecipeAttention* attention,
                             const AttentionContext& ctx) const {
-    at::Tensor q = apply_rotary_emb(split_heads(at::rms_norm(to_q(x), {x.size(-1)}, norm_q, eps)), rope.cos, rope.sin);
-    at::Tensor k = apply_rotary_emb(split_heads(at::rms_norm(to_k(x), {x.size(-1)}, norm_k, eps)), rope.cos, rope.sin);
+    at::Tensor q = rms_norm_rope(to_q(x), norm_q, eps, heads, rope.cos, rope.sin);
+    at::Tensor k = rms_norm_rope(to_k(x), norm_k, eps, heads, rope.cos, rope.sin);
     at::Tensor v = split_heads(to_v(x));
     at::Tensor out = attention ? attention->forward(q, k, v, ctx).out : dense_attention(q, k, v).out;
     return to_out(out.flatten(2, 3).to(q.scalar_type()));
@@ -175,8 +162,8 @@ struct WanAttention {
 
   // x [B, S, dim], text [B, L, dim] -> [B, S, dim]; plain SDPA, as diffusers calls it.
   at::Tensor cross_attention(const at::Tensor& x, const at::Tensor& text) const {
-    at::Tensor q = split_heads(at::rms_norm(to_q(x), {x.size(-1)}, norm_q, eps));
-    at::Tensor k = split_heads(at::rms_norm(to_k(text), {text.size(-1)}, norm_k, eps));
+    at::Tensor q = rms_norm_rope(to_q(x), norm_q, eps, heads, {}, {});
+    at::Tensor k = rms_norm_rope(to_k(text), norm_k, eps, heads, {}, {});
     at::Tensor v = split_heads(to_v(text));
     at::Tensor out = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
     return to_out(out.transpose(1, 2).flatten(2, 3).to(q.scalar_type()));
@@ -290,26 +277,22 @@ struct WanTransformerBlock {
 
   at::Tensor forward(const at::Tensor& x_in, const at::Tensor& text, const at::Tensor& timestep_proj,
                      const RotaryEmb& rope, RecipeAttention* attention, const AttentionContext& ctx) const {
-    const at::ScalarType type = x_in.scalar_type();
     std::vector<at::Tensor> m = (scale_shift_table + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, dim] each
     const at::Tensor &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
     const at::Tensor &c_shift_msa = m[3], &c_scale_msa = m[4], &c_gate_msa = m[5];
 
     // 1. Self-attention
-    at::Tensor norm_x = (fp32_layer_norm(x_in, eps) * (1 + scale_msa) + shift_msa).to(type);
-    at::Tensor attn_out = attn1.self_attention(norm_x, rope, attention, ctx);
-    at::Tensor x = (x_in.to(at::kFloat) + attn_out * gate_msa).to(type);
+    at::Tensor norm_x = modulated_layer_norm(x_in, {}, {}, scale_msa, shift_msa, eps);
+    at::Tensor x = gated_residual(x_in, attn1.self_attention(norm_x, rope, attention, ctx), gate_msa);
 
     // 2. Cross-attention (norm2 is nn.Identity without cross_attn_norm)
-    norm_x = norm2_weight.defined()
-                 ? at::layer_norm(x.to(at::kFloat), {x.size(-1)}, norm2_weight, norm2_bias, eps).to(type)
-                 : x;
-    x = x + attn2.cross_attention(norm_x, text);
+    norm_x = norm2_weight.defined() ? modulated_layer_norm(x, norm2_weight, norm2_bias, {}, {}, eps) : x;
+    x = gated_residual(x, attn2.cross_attention(norm_x, text), {});
 
     // 3. Feed-forward
-    norm_x = (fp32_layer_norm(x, eps) * (1 + c_scale_msa) + c_shift_msa).to(type);
-    at::Tensor ff_out = ffn_out(at::gelu(ffn_in(norm_x), "tanh"));
-    return (x.to(at::kFloat) + ff_out.to(at::kFloat) * c_gate_msa).to(type);
+    norm_x = modulated_layer_norm(x, {}, {}, c_scale_msa, c_shift_msa, eps);
+    at::Tensor ff_out = ffn_out(linear_gelu_tanh(norm_x, ffn_in.weight, ffn_in.bias));
+    return gated_residual(x, ff_out, c_gate_msa);
   }
 };
 
@@ -450,7 +433,7 @@ at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tenso
   }
 
   std::vector<at::Tensor> shift_scale = (m.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, 1);  // fp32
-  x = (fp32_layer_norm(x, c.eps) * (1 + shift_scale[1]) + shift_scale[0]).to(m.dtype);
+  x = modulated_layer_norm(x, {}, {}, shift_scale[1], shift_scale[0], c.eps);
   x = m.proj_out(x);  // [B, S, p_t * p_h * p_w * C_out]
 
   // Unpatchify: [B, F', H', W', p_t, p_h, p_w, C] -> [B, C, F' p_t, H' p_h, W' p_w].

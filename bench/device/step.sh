@@ -10,6 +10,7 @@ BUILD="${BUILD_DIR:-$ROOT/build-device}"
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$ROOT"/.whl/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-python3 "$ROOT/bench/device/step_diffusers.py" /tmp/wan13b /tmp/diffusers_step.json
+python3 "$ROOT/bench/device/step_diffusers.py" /tmp/wan13b /tmp/diffusers_step.json "$OUT/step-diffusers-kernels.txt"
 "$BUILD/bench/step_time" --model /tmp/wan13b --diffusers /tmp/diffusers_step.json --commit "${1:-unknown}" \
-  --out "$OUT/step-h100.jsonl"
+  --out "$OUT/step-h100.jsonl" --trace /tmp/step-trace.json
+python3 "$ROOT/bench/device/kernel_table.py" /tmp/step-trace.json 40 | tee "$OUT/step-kernels.txt"

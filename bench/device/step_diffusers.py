@@ -5,7 +5,7 @@ saves them as a diffusers transformer/ folder so that ditkit's step_time loads t
 weights, and times one denoising step (cond + uncond batched, B=2, 480x832, 81 frames) eager and
 torch.compile'd, with cuDNN attention forced as ditkit's dense method does.
 Writes {"eager_ms", "compiled_ms", "eager_peak_gib", "compiled_peak_gib"} as JSON.
-    python3 step_diffusers.py MODEL_DIR OUT_JSON
+    python3 step_diffusers.py MODEL_DIR OUT_JSON [KERNEL_TABLE.txt]
 """
 import json
 import statistics
@@ -62,6 +62,12 @@ def main(model_dir, out_json):
         torch.cuda.reset_peak_memory_stats()
         result["compiled_ms"] = median_ms(lambda: step(compiled))
         result["compiled_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        if len(sys.argv) > 3:  # where torch.compile's step spends its GPU time, beside ditkit's
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                step(compiled)
+                torch.cuda.synchronize()
+            with open(sys.argv[3], "w") as f:
+                f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=100))
     print("diffusers", result, flush=True)
     with open(out_json, "w") as f:
         json.dump(result, f)
