@@ -1,28 +1,40 @@
-// Text to video with a Wan2.1 diffusers folder: tokenizer -> umT5 -> sampler (DiT + scheduler,
-// guidance, attention recipe) -> VAE -> uint8 frames. What dit-gen and the library call.
+// Text to video: prompt -> text encoder -> sampler (DiT + scheduler, guidance, attention recipe)
+// -> decoder -> uint8 frames. What dit-gen and the library call. Two kinds of model folder load
+// into the same path: a Wan2.1 diffusers folder (T5 tokenizer, umT5, Wan VAE) and ditkit's shipped
+// model (caption encoder, space-to-depth codec; pipelines/shipped_model.h); only the text encoder
+// and the decoder differ, behind the small interfaces declared in text_to_video.cpp.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "dit/umt5_encoder.h"
 #include "dit/wan_transformer.h"
-#include "dit/wan_vae.h"
 #include "pipelines/sampler.h"
 
 namespace ditkit {
 
-class Tokenizer;
+// What a model generates when not told otherwise. Wan2.1's are diffusers' WanPipeline defaults
+// (flow shift from scheduler/scheduler_config.json where it says); the shipped model's are in its
+// model_index.json.
+struct ModelDefaults {
+  int64_t width = 832, height = 480, frames = 81;
+  int steps = 50;
+  double guidance = 5.0, shift = 3.0;
+  std::string negative_prompt;
+  std::string scheduler = "unipc";
+  int64_t max_sequence_length = 512;  // the text context's length
+};
 
 struct TextToVideoOptions {
   std::string prompt;
-  std::string negative_prompt;  // used with guidance > 1; "" is a prompt of its own (just EOS)
+  std::string negative_prompt;  // used with guidance > 1; "" is a prompt of its own (Wan: just EOS)
   int64_t width = 832, height = 480, frames = 81;
-  int64_t max_sequence_length = 512;  // text tokens, as the Wan pipeline pads and truncates
+  // Text tokens, as the Wan pipeline pads and truncates; 0: the model's (Wan: 512). The shipped
+  // model takes only its own (its caption encoder's max_length).
+  int64_t max_sequence_length = 0;
   int64_t vae_chunk = 1;              // latent frames decoded at once: lower uses less memory
   SamplingOptions sampling;
 };
@@ -32,37 +44,47 @@ struct TextToVideoTimings {
   double text = 0, denoise = 0, decode = 0;
 };
 
+class TextEncoder;   // prompts -> the DiT's text context
+class FrameDecoder;  // latents -> uint8 frames
+
 class TextToVideo {
  public:
-  // dir: a Wan2.1 diffusers folder (tokenizer/, text_encoder/, transformer/, vae/). dtype is the
-  // DiT's and the text encoder's (bf16 on the GPU, fp32 on the CPU); the VAE runs in it too.
-  // On the GPU the text encoder waits on the CPU and visits the GPU only to encode.
+  // dir: a Wan2.1 diffusers folder (tokenizer/, text_encoder/, transformer/, vae/), or the shipped
+  // model's folder (its model_index.json's _class_name says which). dtype is the DiT's and the
+  // text encoder's (bf16 on the GPU, fp32 on the CPU); the decoder runs in it too. On the GPU
+  // umT5 waits on the CPU and visits the GPU only to encode.
   static TextToVideo load(const std::string& dir, at::Device device, at::ScalarType dtype);
 
   // uint8 frames [T, H, W, 3] on the CPU. Sizes the model cannot take are errors that say which
-  // it can (width and height multiples of 16, frames 1 + 4k).
+  // it can (Wan: width and height multiples of 16, frames 1 + 4k; the shipped model: multiples
+  // of 8 and frames multiples of 4).
   at::Tensor generate(const TextToVideoOptions& options, RecipeAttention* attention = nullptr,
                       const StepCallback& on_step = {});
 
-  // The text contexts the DiT sees, one row per prompt: [N, max_sequence_length, d_model]. One
-  // batch, so a GPU run moves the encoder there once for the prompt and the negative prompt.
+  // The text contexts the DiT sees, one row per prompt: [N, max_sequence_length, text_dim]
+  // (max_sequence_length 0: the model's). One batch, so a GPU run moves umT5 there once for the
+  // prompt and the negative prompt.
   at::Tensor encode_texts(const std::vector<std::string>& prompts, int64_t max_sequence_length);
+
+  // The model's defaults, and options filled with them (prompt left empty).
+  const ModelDefaults& defaults() const { return defaults_; }
+  TextToVideoOptions default_options() const;
 
   const TextToVideoTimings& timings() const { return timings_; }
   const WanTransformer& transformer() const { return transformer_; }
 
  private:
-  TextToVideo(std::shared_ptr<const Tokenizer> tokenizer, UMT5Encoder text_encoder, WanTransformer transformer,
-              WanVae vae)
-      : tokenizer_(std::move(tokenizer)),
-        text_encoder_(std::move(text_encoder)),
+  TextToVideo(std::shared_ptr<TextEncoder> text_encoder, WanTransformer transformer,
+              std::shared_ptr<const FrameDecoder> decoder, ModelDefaults defaults)
+      : text_encoder_(std::move(text_encoder)),
         transformer_(std::move(transformer)),
-        vae_(std::move(vae)) {}
+        decoder_(std::move(decoder)),
+        defaults_(std::move(defaults)) {}
 
-  std::shared_ptr<const Tokenizer> tokenizer_;
-  UMT5Encoder text_encoder_;
+  std::shared_ptr<TextEncoder> text_encoder_;
   WanTransformer transformer_;
-  WanVae vae_;
+  std::shared_ptr<const FrameDecoder> decoder_;
+  ModelDefaults defaults_;
   TextToVideoTimings timings_;
 };
 

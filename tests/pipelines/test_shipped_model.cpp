@@ -1,0 +1,189 @@
+// The shipped model's folder: written from random parts, read back by TextToVideo::load, and
+// generating frames end to end on the CPU; the errors a broken folder or a wrong size gets.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dit/atomic_file.h"
+#include "dit/safetensors.h"
+#include "ditkit_config.h"
+#include "pipelines/shipped_model.h"
+#include "pipelines/text_to_video.h"
+#include "tests/model_test_support.h"
+
+namespace fs = std::filesystem;
+
+namespace ditkit {
+namespace {
+
+using testing_support::throws_with;
+
+const std::vector<std::string> kWords = {"a", "red", "green", "circle", "square", "moves", "left", "up",
+                                         "on", "blue", "gray", "background"};
+
+WanConfig tiny_transformer_config() {
+  WanConfig c;
+  c.num_attention_heads = 2;
+  c.attention_head_dim = 12;
+  c.in_channels = c.out_channels = 192;  // the 4x4x4 codec's channels
+  c.text_dim = 16;
+  c.freq_dim = 16;
+  c.ffn_dim = 32;
+  c.num_layers = 2;
+  return c;
+}
+
+ShippedModelIndex tiny_index() {
+  ShippedModelIndex index;
+  index.defaults.width = 16;
+  index.defaults.height = 16;
+  index.defaults.frames = 8;
+  index.defaults.steps = 2;
+  index.defaults.guidance = 3.0;
+  index.defaults.shift = 2.0;
+  index.defaults.scheduler = "euler";
+  return index;
+}
+
+class ShippedModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("ditkit-shipped-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+             std::to_string(::getpid()));
+    remove_tree(root_.string());
+    fs::create_directories(root_);
+    dir_ = (root_ / "default-model").string();
+  }
+  void TearDown() override { remove_tree(root_.string()); }
+
+  void write(const ShippedModelIndex& index = tiny_index()) const {
+    CaptionEncoderConfig captions;
+    captions.dim = 16;
+    captions.layers = 1;
+    captions.heads = 2;
+    captions.ffn = 32;
+    captions.max_length = 10;
+    save_shipped_model(dir_,
+                       WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
+                       CaptionEncoder::random(captions, CaptionVocabulary(kWords), 4, at::kCPU, at::kFloat), index);
+  }
+
+  fs::path root_;
+  std::string dir_;
+};
+
+TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
+  write();
+  EXPECT_TRUE(is_shipped_model_folder(dir_));
+  // bf16 weights by default, loaded into an fp32 run.
+  EXPECT_EQ(SafetensorsFile(dir_ + "/transformer/diffusion_pytorch_model.safetensors").get("proj_out.weight").scalar_type(),
+            at::kBFloat16);
+  EXPECT_EQ(SafetensorsFile(dir_ + "/caption_encoder/model.safetensors").get("final_norm.weight").scalar_type(),
+            at::kBFloat16);
+
+  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
+  const ModelDefaults& d = pipeline.defaults();
+  EXPECT_EQ(d.width, 16);
+  EXPECT_EQ(d.frames, 8);
+  EXPECT_EQ(d.steps, 2);
+  EXPECT_EQ(d.scheduler, "euler");
+  EXPECT_EQ(d.max_sequence_length, 10);  // the caption encoder's max_length
+  EXPECT_EQ(pipeline.transformer().dtype(), at::kFloat);
+
+  TextToVideoOptions o = pipeline.default_options();
+  EXPECT_EQ(o.sampling.shift, 2.0);
+  o.prompt = "A red circle moves left on a blue background.";
+  const at::Tensor frames = pipeline.generate(o);
+  EXPECT_EQ(frames.sizes(), (std::vector<int64_t>{8, 16, 16, 3}));
+  EXPECT_EQ(frames.scalar_type(), at::kByte);
+  EXPECT_GT(pipeline.timings().denoise, 0.0);
+  // Same seed, same frames; max_sequence_length 0 and the model's own are the same.
+  o.max_sequence_length = 10;
+  EXPECT_TRUE(at::equal(pipeline.generate(o), frames));
+
+  EXPECT_EQ(pipeline.encode_texts({"a green square", ""}, 0).sizes(), (std::vector<int64_t>{2, 10, 16}));
+  EXPECT_EQ(pipeline.encode_texts({""}, 0).abs().sum().item<double>(), 0.0);
+}
+
+TEST_F(ShippedModel, WrongSizesAndWordsSayWhatTheModelTakes) {
+  write();
+  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
+  TextToVideoOptions o = pipeline.default_options();
+  o.prompt = "a red circle";
+  o.frames = 9;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { pipeline.generate(o); }, {"frames 9", "multiples of 4"}));
+  o = pipeline.default_options();
+  o.prompt = "a red circle";
+  o.width = 20;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { pipeline.generate(o); }, {"width 20", "multiples of 8"}));
+  o = pipeline.default_options();
+  o.prompt = "a purple circle";
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { pipeline.generate(o); },
+                                                 {"\"purple\"", dir_ + "/caption_encoder/vocab.txt"}));
+  o.prompt = "a red circle";
+  o.max_sequence_length = 512;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { pipeline.generate(o); }, {"max_sequence_length 512", "10 tokens"}));
+}
+
+TEST_F(ShippedModel, SavingReplacesOnlyAShippedModelFolder) {
+  write();
+  ShippedModelIndex index = tiny_index();
+  index.defaults.steps = 7;
+  write(index);  // replaces the first
+  EXPECT_EQ(read_shipped_model_index(dir_).defaults.steps, 7);
+  for (const fs::directory_entry& e : fs::directory_iterator(root_))
+    EXPECT_EQ(e.path().filename(), "default-model") << "left behind: " << e.path();
+
+  const std::string other = (root_ / "other").string();
+  fs::create_directories(other);
+  std::ofstream(other + "/keep.txt") << "mine";
+  EXPECT_TRUE(throws_with<std::runtime_error>(
+      [&] {
+        save_shipped_model(other, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
+                           CaptionEncoder::load(dir_ + "/caption_encoder", at::kCPU, at::kFloat), tiny_index());
+      },
+      {other, "not a shipped model folder"}));
+  EXPECT_TRUE(fs::exists(other + "/keep.txt"));
+
+  index.defaults.frames = 6;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { write(index); }, {"frames 6", "multiples of 4"}));
+}
+
+TEST_F(ShippedModel, BrokenIndexNamesTheFileAndField) {
+  write();
+  const std::string path = dir_ + "/model_index.json";
+  nlohmann::json index = nlohmann::json::parse(std::ifstream(path));
+  index["defaults"].erase("steps");
+  std::ofstream(path) << index.dump();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
+                                              {path, "'steps'", "missing"}));
+  index["defaults"]["steps"] = 2;
+  index["defaults"]["scheduler"] = "ddim";
+  std::ofstream(path) << index.dump();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
+                                              {path, "'scheduler'", "ddim"}));
+  index["defaults"]["scheduler"] = "euler";
+  index["codec"]["factor"] = {4, 8, 8};  // 768 channels: not what the transformer takes
+  std::ofstream(path) << index.dump();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
+                                              {"768 latent channels", "in_channels 192"}));
+}
+
+TEST(WanFolder, DefaultsComeFromThePipelineAndItsScheduler) {
+  if (!DITKIT_HAVE_SENTENCEPIECE) GTEST_SKIP() << "built without sentencepiece";
+  const std::string dir = std::string(DITKIT_TEST_DATA) + "/wan_pipeline_tiny";
+  EXPECT_FALSE(is_shipped_model_folder(dir));
+  TextToVideo pipeline = TextToVideo::load(dir, at::kCPU, at::kFloat);
+  EXPECT_EQ(pipeline.defaults().frames, 81);
+  EXPECT_EQ(pipeline.defaults().shift, 3.0);  // scheduler_config.json's flow_shift
+  EXPECT_EQ(pipeline.defaults().max_sequence_length, 512);
+  EXPECT_EQ(pipeline.default_options().sampling.scheduler, "unipc");
+}
+
+}  // namespace
+}  // namespace ditkit
