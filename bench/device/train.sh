@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# On the GPU machine: build dit-train, train the shipped model ("shapes" preset) for what is left
+# of the call's 10 minutes, continuing the run when one exists, and export the shipped folder.
+#   run: bash bench/device/train.sh      carry: [".deps"]
+#
+# The run folder ($RUN, under the git-ignored out/) stays on the machine while it is warm, and so
+# does the build, so a call made right after the last one continues the run without rebuilding.
+# Back in $OUT: train.log, loss.jsonl, settings.json, shipped-model.tar (assets/default-model
+# layout, EMA weights in bf16) and, when it fits what a call may return, the checkpoint split in
+# parts (checkpoint.safetensors.part-*; `cat` them into out/train-shapes/checkpoint.safetensors
+# and carry out/train-shapes to continue on a fresh machine). The shapes preset's checkpoint
+# (~124 MB) does not fit: a cold machine starts the run over.
+#
+# Settings (environment): TRAIN_STEPS (20000), TRAIN_BATCH (32), TRAIN_SEED (0), TRAIN_LR (3e-4),
+# TRAIN_ARGS (more dit-train flags), CALL_LIMIT_S (600: the device call's limit), MARGIN_S (75:
+# left for start-up, export and copying).
+set -uo pipefail
+t0=$(date +%s)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${OUT:-$ROOT/out/device}"
+BUILD="${BUILD_DIR:-$ROOT/build-device-train}"
+RUN="${TRAIN_RUN:-$ROOT/out/train-shapes}"
+mkdir -p "$OUT" "$RUN"
+step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
+
+{
+  step "machine"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  git -C "$ROOT" log -1 --format='commit %h %s' 2>/dev/null
+
+  step "configure and build dit-train"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF \
+    -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+  cmake --build "$BUILD" -j "$(nproc)" --target dit-train || exit 1
+
+  left=$(( ${CALL_LIMIT_S:-600} - ($(date +%s) - t0) - ${MARGIN_S:-75} ))
+  minutes=$(awk -v s="$left" 'BEGIN { printf "%.2f", s / 60 }')
+  step "train for at most $minutes minutes"
+  if (( left < 30 )); then echo "too little of the call is left to train"; exit 1; fi
+  # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
+  "$BUILD/tools/dit-train" --model-config shapes --device cuda --out "$RUN" --resume \
+    --steps "${TRAIN_STEPS:-20000}" --batch "${TRAIN_BATCH:-32}" --seed "${TRAIN_SEED:-0}" --lr "${TRAIN_LR:-3e-4}" \
+    --max-minutes "$minutes" --export "$RUN/default-model" ${TRAIN_ARGS:-}
+  status=$?
+
+  step "collect"
+  for f in loss.jsonl settings.json; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/"; done
+  [ -d "$RUN/default-model" ] && tar -C "$RUN" -cf "$OUT/shipped-model.tar" default-model && du -h "$OUT/shipped-model.tar"
+  # What comes back: at most 8 files of 16 MiB, 64 MiB in all (the log and the files above included).
+  ckpt="$RUN/checkpoint.safetensors"
+  if [ -f "$ckpt" ]; then
+    size=$(stat -c %s "$ckpt")
+    if (( size <= 3 * 15 * 1024 * 1024 )); then
+      split -b 15M -d "$ckpt" "$OUT/checkpoint.safetensors.part-"
+      echo "checkpoint ($size bytes) returned in parts"
+    else
+      echo "checkpoint ($size bytes) is too large to return; it stays in $RUN while the machine is warm"
+    fi
+  fi
+  step "done, dit-train status $status"
+  exit "$status"
+} 2>&1 | tee "$OUT/train.log"
+exit "${PIPESTATUS[0]}"

@@ -1,0 +1,580 @@
+#include "pipelines/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/optim/adamw.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+
+#include "dit/atomic_file.h"
+#include "dit/safetensors.h"
+#include "pipelines/progress.h"
+#include "pipelines/shipped_model.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace ditkit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+constexpr const char* kCheckpointFormat = "ditkit-train/1";
+constexpr double kMinSigmaForSample = 0.05;  // x0 -> velocity divides by sigma; keep it bounded
+
+// ---------------------------------------------------------------------------------------------
+// Randomness from (seed, step): splitmix64 chains, so each step's draws depend on nothing else.
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise };
+
+uint64_t derive(uint64_t seed, int64_t step, Stream stream, uint64_t index = 0) {
+  return splitmix64(splitmix64(splitmix64(seed + 0x632be59bd9b4e019ull * stream) ^ uint64_t(step)) ^ index);
+}
+
+double unit_interval(uint64_t bits) { return (double(bits >> 11) + 0.5) * 0x1.0p-53; }  // in (0, 1)
+
+// ---------------------------------------------------------------------------------------------
+
+at::Device parse_device(const std::string& name) {
+  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  std::optional<at::Device> device;
+  try {
+    device = at::Device(name);
+  } catch (const std::exception&) {
+    throw std::invalid_argument("--device '" + name + "': expected auto, cpu or cuda[:N]");
+  }
+  if (device->is_cuda()) {
+    if (!at::hasCUDA()) throw std::invalid_argument("--device " + name + ": this machine has no CUDA GPU");
+    if (!device->has_index()) device = at::Device(at::kCUDA, 0);
+  } else if (!device->is_cpu()) {
+    throw std::invalid_argument("--device '" + name + "': expected auto, cpu or cuda[:N]");
+  }
+  return *device;
+}
+
+void check_options(const TrainOptions& o) {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (o.out_dir.empty()) fail("--out: a run folder is required (checkpoints and the loss log go there)");
+  model_preset(o.preset);
+  if (o.steps < 0) fail("--steps must be >= 0, got " + std::to_string(o.steps));
+  if (o.batch < 1) fail("--batch must be >= 1, got " + std::to_string(o.batch));
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr must be > 0, got " + std::to_string(o.lr));
+  if (!(o.min_lr >= 0) || o.min_lr > o.lr) fail("--min-lr must be in [0, lr], got " + std::to_string(o.min_lr));
+  if (o.warmup < 0) fail("--warmup must be >= 0, got " + std::to_string(o.warmup));
+  if (o.schedule != "cosine" && o.schedule != "constant")
+    fail("--schedule '" + o.schedule + "': expected cosine or constant");
+  if (!(o.weight_decay >= 0)) fail("--weight-decay must be >= 0");
+  if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1)) fail("AdamW betas must be in [0, 1)");
+  if (!(o.grad_clip >= 0)) fail("--grad-clip must be >= 0 (0: off), got " + std::to_string(o.grad_clip));
+  if (!(o.ema_decay >= 0 && o.ema_decay < 1)) fail("--ema-decay must be in [0, 1), got " + std::to_string(o.ema_decay));
+  if (!(o.caption_dropout >= 0 && o.caption_dropout <= 1))
+    fail("--caption-dropout must be in [0, 1], got " + std::to_string(o.caption_dropout));
+  if (!(o.shift > 0) || !std::isfinite(o.shift)) fail("--shift must be > 0, got " + std::to_string(o.shift));
+  if (o.prediction != "velocity" && o.prediction != "sample")
+    fail("--prediction '" + o.prediction + "': expected velocity or sample");
+  if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
+  if (o.checkpoint_every < 1) fail("--checkpoint-every must be >= 1");
+  if (o.log_every < 1) fail("--log-every must be >= 1");
+  if (o.threads < 0) fail("--threads must be >= 0 (0: ATen's default)");
+}
+
+// The settings that make a run what it is; a resume must not change them.
+json run_identity(const TrainOptions& o) {
+  return {{"preset", o.preset},   {"batch", o.batch},   {"seed", o.seed},
+          {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"prediction", o.prediction}};
+}
+
+json all_settings(const TrainOptions& o) {
+  json j = run_identity(o);
+  j.update({{"steps", o.steps},
+            {"lr", o.lr},
+            {"warmup", o.warmup},
+            {"schedule", o.schedule},
+            {"min_lr", o.min_lr},
+            {"weight_decay", o.weight_decay},
+            {"betas", {o.beta1, o.beta2}},
+            {"grad_clip", o.grad_clip},
+            {"ema_decay", o.ema_decay},
+            {"amp", o.amp}});
+  return j;
+}
+
+// Weight decay for matrices only: biases, norm scales and the modulation tables (which hold
+// shifts and scales, not projections) keep their values unless the loss moves them.
+bool decays(const std::string& name, const at::Tensor& t) {
+  return t.dim() >= 2 && name.find("scale_shift_table") == std::string::npos;
+}
+
+// bf16 autocast for the forward (and, through autograd, the backward) on CUDA. Its cast cache
+// holds bf16 copies of the weights, so it is cleared when the step's forward ends.
+class Autocast {
+ public:
+  explicit Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+  }
+  ~Autocast() {
+    if (!on_) return;
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::clear_cache();
+  }
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  bool on_;
+};
+
+std::string shape_text(at::IntArrayRef sizes) {
+  std::ostringstream s;
+  s << sizes;
+  return s.str();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+std::vector<std::string> model_preset_names() { return {"tiny", "shapes"}; }
+
+ModelPreset model_preset(const std::string& name) {
+  ModelPreset p;
+  p.name = name;
+  const int64_t channels = VideoCodecConfig{}.latent_channels();
+  p.transformer.in_channels = p.transformer.out_channels = channels;
+  p.transformer.patch_size = {1, 2, 2};
+  if (name == "tiny") {
+    p.transformer.num_attention_heads = 2;
+    p.transformer.attention_head_dim = 16;
+    p.transformer.ffn_dim = 64;
+    p.transformer.num_layers = 2;
+    p.transformer.freq_dim = 32;
+    p.captions.dim = 32;
+    p.captions.layers = 1;
+    p.captions.heads = 2;
+    p.captions.ffn = 64;
+    p.clip = {8, 16, 16};
+  } else if (name == "shapes") {
+    // 2,048 tokens a clip (8 x 16 x 16 after the codec's 4x4x4 and the 1x2x2 patches); heads of 64.
+    p.transformer.num_attention_heads = 4;
+    p.transformer.attention_head_dim = 64;
+    p.transformer.ffn_dim = 1024;
+    p.transformer.num_layers = 6;
+    p.transformer.freq_dim = 256;
+    p.captions.dim = 128;
+    p.captions.layers = 2;
+    p.captions.heads = 4;
+    p.captions.ffn = 512;
+    p.clip = {32, 128, 128};
+  } else {
+    std::string names;
+    for (const std::string& n : model_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown model preset '" + name + "' (known: " + names + ")");
+  }
+  p.captions.max_length = 32;  // the longest caption has 19 words
+  p.transformer.text_dim = p.captions.dim;
+  return p;
+}
+
+double learning_rate(const TrainOptions& o, int64_t step) {
+  if (step < o.warmup) return o.lr * double(step + 1) / double(o.warmup + 1);
+  if (o.schedule == "constant") return o.lr;
+  const double span = double(std::max<int64_t>(o.steps - o.warmup, 1));
+  const double progress = std::min(1.0, double(step - o.warmup) / span);
+  return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + std::cos(M_PI * progress));
+}
+
+double ema_decay(const TrainOptions& o, int64_t step) {
+  return std::min(o.ema_decay, double(1 + step) / double(10 + step));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Trainer::State {
+  TrainOptions options;
+  ModelPreset preset;
+  at::Device device;
+  VideoCodec codec;
+  WanTransformer transformer, ema_transformer;
+  CaptionEncoder captions, ema_captions;
+  Named params, ema;  // "transformer.<key>" / "caption_encoder.<key>", the same order
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  int64_t step = 0;
+  double elapsed_before = 0;  // wall time of earlier sessions of this run
+  Clock::time_point started = Clock::now();
+  at::Tensor loss_sum, grad_norm_sum;  // since the last log line, on the device
+  int64_t logged_steps = 0;
+
+  State(TrainOptions o, ModelPreset p, at::Device d)
+      : options(std::move(o)),
+        preset(std::move(p)),
+        device(d),
+        transformer(WanTransformer::random(preset.transformer, options.seed, device, at::kFloat)),
+        ema_transformer(WanTransformer::random(preset.transformer, options.seed, device, at::kFloat)),
+        captions(CaptionEncoder::random(preset.captions, CaptionVocabulary(caption_vocabulary(), "the caption words"),
+                                        options.seed + 1, device, at::kFloat)),
+        ema_captions(CaptionEncoder::random(preset.captions, CaptionVocabulary(caption_vocabulary(), "the caption words"),
+                                            options.seed + 1, device, at::kFloat)) {
+    for (const auto& [k, t] : transformer.named_parameters()) params.emplace_back("transformer." + k, t);
+    for (const auto& [k, t] : captions.named_parameters()) params.emplace_back("caption_encoder." + k, t);
+    for (const auto& [k, t] : ema_transformer.named_parameters()) ema.emplace_back("transformer." + k, t);
+    for (const auto& [k, t] : ema_captions.named_parameters()) ema.emplace_back("caption_encoder." + k, t);
+    std::vector<at::Tensor> decay, no_decay;
+    for (auto& [name, t] : params) {
+      t.requires_grad_(true);
+      (decays(name, t) ? decay : no_decay).push_back(t);
+    }
+    auto adamw = torch::optim::AdamWOptions(options.lr)
+                     .betas({options.beta1, options.beta2})
+                     .eps(1e-8)
+                     .weight_decay(options.weight_decay);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adamw));
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(adamw.weight_decay(0)));
+    optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), adamw);
+    reset_log_sums();
+  }
+
+  void reset_log_sums() {
+    loss_sum = at::zeros({}, at::dtype(at::kFloat).device(device));
+    grad_norm_sum = at::zeros({}, at::dtype(at::kFloat).device(device));
+    logged_steps = 0;
+  }
+
+  double elapsed() const { return elapsed_before + std::chrono::duration<double>(Clock::now() - started).count(); }
+  std::string checkpoint_path() const { return (fs::path(options.out_dir) / "checkpoint.safetensors").string(); }
+  std::string log_path() const { return (fs::path(options.out_dir) / "loss.jsonl").string(); }
+  bool amp() const { return options.amp && device.is_cuda(); }
+
+  torch::optim::AdamWParamState* adam_state(const at::Tensor& p) {
+    auto it = optimizer->state().find(p.unsafeGetTensorImpl());
+    return it == optimizer->state().end() ? nullptr : static_cast<torch::optim::AdamWParamState*>(it->second.get());
+  }
+
+  // The loss of step `step`'s batch.
+  at::Tensor loss_at(int64_t at_step) {
+    const TrainOptions& o = options;
+    const int64_t B = o.batch;
+    std::vector<ClipFacts> facts;
+    std::vector<uint64_t> render_seeds;
+    std::vector<std::string> prompts;
+    std::vector<float> sigmas;
+    for (int64_t i = 0; i < B; ++i) {
+      facts.push_back(sample_facts(derive(o.seed, at_step, kFacts, uint64_t(i)), Split::kTrain));
+      render_seeds.push_back(derive(o.seed, at_step, kRender, uint64_t(i)));
+      const bool drop = unit_interval(derive(o.seed, at_step, kDropout, uint64_t(i))) < o.caption_dropout;
+      prompts.push_back(drop ? std::string() : caption(facts.back()));
+      // Logit-normal(0, 1) by Box-Muller, then the sampler's shift.
+      const uint64_t bits = derive(o.seed, at_step, kSigma, uint64_t(i));
+      const double n = std::sqrt(-2 * std::log(unit_interval(bits))) *
+                       std::cos(2 * M_PI * unit_interval(splitmix64(bits)));
+      const double s = 1 / (1 + std::exp(-n));
+      sigmas.push_back(float(o.shift * s / (1 + (o.shift - 1) * s)));
+    }
+    const at::Tensor x0 = codec.encode(render_clips(facts, render_seeds, preset.clip, device));
+    at::Generator gen = at::globalContext().defaultGenerator(device).clone();
+    gen.set_current_seed(derive(o.seed, at_step, kNoise));
+    const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
+    const at::Tensor sigma = at::tensor(sigmas, at::kFloat).to(device);
+    const at::Tensor s = sigma.view({B, 1, 1, 1, 1});
+    const at::Tensor x_t = (1 - s) * x0 + s * noise;
+    at::Tensor out;
+    {
+      Autocast autocast(amp());
+      const at::Tensor context = captions.encode(captions.tokenize(prompts).ids);
+      out = transformer.forward(x_t, sigma * 1000, context).to(at::kFloat);
+    }
+    const at::Tensor velocity =
+        o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
+    return (velocity - (noise - x0)).square().mean();
+  }
+
+  at::Tensor step_once() {
+    const double lr = learning_rate(options, step);
+    for (auto& group : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer->zero_grad();
+    at::Tensor loss = loss_at(step);
+    loss.backward();
+
+    std::vector<at::Tensor> grads;
+    for (const auto& [name, p] : params)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    // Global norm and clipping without reading anything back to the host.
+    const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads)), 2);
+    if (options.grad_clip > 0) at::_foreach_mul_(grads, (options.grad_clip / (norm + 1e-6)).clamp_max(1.0));
+    optimizer->step();
+    ++step;
+
+    {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> raw, avg;
+      for (size_t i = 0; i < params.size(); ++i) {
+        raw.push_back(params[i].second);
+        avg.push_back(ema[i].second);
+      }
+      at::_foreach_lerp_(avg, raw, 1.0 - ema_decay(options, step));
+    }
+    const at::Tensor detached = loss.detach();
+    loss_sum.add_(detached);
+    grad_norm_sum.add_(norm);
+    ++logged_steps;
+    return detached;
+  }
+
+  void save() {
+    std::map<std::string, at::Tensor> tensors;
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string& name = params[i].first;
+      tensors["param/" + name] = params[i].second.detach();
+      tensors["ema/" + name] = ema[i].second;
+      if (auto* st = adam_state(params[i].second)) {
+        tensors["adam_m/" + name] = st->exp_avg();
+        tensors["adam_v/" + name] = st->exp_avg_sq();
+        tensors["adam_step/" + name] = at::scalar_tensor(st->step(), at::kLong);
+      }
+    }
+    const json meta = {{"step", step}, {"elapsed_s", elapsed()}};
+    save_safetensors(checkpoint_path(), tensors,
+                     {{"format", kCheckpointFormat},
+                      {"run", run_identity(options).dump()},
+                      {"settings", all_settings(options).dump()},
+                      {"progress", meta.dump()},
+                      {"transformer_config", wan_config_json(preset.transformer)}});
+  }
+
+  void load() {
+    const std::string path = checkpoint_path();
+    SafetensorsFile file(path);
+    const auto& meta = file.metadata();
+    auto meta_field = [&](const std::string& key) -> const std::string& {
+      auto it = meta.find(key);
+      if (it == meta.end())
+        throw std::runtime_error(path + ": not a dit-train checkpoint (its metadata has no '" + key + "')");
+      return it->second;
+    };
+    if (meta_field("format") != kCheckpointFormat)
+      throw std::runtime_error(path + ": checkpoint format '" + meta_field("format") + "', this dit-train reads '" +
+                               kCheckpointFormat + "'");
+    json saved, progress;
+    try {
+      saved = json::parse(meta_field("run"));
+      progress = json::parse(meta_field("progress"));
+    } catch (const json::exception& e) {
+      throw std::runtime_error(path + ": unreadable metadata: " + e.what());
+    }
+    const json now = run_identity(options);
+    for (const auto& [key, value] : now.items())
+      if (!saved.contains(key) || saved[key] != value)
+        throw std::runtime_error(path + ": this run folder was started with " + key + " = " +
+                                 (saved.contains(key) ? saved[key].dump() : std::string("(unset)")) +
+                                 ", not " + value.dump() +
+                                 "; resume with the same setting, or start a new run in another --out folder");
+    std::set<std::string> expected;
+    at::NoGradGuard no_grad;
+    auto take = [&](const std::string& key, const at::Tensor& into) {
+      expected.insert(key);
+      if (!file.contains(key)) throw std::runtime_error(path + ": tensor '" + key + "' is missing");
+      at::Tensor t = file.get(key);
+      if (!t.sizes().equals(into.sizes()))
+        throw std::runtime_error(path + ": tensor '" + key + "' has shape " + shape_text(t.sizes()) + ", preset '" +
+                                 preset.name + "' needs " + shape_text(into.sizes()));
+      into.copy_(t);
+    };
+    for (size_t i = 0; i < params.size(); ++i) {
+      const std::string& name = params[i].first;
+      take("param/" + name, params[i].second);
+      take("ema/" + name, ema[i].second);
+      if (!file.contains("adam_step/" + name)) continue;  // saved before its first update
+      expected.insert("adam_step/" + name);
+      auto st = std::make_unique<torch::optim::AdamWParamState>();
+      st->step(file.get("adam_step/" + name).item<int64_t>());
+      st->exp_avg(at::empty_like(params[i].second, at::MemoryFormat::Contiguous));
+      st->exp_avg_sq(at::empty_like(params[i].second, at::MemoryFormat::Contiguous));
+      take("adam_m/" + name, st->exp_avg());
+      take("adam_v/" + name, st->exp_avg_sq());
+      optimizer->state()[params[i].second.unsafeGetTensorImpl()] = std::move(st);
+    }
+    for (const std::string& key : file.keys())
+      if (!expected.count(key))
+        throw std::runtime_error(path + ": tensor '" + key + "' belongs to no weight of preset '" + preset.name + "'");
+    step = progress.value("step", int64_t(0));
+    elapsed_before = progress.value("elapsed_s", 0.0);
+  }
+
+  // Keeps the log lines of steps the checkpoint holds: later ones came from a session whose
+  // steps are about to be taken again.
+  void trim_log() {
+    std::ifstream in(log_path());
+    if (!in) return;
+    std::string kept, line;
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object() && j.value("step", int64_t(-1)) <= step) kept += line + "\n";
+    }
+    write_text_file(log_path(), kept);
+  }
+
+  void append_log(const TrainLogLine& l) {
+    std::ofstream out(log_path(), std::ios::app);
+    const json j = {{"step", l.step},           {"loss", l.loss},       {"lr", l.lr},
+                    {"grad_norm", l.grad_norm}, {"it_s", l.it_s},       {"clips_s", l.clips_s},
+                    {"elapsed_s", l.elapsed_s}};
+    out << j.dump() << "\n";
+    if (!out) throw std::runtime_error("cannot write " + log_path());
+  }
+};
+
+Trainer::Trainer(TrainOptions options) {
+  check_options(options);
+  if (options.threads > 0) at::set_num_threads(options.threads);
+  const at::Device device = parse_device(options.device);
+  std::error_code ec;
+  fs::create_directories(options.out_dir, ec);
+  if (!fs::is_directory(options.out_dir))
+    throw std::runtime_error("--out '" + options.out_dir + "': cannot create the run folder" +
+                             (ec ? " (" + ec.message() + ")" : std::string()));
+  ModelPreset preset = model_preset(options.preset);
+  s_ = std::make_unique<State>(std::move(options), std::move(preset), device);
+  {
+    at::NoGradGuard no_grad;  // the EMA starts at the initial weights
+    for (size_t i = 0; i < s_->params.size(); ++i) s_->ema[i].second.copy_(s_->params[i].second);
+  }
+  const bool have_checkpoint = fs::exists(s_->checkpoint_path());
+  if (have_checkpoint && !s_->options.resume)
+    throw std::runtime_error(s_->checkpoint_path() +
+                             " exists: pass --resume to continue that run, or choose another --out folder");
+  if (have_checkpoint) {
+    s_->load();
+    s_->trim_log();
+  } else {
+    remove_tree(s_->log_path());
+  }
+  // Fail now, not after the first thousand steps, when the folder cannot be written.
+  write_text_file((fs::path(s_->options.out_dir) / "settings.json").string(),
+                  all_settings(s_->options).dump(2) + "\n");
+}
+
+Trainer::~Trainer() = default;
+
+at::Tensor Trainer::train_step() { return s_->step_once(); }
+
+void Trainer::save_checkpoint() { s_->save(); }
+
+TrainSummary Trainer::train(const std::function<void(const TrainLogLine&)>& on_log) {
+  State& s = *s_;
+  const TrainOptions& o = s.options;
+  TrainSummary summary;
+  summary.start_step = s.step;
+  const auto session_start = Clock::now();
+  auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  // The budget counts from the trainer's construction (model building and loading included).
+  const double budget_s = o.max_minutes * 60;
+  // A guess until one has been timed: 16 bytes a weight (itself, its EMA, two moments) at 200 MB/s.
+  double checkpoint_s = 0.05 + 16.0 * double(parameter_count()) / 200e6;
+  double step_s = 0;
+  auto checkpoint = [&] {
+    const auto t = Clock::now();
+    s.save();
+    checkpoint_s = std::max(checkpoint_s, seconds_since(t));
+  };
+  auto since_start = [&] { return std::chrono::duration<double>(Clock::now() - s.started).count(); };
+
+  Progress progress("train", std::max<int64_t>(o.steps - s.step, 0));
+  auto log_time = Clock::now();
+  int64_t log_step = s.step;
+  // Writes one loss.jsonl line for the steps since the last one; a non-finite loss stops the run
+  // before it can reach a checkpoint.
+  auto write_log = [&] {
+    TrainLogLine line;
+    line.step = s.step;
+    line.loss = s.loss_sum.item<double>() / double(s.logged_steps);
+    line.grad_norm = s.grad_norm_sum.item<double>() / double(s.logged_steps);
+    if (!std::isfinite(line.loss) || !std::isfinite(line.grad_norm))
+      throw std::runtime_error("training diverged: loss " + std::to_string(line.loss) + ", gradient norm " +
+                               std::to_string(line.grad_norm) + " over steps " + std::to_string(log_step + 1) + ".." +
+                               std::to_string(s.step) + "; the last checkpoint is kept (try a lower --lr)");
+    line.lr = learning_rate(o, s.step - 1);
+    line.it_s = double(s.step - log_step) / seconds_since(log_time);
+    line.clips_s = line.it_s * double(o.batch);
+    line.elapsed_s = s.elapsed();
+    s.append_log(line);
+    if (on_log) on_log(line);
+    s.reset_log_sums();
+    log_time = Clock::now();
+    log_step = s.step;
+  };
+  while (s.step < o.steps) {
+    if (budget_s > 0 && since_start() + 2 * step_s + 2 * checkpoint_s > budget_s) {
+      summary.out_of_time = true;
+      break;
+    }
+    const auto t = Clock::now();
+    s.step_once();
+    step_s = seconds_since(t);
+    progress.advance();
+    if (s.step % o.log_every == 0) write_log();
+    if (s.step % o.checkpoint_every == 0 && s.step < o.steps) checkpoint();
+  }
+  progress.finish();
+  if (s.logged_steps > 0) write_log();
+  if (s.step > summary.start_step || !fs::exists(s.checkpoint_path())) checkpoint();
+  summary.end_step = s.step;
+  summary.seconds = seconds_since(session_start);
+  return summary;
+}
+
+void Trainer::export_model(const std::string& dir) const {
+  if (s_->options.prediction != "velocity")
+    throw std::runtime_error(
+        "--export: this run predicts x0 (--prediction sample), but the shipped model folder records no prediction "
+        "type and its sampler reads the transformer's output as a velocity");
+  ShippedModelIndex index;
+  index.defaults.width = s_->preset.clip.width;
+  index.defaults.height = s_->preset.clip.height;
+  index.defaults.frames = s_->preset.clip.frames;
+  index.defaults.steps = 30;
+  index.defaults.guidance = 5.0;
+  index.defaults.shift = s_->options.shift;
+  index.defaults.scheduler = "unipc";
+  index.defaults.negative_prompt = "";  // what caption dropout trained as the unconditional prompt
+  save_shipped_model(dir, s_->ema_transformer, s_->ema_captions, index, at::kBFloat16);
+}
+
+int64_t Trainer::step() const { return s_->step; }
+const TrainOptions& Trainer::options() const { return s_->options; }
+const ModelPreset& Trainer::preset() const { return s_->preset; }
+at::Device Trainer::device() const { return s_->device; }
+std::string Trainer::checkpoint_path() const { return s_->checkpoint_path(); }
+std::string Trainer::loss_log_path() const { return s_->log_path(); }
+std::vector<std::pair<std::string, at::Tensor>> Trainer::parameters() const { return s_->params; }
+std::vector<std::pair<std::string, at::Tensor>> Trainer::ema_parameters() const { return s_->ema; }
+
+int64_t Trainer::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : s_->params) n += t.numel();
+  return n;
+}
+
+}  // namespace ditkit

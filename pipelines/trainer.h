@@ -1,0 +1,154 @@
+// Training the shipped model: the Wan DiT and the caption encoder, jointly, on procedural clips
+// (pipelines/shape_clips.h) through the space-to-depth codec (dit/video_codec.h).
+//
+// Objective: rectified flow as Wan samples it. x_t = (1 - sigma) x0 + sigma eps, the timestep
+// input is sigma * 1000, and the loss is the mean squared error of the velocity eps - x0 (with
+// prediction "sample" the network's output is read as x0 and turned into that velocity first;
+// see TrainOptions::prediction). sigma is logit-normal(0, 1) bent by the same flow shift the
+// sampler uses (flow_scheduler.h), so training sees noise levels where sampling spends its steps.
+// Captions are dropped to "" with probability caption_dropout, which teaches the unconditional
+// prediction that classifier-free guidance needs (the negative prompt at sampling is "").
+//
+// Precision: fp32 master weights; on CUDA the forward and backward run under bf16 autocast.
+// Optimiser: AdamW (matrices decay; biases, norms and modulation tables do not), linear warm-up
+// then cosine (or constant) learning rate, gradient clipping by global norm, EMA of the weights in
+// fp32 (the EMA is what gets exported).
+//
+// Everything random in step s (the clips, their captions, the dropout, sigma, the noise) is drawn
+// from (seed, s) alone, so a run resumed from a checkpoint takes the same steps as one that never
+// stopped; on the same device and thread count the weights come out bit-identical.
+//
+// A run folder (TrainOptions::out_dir) holds:
+//   checkpoint.safetensors  weights, EMA, AdamW moments, step, the run's settings (written atomically)
+//   settings.json           the settings of the latest session
+//   loss.jsonl              one JSON object per logged step: step, loss, lr, grad_norm, it_s,
+//                           clips_s, elapsed_s (elapsed counts every session of the run)
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dit/caption_encoder.h"
+#include "dit/video_codec.h"
+#include "dit/wan_config.h"
+#include "dit/wan_transformer.h"
+#include "pipelines/shape_clips.h"
+
+namespace ditkit {
+
+// A model size and the clips it trains on.
+struct ModelPreset {
+  std::string name;
+  WanConfig transformer;          // in/out channels = the codec's latent channels
+  CaptionEncoderConfig captions;  // vocab_size comes from the caption vocabulary
+  ClipSize clip;
+};
+
+// "tiny" (tests: dim 32, 2 layers, 8x16x16 clips) or "shapes" (the shipped model: dim 256,
+// 6 layers, 32x128x128 clips = 2,048 tokens). Throws std::invalid_argument naming the presets.
+ModelPreset model_preset(const std::string& name);
+std::vector<std::string> model_preset_names();
+
+struct TrainOptions {
+  std::string out_dir;  // the run folder (created if missing); required
+  bool resume = false;  // continue from out_dir/checkpoint.safetensors when it exists
+  std::string preset = "shapes";
+  std::string device = "auto";  // auto, cpu or cuda[:N]
+  int64_t steps = 20000;        // total optimiser steps of the run
+  int64_t batch = 32;
+  uint64_t seed = 0;
+  double lr = 3e-4;
+  int64_t warmup = 500;             // steps of linear warm-up
+  std::string schedule = "cosine";  // after warm-up: "cosine" (down to min_lr) or "constant"
+  double min_lr = 3e-5;
+  double weight_decay = 0.01;
+  double beta1 = 0.9, beta2 = 0.99;
+  double grad_clip = 1.0;  // max global gradient norm; 0 turns clipping off
+  double ema_decay = 0.999;
+  double caption_dropout = 0.1;
+  double shift = 3.0;  // the flow shift applied to sigma; the exported model samples with it too
+  // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
+  // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, 0.05) with the
+  // velocity; a model trained so needs a sampler that converts its output to a velocity.
+  std::string prediction = "velocity";
+  bool amp = true;                 // bf16 autocast on CUDA (the CPU always runs fp32)
+  double max_minutes = 0;          // stop (with a checkpoint) before this much wall time; 0: no limit
+  int64_t checkpoint_every = 1000;  // steps; a checkpoint is also written when the run stops
+  int64_t log_every = 50;           // steps per loss.jsonl line
+  int threads = 0;                  // CPU threads for ATen; 0 leaves ATen's default
+};
+
+// What one loss.jsonl line says.
+struct TrainLogLine {
+  int64_t step = 0;
+  double loss = 0;       // mean over the steps since the previous line
+  double lr = 0;         // at the line's step
+  double grad_norm = 0;  // mean global norm before clipping, over the same steps
+  double it_s = 0, clips_s = 0;
+  double elapsed_s = 0;  // the run's wall time so far, every session counted
+};
+
+struct TrainSummary {
+  int64_t start_step = 0, end_step = 0;
+  bool out_of_time = false;  // stopped by max_minutes before `steps`
+  double seconds = 0;        // this session's wall time
+};
+
+// The learning rate at `step` (0-based) under `options`' warm-up and schedule.
+double learning_rate(const TrainOptions& options, int64_t step);
+// The EMA decay used after step `step` (1-based count of steps taken): min(ema_decay,
+// (1 + step) / (10 + step)), so early weights, still far from trained, leave the average quickly.
+double ema_decay(const TrainOptions& options, int64_t step);
+
+class Trainer {
+ public:
+  // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
+  // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
+  // settings that define the run (preset, batch, seed, caption_dropout, shift, prediction) to
+  // match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
+  // on resume and apply from then on. Without options.resume an existing checkpoint is an error
+  // (runs are not overwritten by accident).
+  explicit Trainer(TrainOptions options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains until options.steps or the time budget, writing loss.jsonl every log_every steps, a
+  // checkpoint every checkpoint_every steps and one when it stops, and drawing a progress line on
+  // stderr when that is a terminal. `on_log` sees each line as it is written. A non-finite loss
+  // stops the run with std::runtime_error (the last checkpoint is left as it was).
+  TrainSummary train(const std::function<void(const TrainLogLine&)>& on_log = {});
+
+  // One optimiser step at the current step; returns the step's loss (a 0-dim device tensor, read
+  // it only when needed: reading waits for the device).
+  at::Tensor train_step();
+
+  void save_checkpoint();
+  // Writes the shipped model folder (pipelines/shipped_model.h) at `dir` from the EMA weights,
+  // stored as bfloat16.
+  void export_model(const std::string& dir) const;
+
+  int64_t step() const;
+  const TrainOptions& options() const;
+  const ModelPreset& preset() const;
+  at::Device device() const;
+  std::string checkpoint_path() const;
+  std::string loss_log_path() const;
+  // "transformer.<key>" and "caption_encoder.<key>": the trained weights and their EMA, in the
+  // same order, on the training device, fp32.
+  std::vector<std::pair<std::string, at::Tensor>> parameters() const;
+  std::vector<std::pair<std::string, at::Tensor>> ema_parameters() const;
+  int64_t parameter_count() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace ditkit

@@ -1,0 +1,222 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "dit/atomic_file.h"
+#include "dit/wan_transformer.h"
+#include "pipelines/shipped_model.h"
+#include "pipelines/trainer.h"
+#include "tests/model_test_support.h"
+
+namespace ditkit {
+namespace {
+
+namespace fs = std::filesystem;
+using testing_support::throws_with;
+
+// A folder per test, removed afterwards.
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("ditkit-trainer-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+            std::to_string(::getpid()));
+    remove_tree(dir_.string());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { remove_tree(dir_.string()); }
+
+  // The tiny model on the CPU, quick enough for a few dozen steps in seconds.
+  TrainOptions tiny(const std::string& run) const {
+    TrainOptions o;
+    o.out_dir = (dir_ / run).string();
+    o.preset = "tiny";
+    o.device = "cpu";
+    o.batch = 4;
+    o.steps = 8;
+    o.lr = 2e-3;
+    o.warmup = 2;
+    o.log_every = 1;
+    o.seed = 7;
+    return o;
+  }
+
+  fs::path dir_;
+};
+
+double mean(const std::vector<double>& v, size_t from, size_t to) {
+  return std::accumulate(v.begin() + long(from), v.begin() + long(to), 0.0) / double(to - from);
+}
+
+TEST_F(TrainerTest, LossFallsOnTheTinyModel) {
+  TrainOptions o = tiny("smoke");
+  o.steps = 60;
+  o.batch = 8;
+  o.warmup = 5;
+  std::vector<double> losses;
+  Trainer trainer(o);
+  const TrainSummary summary = trainer.train([&](const TrainLogLine& l) { losses.push_back(l.loss); });
+  ASSERT_EQ(summary.end_step, 60);
+  ASSERT_EQ(losses.size(), 60u);
+  const double first = mean(losses, 0, 10), last = mean(losses, 50, 60);
+  std::printf("tiny model: mean loss of steps 1-10 %.4f, of steps 51-60 %.4f\n", first, last);
+  EXPECT_LT(last, 0.8 * first);
+
+  // The log holds one line per step, and the checkpoint the final step.
+  std::ifstream log(trainer.loss_log_path());
+  std::string line;
+  int lines = 0;
+  while (std::getline(log, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("step").get<int64_t>(), ++lines);
+    for (const char* key : {"loss", "lr", "grad_norm", "it_s", "clips_s", "elapsed_s"}) EXPECT_TRUE(j.contains(key));
+  }
+  EXPECT_EQ(lines, 60);
+  EXPECT_TRUE(fs::exists(trainer.checkpoint_path()));
+}
+
+TEST_F(TrainerTest, ResumeGivesTheWeightsOfAnUninterruptedRun) {
+  TrainOptions whole = tiny("whole");
+  Trainer straight(whole);
+  straight.train();
+
+  TrainOptions parts = tiny("parts");
+  {
+    Trainer first(parts);
+    for (int i = 0; i < 3; ++i) first.train_step();
+    first.save_checkpoint();  // as a run stopped by its time budget after step 3 would leave it
+  }
+  parts.resume = true;
+  Trainer second(parts);
+  ASSERT_EQ(second.step(), 3);
+  second.train();
+  ASSERT_EQ(second.step(), 8);
+
+  const auto a = straight.parameters(), b = second.parameters();
+  const auto ea = straight.ema_parameters(), eb = second.ema_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::equal(a[i].second, b[i].second)) << a[i].first;
+    EXPECT_TRUE(at::equal(ea[i].second, eb[i].second)) << "EMA " << ea[i].first;
+  }
+}
+
+TEST_F(TrainerTest, EmaIsTheDecayedAverageOfTheWeights) {
+  TrainOptions o = tiny("ema");
+  o.ema_decay = 0.5;  // small, so that each step moves the average visibly
+  Trainer trainer(o);
+  std::vector<at::Tensor> expected;
+  for (const auto& [name, t] : trainer.parameters()) expected.push_back(t.detach().to(at::kDouble));
+  for (int64_t step = 1; step <= 4; ++step) {
+    trainer.train_step();
+    const double d = ema_decay(o, step);
+    const auto params = trainer.parameters();
+    for (size_t i = 0; i < params.size(); ++i)
+      expected[i] = d * expected[i] + (1 - d) * params[i].second.detach().to(at::kDouble);
+  }
+  EXPECT_DOUBLE_EQ(ema_decay(o, 1), 2.0 / 11.0);  // the early steps use the lower (1 + n) / (10 + n)
+  EXPECT_DOUBLE_EQ(ema_decay(o, 100), 0.5);
+  const auto params = trainer.parameters(), ema = trainer.ema_parameters();
+  double largest_gap = 0;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    EXPECT_EQ(ema[i].first, params[i].first);
+    EXPECT_TRUE(at::allclose(ema[i].second.to(at::kDouble), expected[i], 1e-5, 1e-7)) << ema[i].first;
+    largest_gap = std::max(largest_gap, (ema[i].second - params[i].second).abs().max().item<double>());
+  }
+  EXPECT_GT(largest_gap, 0);  // the average lags the weights
+}
+
+TEST_F(TrainerTest, ExportWritesALoadableShippedFolderFromTheEma) {
+  TrainOptions o = tiny("export");
+  o.steps = 2;
+  Trainer trainer(o);
+  trainer.train();
+  const std::string folder = (dir_ / "model").string();
+  trainer.export_model(folder);
+  ASSERT_TRUE(is_shipped_model_folder(folder));
+  EXPECT_EQ(read_shipped_model_index(folder).defaults.negative_prompt, "");
+  const WanTransformer loaded = WanTransformer::load(folder + "/transformer", at::kCPU, at::kFloat);
+  at::Tensor saved, trained;
+  for (const auto& [name, t] : loaded.named_parameters())
+    if (name == "patch_embedding.weight") saved = t;
+  for (const auto& [name, t] : trainer.ema_parameters())
+    if (name == "transformer.patch_embedding.weight") trained = t;
+  ASSERT_TRUE(saved.defined() && trained.defined());
+  EXPECT_TRUE(at::equal(trained.to(at::kBFloat16).to(at::kFloat), saved));
+}
+
+TEST_F(TrainerTest, BadInputGivesClearErrors) {
+  TrainOptions o = tiny("errors");
+  o.out_dir.clear();
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--out", "required"}));
+
+  o = tiny("errors");
+  o.preset = "huge";
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"huge", "tiny", "shapes"}));
+
+  // A run folder under a file cannot be created.
+  std::ofstream(dir_ / "a_file") << "x";
+  o = tiny("errors");
+  o.out_dir = (dir_ / "a_file" / "run").string();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"a_file", "cannot create"}));
+
+  o = tiny("taken");
+  o.steps = 1;
+  Trainer(o).train();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"checkpoint.safetensors", "--resume"}));
+
+  o.resume = true;
+  o.batch = 3;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"batch = 4", "not 3", "--out"}));
+  o.batch = 4;
+  o.seed = 8;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"seed = 7", "not 8"}));
+  o.seed = 7;
+  o.preset = "shapes";
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"preset = \"tiny\"", "not \"shapes\""}));
+
+  o = tiny("options");
+  o.lr = 0;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--lr"}));
+  o = tiny("options");
+  o.prediction = "noise";
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--prediction", "noise"}));
+}
+
+TEST_F(TrainerTest, TheTimeBudgetStopsWithACheckpoint) {
+  TrainOptions o = tiny("budget");
+  o.steps = 1000000;
+  o.max_minutes = 0.05;  // 3 s
+  Trainer trainer(o);
+  const TrainSummary summary = trainer.train();
+  EXPECT_TRUE(summary.out_of_time);
+  EXPECT_GT(summary.end_step, 0);
+  EXPECT_LT(summary.end_step, o.steps);
+  EXPECT_LT(summary.seconds, 3.0);
+  o.resume = true;
+  EXPECT_EQ(Trainer(o).step(), summary.end_step);
+}
+
+TEST(LearningRate, WarmsUpThenFollowsTheCosine) {
+  TrainOptions o;
+  o.lr = 1e-3;
+  o.min_lr = 1e-4;
+  o.warmup = 9;
+  o.steps = 109;
+  EXPECT_DOUBLE_EQ(learning_rate(o, 0), 1e-4);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 8), 9e-4);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 9), 1e-3);
+  EXPECT_NEAR(learning_rate(o, 59), 5.5e-4, 1e-12);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 109), 1e-4);
+  o.schedule = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate(o, 80), 1e-3);
+}
+
+}  // namespace
+}  // namespace ditkit
