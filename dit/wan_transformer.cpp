@@ -16,6 +16,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <utility>
 #include <stdexcept>
 #include <vector>
 
@@ -275,23 +276,32 @@ struct WanTransformerBlock {
     }
   }
 
-  at::Tensor forward(const at::Tensor& x_in, const at::Tensor& text, const at::Tensor& timestep_proj,
-                     const RotaryEmb& rope, RecipeAttention* attention, const AttentionContext& ctx) const {
+  // Takes x by value so that each activation is released as soon as the next one exists: the
+  // caller moves its tensor in, and peak memory holds one residual stream, not two.
+  at::Tensor forward(at::Tensor x, const at::Tensor& text, const at::Tensor& timestep_proj, const RotaryEmb& rope,
+                     RecipeAttention* attention, const AttentionContext& ctx) const {
     std::vector<at::Tensor> m = (scale_shift_table + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, dim] each
     const at::Tensor &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
     const at::Tensor &c_shift_msa = m[3], &c_scale_msa = m[4], &c_gate_msa = m[5];
 
     // 1. Self-attention
-    at::Tensor norm_x = modulated_layer_norm(x_in, {}, {}, scale_msa, shift_msa, eps);
-    at::Tensor x = gated_residual(x_in, attn1.self_attention(norm_x, rope, attention, ctx), gate_msa);
+    at::Tensor attn_out = attn1.self_attention(modulated_layer_norm(x, {}, {}, scale_msa, shift_msa, eps), rope,
+                                               attention, ctx);
+    x = gated_residual(x, attn_out, gate_msa);
+    attn_out.reset();
 
     // 2. Cross-attention (norm2 is nn.Identity without cross_attn_norm)
-    norm_x = norm2_weight.defined() ? modulated_layer_norm(x, norm2_weight, norm2_bias, {}, {}, eps) : x;
-    x = gated_residual(x, attn2.cross_attention(norm_x, text), {});
+    at::Tensor norm_x = norm2_weight.defined() ? modulated_layer_norm(x, norm2_weight, norm2_bias, {}, {}, eps) : x;
+    attn_out = attn2.cross_attention(norm_x, text);
+    norm_x.reset();
+    x = gated_residual(x, attn_out, {});
+    attn_out.reset();
 
     // 3. Feed-forward
-    norm_x = modulated_layer_norm(x, {}, {}, c_scale_msa, c_shift_msa, eps);
-    at::Tensor ff_out = ffn_out(linear_gelu_tanh(norm_x, ffn_in.weight, ffn_in.bias));
+    at::Tensor hidden = linear_gelu_tanh(modulated_layer_norm(x, {}, {}, c_scale_msa, c_shift_msa, eps),
+                                         ffn_in.weight, ffn_in.bias);
+    at::Tensor ff_out = ffn_out(hidden);
+    hidden.reset();
     return gated_residual(x, ff_out, c_gate_msa);
   }
 };
@@ -429,7 +439,7 @@ at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tenso
   const Conditions cond = m.condition_embedder(timestep, context);
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ctx.layer = int(i);
-    x = m.blocks[i].forward(x, cond.text, cond.timestep_proj, rope, attention, ctx);
+    x = m.blocks[i].forward(std::move(x), cond.text, cond.timestep_proj, rope, attention, ctx);
   }
 
   std::vector<at::Tensor> shift_scale = (m.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, 1);  // fp32

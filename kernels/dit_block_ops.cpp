@@ -71,18 +71,21 @@ bool fusable_rows(const at::Tensor& x) {
   return C % per_vec == 0 && C / per_vec <= int64_t(cuda::kRowThreadsMax) * cuda::kRowVecsPerThread;
 }
 
-// An fp32 [C] vector on x's device.
+// An fp32 [C] vector on x's device, read by the kernels in aligned float4s.
 bool channel_vector(const at::Tensor& t, const at::Tensor& x) {
   return t.scalar_type() == at::kFloat && t.device() == x.device() && t.dim() == 1 && t.size(0) == x.size(2) &&
-         t.is_contiguous();
+         t.is_contiguous() && aligned16(t);
 }
 
-// An fp32 [B or 1, 1, C] per-batch vector on x's device with unit stride along C; its batch stride.
+// An fp32 [B or 1, 1, C] per-batch vector on x's device with unit stride along C, read in
+// aligned float4s; its batch stride.
 std::optional<int64_t> batch_vector_stride(const at::Tensor& t, const at::Tensor& x) {
   if (t.scalar_type() != at::kFloat || t.device() != x.device() || t.dim() != 3 || t.size(1) != 1 ||
-      t.size(2) != x.size(2) || t.stride(2) != 1 || (t.size(0) != x.size(0) && t.size(0) != 1))
+      t.size(2) != x.size(2) || t.stride(2) != 1 || (t.size(0) != x.size(0) && t.size(0) != 1) || !aligned16(t))
     return std::nullopt;
-  return t.size(0) == 1 ? 0 : t.stride(0);
+  if (t.size(0) == 1) return 0;
+  if (t.stride(0) % 4 != 0) return std::nullopt;
+  return t.stride(0);
 }
 
 cuda::RowShape row_shape(const at::Tensor& x) { return {x.size(0) * x.size(1), x.size(2), x.size(1)}; }

@@ -10,9 +10,10 @@
 
 namespace ditkit::cuda {
 
-// A CTA holds one row in registers: at most kRowThreadsMax threads of kRowVecsPerThread 16-byte
-// vectors, so rows up to 32,768 half or 16,384 fp32 elements (Wan's widest is 5,120).
-constexpr int kRowThreadsMax = 1024;
+// Rows too wide for a warp are held by a CTA of at most kRowThreadsMax threads with
+// kRowVecsPerThread 16-byte vectors each: rows up to 16,384 half or 8,192 fp32 elements (Wan's
+// widest is 5,120).
+constexpr int kRowThreadsMax = 512;
 constexpr int kRowVecsPerThread = 4;
 
 // Rows of `channels` elements, `rows_per_batch` rows per batch entry; per-batch fp32 vectors

@@ -72,12 +72,14 @@ struct RowCase {
   at::ScalarType type;
 };
 
-// Widths: Wan 1.3B and 14B rows, a width that leaves threads idle in the last pass, one vector,
-// fp32 and fp16 rows, one token, one batch entry.
+// Widths: Wan 1.3B and 14B rows; a warp per row holding 1, 2, 4 and 8 vectors a lane, some
+// lanes idle; a CTA per row (fp32 1536, 3072, 5120); one vector; row counts that leave warps of
+// the last CTA idle; one token; one batch entry.
 const RowCase kRowCases[] = {
     {2, 37, 1536, 12, at::kBFloat16}, {1, 3, 5120, 40, at::kBFloat16}, {2, 9, 1544, 2, at::kBFloat16},
     {3, 4, 8, 2, at::kBFloat16},      {2, 11, 24, 2, at::kFloat},     {2, 5, 40, 4, at::kHalf},
-    {2, 1, 64, 4, at::kBFloat16},     {1, 17, 3072, 24, at::kHalf},
+    {2, 1, 64, 4, at::kBFloat16},     {1, 17, 3072, 24, at::kHalf},   {1, 5, 512, 4, at::kBFloat16},
+    {2, 3, 1024, 8, at::kHalf},       {2, 7, 1536, 12, at::kFloat},
 };
 
 TEST(DitBlockOpsCuda, FusedRowsMatchTheReferences) {
