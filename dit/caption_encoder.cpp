@@ -173,7 +173,8 @@ void validate_caption_encoder_config(const CaptionEncoderConfig& c, const std::s
   require_at_least(c.max_length, 1, "max_length", where);
   if (c.dim % c.heads != 0)
     fail(where, "dim", "must be a multiple of heads (" + std::to_string(c.heads) + "), got " + std::to_string(c.dim));
-  if (!(c.eps > 0) || !std::isfinite(c.eps)) fail(where, "eps", "must be a positive number, got " + std::to_string(c.eps));
+  if (!(c.eps > 0) || !std::isfinite(c.eps))
+    fail(where, "eps", "must be a positive number, got " + std::to_string(c.eps));
 }
 
 CaptionEncoderConfig load_caption_encoder_config(const std::string& path) {
@@ -208,8 +209,7 @@ CaptionVocabulary::CaptionVocabulary(std::vector<std::string> words, std::string
                                     " must be lower-case letters and digits only");
     if (w.empty()) throw std::invalid_argument(source_ + ": word " + std::to_string(i + 1) + " is empty");
     if (!ids_.emplace(w, int64_t(i) + 1).second)
-      throw std::invalid_argument(source_ + ": word " + std::to_string(i + 1) + " " + in_quotes(w) +
-                                  " appears twice");
+      throw std::invalid_argument(source_ + ": word " + std::to_string(i + 1) + " " + in_quotes(w) + " appears twice");
   }
 }
 
@@ -258,8 +258,8 @@ CaptionTokens CaptionVocabulary::tokenize(const std::vector<std::string>& prompt
         std::string known;
         for (const std::string& w : words_) known += (known.empty() ? "" : ", ") + w;
         throw std::invalid_argument("prompt " + in_quotes(prompts[p]) + ": unknown word " + in_quotes(words[i]) +
-                                    "; this model knows only the " + std::to_string(words_.size()) +
-                                    " words of " + source_ + ": " + known);
+                                    "; this model knows only the " + std::to_string(words_.size()) + " words of " +
+                                    source_ + ": " + known);
       }
       ids[int64_t(p)][int64_t(i)] = it->second;
     }
@@ -357,9 +357,7 @@ at::Tensor CaptionEncoder::encode(const at::Tensor& ids_in) const {
   return at::where(words.unsqueeze(-1), x, at::scalar_tensor(0, x.options()));
 }
 
-std::vector<std::pair<std::string, at::Tensor>> CaptionEncoder::named_parameters() const {
-  return model_->parameters;
-}
+std::vector<std::pair<std::string, at::Tensor>> CaptionEncoder::named_parameters() const { return model_->parameters; }
 
 void CaptionEncoder::save(const std::string& dir, at::ScalarType dtype) const {
   const CaptionEncoderConfig& c = model_->config;
@@ -367,9 +365,14 @@ void CaptionEncoder::save(const std::string& dir, at::ScalarType dtype) const {
   for (const auto& [name, t] : model_->parameters) tensors[name] = t.detach().to(dtype);
   save_safetensors(sub(dir, "model.safetensors"), tensors, {{"format", "pt"}});
   model_->vocabulary.save(sub(dir, "vocab.txt"));
-  const json config = {{"_class_name", "CaptionEncoder"}, {"vocab_size", c.vocab_size}, {"dim", c.dim},
-                       {"layers", c.layers},              {"heads", c.heads},           {"ffn", c.ffn},
-                       {"max_length", c.max_length},      {"eps", c.eps}};
+  const json config = {{"_class_name", "CaptionEncoder"},
+                       {"vocab_size", c.vocab_size},
+                       {"dim", c.dim},
+                       {"layers", c.layers},
+                       {"heads", c.heads},
+                       {"ffn", c.ffn},
+                       {"max_length", c.max_length},
+                       {"eps", c.eps}};
   write_text_file(sub(dir, "config.json"), config.dump(2) + "\n");
 }
 

@@ -21,8 +21,9 @@ VideoCodecConfig video_codec_config_from_json(const nlohmann::json& codec, const
   if (!codec.is_object()) throw std::runtime_error(where + ": must be a JSON object, got " + codec.dump());
   const nlohmann::json* type = cfg::field(codec, "type");
   if (!type || *type != "space_to_depth")
-    fail(where, "type", "must be \"space_to_depth\" (the only codec ditkit has), got " +
-                            (type ? type->dump() : std::string("nothing")));
+    fail(where, "type",
+         "must be \"space_to_depth\" (the only codec ditkit has), got " +
+             (type ? type->dump() : std::string("nothing")));
   VideoCodecConfig c;
   std::vector<int64_t> factor(c.factor.begin(), c.factor.end());
   cfg::read_list<int64_t>(
@@ -57,8 +58,8 @@ std::vector<int64_t> VideoCodec::latent_shape(int64_t frames, int64_t height, in
     if (sizes[i] < 1 || sizes[i] % f != 0)
       throw std::invalid_argument(std::string(kAxes[i]) + " " + std::to_string(sizes[i]) +
                                   ": this model's codec takes positive multiples of " + std::to_string(f) + " (e.g. " +
-                                  std::to_string(f) + ", " + std::to_string(2 * f) + ", ..., " +
-                                  std::to_string(8 * f) + ")");
+                                  std::to_string(f) + ", " + std::to_string(2 * f) + ", ..., " + std::to_string(8 * f) +
+                                  ")");
     shape.push_back(sizes[i] / f);
   }
   return shape;

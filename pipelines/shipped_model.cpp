@@ -47,10 +47,10 @@ void check_shipped_sizes(const VideoCodecConfig& codec, const WanConfig& transfo
   for (int i = 0; i < 3; ++i) {
     const int64_t unit = codec.factor[size_t(i)] * transformer.patch_size[size_t(i)];
     if (sizes[i] < 1 || sizes[i] % unit != 0)
-      throw std::invalid_argument(std::string(names[i]) + " " + std::to_string(sizes[i]) +
-                                  ": this model takes positive multiples of " + std::to_string(unit) + " (its codec's " +
-                                  std::to_string(codec.factor[size_t(i)]) + " times the DiT's patch of " +
-                                  std::to_string(transformer.patch_size[size_t(i)]) + ")");
+      throw std::invalid_argument(
+          std::string(names[i]) + " " + std::to_string(sizes[i]) + ": this model takes positive multiples of " +
+          std::to_string(unit) + " (its codec's " + std::to_string(codec.factor[size_t(i)]) +
+          " times the DiT's patch of " + std::to_string(transformer.patch_size[size_t(i)]) + ")");
   }
 }
 
@@ -66,15 +66,17 @@ ShippedModelIndex read_shipped_model_index(const std::string& dir) {
   const std::string path = index_path(dir);
   const json index = cfg::read_config_json(path);
   if (const json* name = cfg::field(index, "_class_name"); !name || *name != kShippedModelClass)
-    cfg::fail(path, "_class_name", std::string("must be \"") + kShippedModelClass + "\", got " +
-                                       (name ? name->dump() : std::string("nothing")));
+    cfg::fail(
+        path, "_class_name",
+        std::string("must be \"") + kShippedModelClass + "\", got " + (name ? name->dump() : std::string("nothing")));
   ShippedModelIndex out;
   out.codec = video_codec_config_from_json(required(index, "codec", path), path + " codec");
   const std::string where = path + " defaults";
   const json& d = required(index, "defaults", path);
   if (!d.is_object()) cfg::fail(path, "defaults", "must be a JSON object, got " + d.dump());
   ModelDefaults& m = out.defaults;
-  for (const char* name : {"width", "height", "frames", "steps", "guidance", "shift", "scheduler"}) required(d, name, where);
+  for (const char* name : {"width", "height", "frames", "steps", "guidance", "shift", "scheduler"})
+    required(d, name, where);
   cfg::read_int(d, "width", m.width, where);
   cfg::read_int(d, "height", m.height, where);
   cfg::read_int(d, "frames", m.frames, where);
@@ -122,8 +124,9 @@ void save_shipped_model(const std::string& dir, const WanTransformer& transforme
   for (const char* part : {"transformer", "caption_encoder"}) fs::create_directory(partial / part);
   transformer.save((partial / "transformer").string(), weights_dtype);
   captions.save((partial / "caption_encoder").string(), weights_dtype);
-  const json defaults = {{"width", d.width},   {"height", d.height},   {"frames", d.frames},
-                         {"steps", d.steps},   {"guidance", d.guidance}, {"shift", d.shift},
+  const json defaults = {{"width", d.width},         {"height", d.height},
+                         {"frames", d.frames},       {"steps", d.steps},
+                         {"guidance", d.guidance},   {"shift", d.shift},
                          {"scheduler", d.scheduler}, {"negative_prompt", d.negative_prompt}};
   const json model_index = {{"_class_name", kShippedModelClass},
                             {"_ditkit_version", DITKIT_VERSION_STRING},
@@ -132,8 +135,8 @@ void save_shipped_model(const std::string& dir, const WanTransformer& transforme
   write_text_file((partial / "model_index.json").string(), model_index.dump(2) + "\n");
 
   // The old folder steps aside only once the new one is complete, and goes once it is in place.
-  const fs::path old = final_dir.parent_path() / ("." + final_dir.filename().string() + ".old-" +
-                                                  std::to_string(::getpid()));
+  const fs::path old =
+      final_dir.parent_path() / ("." + final_dir.filename().string() + ".old-" + std::to_string(::getpid()));
   if (replacing) {
     remove_tree(old.string());
     fs::rename(final_dir, old);

@@ -148,8 +148,7 @@ class CodecDecoder : public FrameDecoder {
 }  // namespace
 
 TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::ScalarType dtype) {
-  if (!std::filesystem::is_directory(dir))
-    throw std::runtime_error("model folder '" + dir + "' does not exist");
+  if (!std::filesystem::is_directory(dir)) throw std::runtime_error("model folder '" + dir + "' does not exist");
 
   if (is_shipped_model_folder(dir)) {
     ShippedModelIndex index = read_shipped_model_index(dir);
@@ -176,8 +175,7 @@ TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::Sca
   }
 
 #if !DITKIT_HAVE_SENTENCEPIECE
-  throw std::runtime_error("this build of ditkit cannot tokenize prompts for a Wan folder (built without "
-                           "sentencepiece)");
+  throw std::runtime_error("this build of ditkit cannot tokenize prompts for a Wan folder (no sentencepiece)");
 #else
   auto text_encoder = std::make_shared<Umt5TextEncoder>(dir, dtype);
   WanTransformer transformer = WanTransformer::load(sub(dir, "transformer"), device, dtype);
@@ -217,8 +215,7 @@ at::Tensor TextToVideo::encode_texts(const std::vector<std::string>& prompts, in
                                transformer_.device(), transformer_.dtype());
 }
 
-at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* attention,
-                                 const StepCallback& on_step) {
+at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* attention, const StepCallback& on_step) {
   const std::vector<int64_t> latent_shape = decoder_->latent_shape(o.frames, o.height, o.width);
   const at::Device device = transformer_.device();
   timings_ = {};

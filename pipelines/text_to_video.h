@@ -35,7 +35,7 @@ struct TextToVideoOptions {
   // Text tokens, as the Wan pipeline pads and truncates; 0: the model's (Wan: 512). The shipped
   // model takes only its own (its caption encoder's max_length).
   int64_t max_sequence_length = 0;
-  int64_t vae_chunk = 1;              // latent frames decoded at once: lower uses less memory
+  int64_t vae_chunk = 1;  // latent frames decoded at once: lower uses less memory
   SamplingOptions sampling;
 };
 

@@ -29,8 +29,10 @@ struct GenOptions {
   std::string model;  // empty: the shipped default model
   std::string attention = "dense";
   std::string device = "auto";
-  int width = 832, height = 480, frames = 81, steps = 50, fps = 16, vae_chunk = 1;  // Wan2.1's defaults
-  double guidance = 5.0, shift = 3.0;
+  int fps = 16, vae_chunk = 1;
+  // The model's defaults (ModelDefaults) unless given: only the flags set on the command line count.
+  int width = 0, height = 0, frames = 0, steps = 0;
+  double guidance = 0, shift = 0;
   int64_t seed = 0;
 };
 
@@ -52,29 +54,42 @@ int main(int argc, char** argv) {
   CLI::App app{"dit-gen: generate a video from a text prompt with a video diffusion transformer"};
   app.option_defaults()->always_capture_default();
   app.add_option("-p,--prompt", o.prompt, "what the video shows")->required();
-  app.add_option("-n,--negative-prompt", o.negative_prompt, "what to steer away from");
+  // Flags whose default is the model's: a Wan2.1 folder's are WanPipeline's, the shipped model's
+  // are in its model_index.json.
+  auto from_model = [&](CLI::Option* option) { return option->default_str("the model's"); };
+  CLI::Option* negative =
+      from_model(app.add_option("-n,--negative-prompt", o.negative_prompt, "what to steer away from"));
   app.add_option("-o,--out", o.out, "output: .mp4, .y4m, or a folder/ of PNG frames");
-  app.add_option("-m,--model", o.model, "model folder (Wan2.1 diffusers layout); default: the shipped model")
+  app.add_option("-m,--model", o.model,
+                 "model folder (Wan2.1 diffusers layout, or a shipped-model folder); default: the shipped model")
       ->envname("DITKIT_MODEL");
   app.add_option("-a,--attention", o.attention, "attention recipe, e.g. 'dense@steps<10,svg:density=0.15'");
-  app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber);
-  app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber);
-  app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber);
-  app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber);
-  app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber);
-  app.add_option("--shift", o.shift, "flow-matching shift")->check(CLI::PositiveNumber);
+  CLI::Option* width =
+      from_model(app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber));
+  CLI::Option* height =
+      from_model(app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber));
+  CLI::Option* frames =
+      from_model(app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber));
+  CLI::Option* steps = from_model(app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber));
+  CLI::Option* guidance = from_model(
+      app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
+  CLI::Option* shift =
+      from_model(app.add_option("--shift", o.shift, "flow-matching shift")->check(CLI::PositiveNumber));
   app.add_option("--seed", o.seed, "noise seed (same noise on CPU and GPU)");
   app.add_option("--fps", o.fps, "frames per second of the output")->check(CLI::PositiveNumber);
   app.add_option("--vae-chunk", o.vae_chunk, "latent frames decoded at once (lower uses less memory)")
       ->check(CLI::PositiveNumber);
   app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
-  app.footer("Attention methods for --attention (a recipe string or a .json file):\n" +
+  app.footer("Defaults marked \"the model's\": the shipped model's model_index.json, or diffusers' WanPipeline\n"
+             "defaults for a Wan2.1 folder (832x480, 81 frames, 50 steps, guidance 5, its scheduler's shift).\n\n"
+             "Attention methods for --attention (a recipe string or a .json file):\n" +
              ditkit::describe_methods(ditkit::attention_method_specs()));
   CLI11_PARSE(app, argc, argv);
 
   print_system_info();
   try {
-    ditkit::check_recipe(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()), 1, o.steps);
+    ditkit::check_recipe(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()), 1,
+                         steps->count() ? o.steps : 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());
     return 2;
@@ -96,23 +111,27 @@ int main(int argc, char** argv) {
     auto t0 = std::chrono::steady_clock::now();
     ditkit::TextToVideo pipeline = ditkit::TextToVideo::load(model, device, dtype);
     const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "dit-gen: %s on %s (%s), %dx%d, %d frames, %d steps, attention '%s'\n", model.c_str(),
-                 device.str().c_str(), c10::toString(dtype), o.width, o.height, o.frames, o.steps,
-                 o.attention.c_str());
 
-    ditkit::TextToVideoOptions gen;
+    ditkit::TextToVideoOptions gen = pipeline.default_options();
     gen.prompt = o.prompt;
-    gen.negative_prompt = o.negative_prompt;
-    gen.width = o.width;
-    gen.height = o.height;
-    gen.frames = o.frames;
+    if (negative->count()) gen.negative_prompt = o.negative_prompt;
+    if (width->count()) gen.width = o.width;
+    if (height->count()) gen.height = o.height;
+    if (frames->count()) gen.frames = o.frames;
+    if (steps->count()) gen.sampling.steps = o.steps;
+    if (guidance->count()) gen.sampling.guidance = o.guidance;
+    if (shift->count()) gen.sampling.shift = o.shift;
     gen.vae_chunk = o.vae_chunk;
-    gen.sampling.steps = o.steps;
-    gen.sampling.guidance = o.guidance;
-    gen.sampling.shift = o.shift;
     gen.sampling.seed = o.seed;
-    ditkit::RecipeAttention attention(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()));
-    ditkit::Progress progress("denoise", o.steps);
+    std::fprintf(stderr,
+                 "dit-gen: %s on %s (%s), %lldx%lld, %lld frames, %d steps, guidance %g, shift %g, attention '%s'\n",
+                 model.c_str(), device.str().c_str(), c10::toString(dtype), static_cast<long long>(gen.width),
+                 static_cast<long long>(gen.height), static_cast<long long>(gen.frames), gen.sampling.steps,
+                 gen.sampling.guidance, gen.sampling.shift, o.attention.c_str());
+    ditkit::Recipe recipe = ditkit::load_recipe(o.attention, ditkit::attention_method_specs());
+    ditkit::check_recipe(recipe, static_cast<int>(pipeline.transformer().config().num_layers), gen.sampling.steps);
+    ditkit::RecipeAttention attention(recipe);
+    ditkit::Progress progress("denoise", gen.sampling.steps);
     at::Tensor frames = pipeline.generate(gen, &attention, [&](int, int) {
       progress.advance();
       return true;
@@ -129,7 +148,7 @@ int main(int argc, char** argv) {
                  static_cast<long long>(frames.size(0)), static_cast<long long>(frames.size(2)),
                  static_cast<long long>(frames.size(1)));
     std::fprintf(stderr, "timings (s): load %.2f | text %.2f | denoise %.2f (%.3f per step) | decode %.2f | write %.2f\n",
-                 load_s, t.text, t.denoise, t.denoise / o.steps, t.decode, write_s);
+                 load_s, t.text, t.denoise, t.denoise / gen.sampling.steps, t.decode, write_s);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dit-gen: %s\n", e.what());
     return 1;

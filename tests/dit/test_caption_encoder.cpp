@@ -20,8 +20,8 @@ namespace {
 
 using testing_support::throws_with;
 
-const std::vector<std::string> kWords = {"a",    "red",  "green", "circle", "square", "moves", "left",
-                                         "up",   "on",   "blue",  "and",    "gray",   "striped", "background"};
+const std::vector<std::string> kWords = {"a",  "red", "green", "circle", "square", "moves",   "left",
+                                         "up", "on",  "blue",  "and",    "gray",   "striped", "background"};
 
 CaptionEncoderConfig tiny_config() {
   CaptionEncoderConfig c;
@@ -59,7 +59,8 @@ TEST(CaptionVocabulary, TokenizesWordsAndPadsWithZero) {
   EXPECT_EQ(t.lengths, (std::vector<int64_t>{5, 0, 2}));
   // Round trip: ids back to words give the prompt lower-cased, without punctuation.
   std::vector<std::string> words;
-  for (int64_t i = 0; i < t.lengths[0]; ++i) words.push_back(vocabulary.words()[size_t(t.ids[0][i].item<int64_t>() - 1)]);
+  for (int64_t i = 0; i < t.lengths[0]; ++i)
+    words.push_back(vocabulary.words()[size_t(t.ids[0][i].item<int64_t>() - 1)]);
   EXPECT_EQ(words, (std::vector<std::string>{"a", "red", "circle", "moves", "left"}));
   EXPECT_EQ(t.ids[0].slice(0, 5).sum().item<int64_t>(), 0);
   EXPECT_EQ(t.ids[1].abs().sum().item<int64_t>(), 0);
@@ -71,7 +72,9 @@ TEST_F(CaptionEncoderFolder, UnknownWordsAndLongPromptsAreClearErrors) {
   const CaptionVocabulary vocabulary = CaptionVocabulary::load(path("vocab.txt"));
   EXPECT_EQ(vocabulary.words(), kWords);
   EXPECT_TRUE(throws_with<std::invalid_argument>(
-      [&] { vocabulary.tokenize({"a red circle", "a purple circle"}, 8); },
+      [&] {
+        vocabulary.tokenize({"a red circle", "a purple circle"}, 8);
+      },
       {"\"purple\"", "knows only the 14 words", path("vocab.txt"), "red, green"}));
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { vocabulary.tokenize({"a red circle moves left"}, 4); },
                                                  {"5 words", "at most 4"}));
@@ -174,10 +177,16 @@ TEST_F(CaptionEncoderFolder, LoadErrorsNameTheFileAndTensor) {
 
 TEST(CaptionEncoder, BadIdsAreErrors) {
   const CaptionEncoder encoder = tiny_encoder();
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { encoder.encode(at::zeros({1, 13}, at::kLong)); },
-                                                 {"max_length 12", "[1, 13]"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { encoder.encode(at::full({1, 3}, 15, at::kLong)); },
-                                                 {"15", "outside the vocabulary [0, 15)"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] {
+        encoder.encode(at::zeros({1, 13}, at::kLong));
+      },
+      {"max_length 12", "[1, 13]"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] {
+        encoder.encode(at::full({1, 3}, 15, at::kLong));
+      },
+      {"15", "outside the vocabulary [0, 15)"}));
 }
 
 }  // namespace

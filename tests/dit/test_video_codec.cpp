@@ -51,24 +51,35 @@ TEST(VideoCodec, ChannelsAreBlockOffsets) {
 
 TEST(VideoCodec, SizesItCannotTakeSayWhichItCan) {
   const VideoCodec codec;
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.latent_shape(33, 128, 128); },
-                                                 {"frames 33", "multiples of 4"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.encode(at::zeros({1, 3, 8, 18, 16})); },
-                                                 {"height 18", "multiples of 4"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.encode(at::zeros({1, 4, 8, 16, 16})); },
-                                                 {"[B, 3, T, H, W]", "[1, 4, 8, 16, 16]"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.decode(at::zeros({1, 16, 2, 4, 4})); },
-                                                 {"[B, 192, F, h, w]"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.decode(at::zeros({2, 192, 2, 4, 4})); },
-                                                 {"one video"}));
-  EXPECT_TRUE(throws_with<std::invalid_argument>([] { VideoCodec(VideoCodecConfig{{4, 0, 4}, 1.0}); },
-                                                 {"height factor"}));
+  EXPECT_TRUE(
+      throws_with<std::invalid_argument>([&] { codec.latent_shape(33, 128, 128); }, {"frames 33", "multiples of 4"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] {
+        codec.encode(at::zeros({1, 3, 8, 18, 16}));
+      },
+      {"height 18", "multiples of 4"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] {
+        codec.encode(at::zeros({1, 4, 8, 16, 16}));
+      },
+      {"[B, 3, T, H, W]", "[1, 4, 8, 16, 16]"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] {
+        codec.decode(at::zeros({1, 16, 2, 4, 4}));
+      },
+      {"[B, 192, F, h, w]"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { codec.decode(at::zeros({2, 192, 2, 4, 4})); }, {"one video"}));
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [] {
+        VideoCodec(VideoCodecConfig{{4, 0, 4}, 1.0});
+      },
+      {"height factor"}));
 }
 
 TEST(VideoCodec, ConfigJson) {
-  const VideoCodecConfig c =
-      video_codec_config_from_json(nlohmann::json::parse(R"({"type": "space_to_depth", "factor": [2, 4, 4], "scale": 0.5})"),
-                                   "model_index.json codec");
+  const VideoCodecConfig c = video_codec_config_from_json(
+      nlohmann::json::parse(R"({"type": "space_to_depth", "factor": [2, 4, 4], "scale": 0.5})"),
+      "model_index.json codec");
   EXPECT_EQ(c.factor, (std::array<int64_t, 3>{2, 4, 4}));
   EXPECT_EQ(c.scale, 0.5);
   EXPECT_EQ(video_codec_config_from_json(video_codec_config_to_json(c), "x").factor, c.factor);

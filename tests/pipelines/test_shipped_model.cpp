@@ -22,8 +22,8 @@ namespace {
 
 using testing_support::throws_with;
 
-const std::vector<std::string> kWords = {"a", "red", "green", "circle", "square", "moves", "left", "up",
-                                         "on", "blue", "gray", "background"};
+const std::vector<std::string> kWords = {"a",    "red", "green", "circle", "square", "moves",
+                                         "left", "up",  "on",    "blue",   "gray",   "background"};
 
 WanConfig tiny_transformer_config() {
   WanConfig c;
@@ -68,8 +68,7 @@ class ShippedModel : public ::testing::Test {
     captions.heads = 2;
     captions.ffn = 32;
     captions.max_length = 10;
-    save_shipped_model(dir_,
-                       WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
+    save_shipped_model(dir_, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
                        CaptionEncoder::random(captions, CaptionVocabulary(kWords), 4, at::kCPU, at::kFloat), index);
   }
 
@@ -81,8 +80,9 @@ TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
   write();
   EXPECT_TRUE(is_shipped_model_folder(dir_));
   // bf16 weights by default, loaded into an fp32 run.
-  EXPECT_EQ(SafetensorsFile(dir_ + "/transformer/diffusion_pytorch_model.safetensors").get("proj_out.weight").scalar_type(),
-            at::kBFloat16);
+  EXPECT_EQ(
+      SafetensorsFile(dir_ + "/transformer/diffusion_pytorch_model.safetensors").get("proj_out.weight").scalar_type(),
+      at::kBFloat16);
   EXPECT_EQ(SafetensorsFile(dir_ + "/caption_encoder/model.safetensors").get("final_norm.weight").scalar_type(),
             at::kBFloat16);
 
@@ -127,7 +127,8 @@ TEST_F(ShippedModel, WrongSizesAndWordsSayWhatTheModelTakes) {
                                                  {"\"purple\"", dir_ + "/caption_encoder/vocab.txt"}));
   o.prompt = "a red circle";
   o.max_sequence_length = 512;
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { pipeline.generate(o); }, {"max_sequence_length 512", "10 tokens"}));
+  EXPECT_TRUE(
+      throws_with<std::invalid_argument>([&] { pipeline.generate(o); }, {"max_sequence_length 512", "10 tokens"}));
 }
 
 TEST_F(ShippedModel, SavingReplacesOnlyAShippedModelFolder) {
