@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+
 #include "pipelines/flow_scheduler.h"
 
 namespace ditkit {
@@ -26,6 +28,8 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     TORCH_CHECK(uncond_context.defined() && uncond_context.sizes() == context.sizes(),
                 "sample: with guidance the uncond context must have the context's shape ", context.sizes(), ", got ",
                 uncond_context.defined() ? uncond_context.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(options.prediction == "velocity" || options.prediction == "sample",
+              "sample: prediction must be \"velocity\" or \"sample\", got \"", options.prediction, "\"");
   if (attention) attention->check(static_cast<int>(model.config().num_layers), options.steps);
 
   auto scheduler = make_flow_scheduler(options.scheduler, options.shift);
@@ -43,6 +47,10 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
       auto halves = velocity.chunk(2);
       velocity = halves[1] + options.guidance * (halves[0] - halves[1]);  // uncond + g·(cond − uncond)
     }
+    // Linear in the output, so guiding the x0 predictions and then converting is the same as
+    // converting each and guiding the velocities.
+    if (options.prediction == "sample")
+      velocity = (latents - velocity) / std::max(scheduler->sigmas()[i], kMinSigmaForSample);
     latents = scheduler->step(velocity, latents);
     if (on_step && !on_step(i, options.steps)) throw SamplingCancelled();
   }

@@ -71,6 +71,11 @@ ShippedModelIndex read_shipped_model_index(const std::string& dir) {
         std::string("must be \"") + kShippedModelClass + "\", got " + (name ? name->dump() : std::string("nothing")));
   ShippedModelIndex out;
   out.codec = video_codec_config_from_json(required(index, "codec", path), path + " codec");
+  if (const json* prediction = cfg::field(index, "prediction")) {
+    if (*prediction != "velocity" && *prediction != "sample")
+      cfg::fail(path, "prediction", "must be \"velocity\" or \"sample\", got " + prediction->dump());
+    out.prediction = prediction->get<std::string>();
+  }
   const std::string where = path + " defaults";
   const json& d = required(index, "defaults", path);
   if (!d.is_object()) cfg::fail(path, "defaults", "must be a JSON object, got " + d.dump());
@@ -110,6 +115,9 @@ void save_shipped_model(const std::string& dir, const WanTransformer& transforme
   const ModelDefaults& d = index.defaults;
   check_shipped_sizes(index.codec, c, d.frames, d.height, d.width);
   check_defaults(d, "save_shipped_model: defaults");
+  if (index.prediction != "velocity" && index.prediction != "sample")
+    throw std::invalid_argument("save_shipped_model: prediction must be \"velocity\" or \"sample\", got \"" +
+                                index.prediction + "\"");
 
   fs::path final_dir = fs::path(dir).lexically_normal();
   if (final_dir.filename().empty()) final_dir = final_dir.parent_path();  // "assets/default-model/"
@@ -131,6 +139,7 @@ void save_shipped_model(const std::string& dir, const WanTransformer& transforme
   const json model_index = {{"_class_name", kShippedModelClass},
                             {"_ditkit_version", DITKIT_VERSION_STRING},
                             {"codec", video_codec_config_to_json(index.codec)},
+                            {"prediction", index.prediction},
                             {"defaults", defaults}};
   write_text_file((partial / "model_index.json").string(), model_index.dump(2) + "\n");
 

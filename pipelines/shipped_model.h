@@ -2,6 +2,7 @@
 //
 //   model_index.json   {"_class_name": "DitkitShapesPipeline", "_ditkit_version": ...,
 //                       "codec": {"type": "space_to_depth", "factor": [4, 4, 4], "scale": 1.0},
+//                       "prediction": "velocity" or "sample" (x0; SamplingOptions::prediction),
 //                       "defaults": {"width", "height", "frames", "steps", "guidance", "shift",
 //                                    "negative_prompt", "scheduler"}}
 //   transformer/       a diffusers Wan transformer folder (config.json +
@@ -28,7 +29,8 @@ constexpr const char* kShippedModelClass = "DitkitShapesPipeline";
 // What model_index.json holds besides the class name.
 struct ShippedModelIndex {
   VideoCodecConfig codec;
-  ModelDefaults defaults;  // max_sequence_length is the caption encoder's max_length, not stored here
+  std::string prediction = "velocity";  // what the DiT outputs (SamplingOptions::prediction)
+  ModelDefaults defaults;               // max_sequence_length is the caption encoder's max_length, not stored here
 };
 
 // True when `dir`/model_index.json exists and names kShippedModelClass (a folder without one, or

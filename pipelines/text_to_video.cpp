@@ -171,7 +171,7 @@ TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::Sca
     index.defaults.max_sequence_length = captions.config().max_length;
     auto decoder = std::make_shared<const CodecDecoder>(VideoCodec(index.codec), c);
     return TextToVideo(std::make_shared<CaptionTextEncoder>(std::move(captions)), std::move(transformer),
-                       std::move(decoder), index.defaults);
+                       std::move(decoder), index.defaults, index.prediction);
   }
 
 #if !DITKIT_HAVE_SENTENCEPIECE
@@ -189,7 +189,8 @@ TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::Sca
                              " differs from the transformer's in_channels " +
                              std::to_string(transformer.config().in_channels));
   auto decoder = std::make_shared<const WanVaeDecoder>(std::move(vae), transformer.config().patch_size);
-  return TextToVideo(std::move(text_encoder), std::move(transformer), std::move(decoder), wan_defaults(dir));
+  return TextToVideo(std::move(text_encoder), std::move(transformer), std::move(decoder), wan_defaults(dir),
+                     "velocity");
 #endif
 }
 
@@ -230,7 +231,9 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   timings_.text = seconds_since(t0, device);
 
   t0 = std::chrono::steady_clock::now();
-  at::Tensor latents = sample(transformer_, latent_shape, context, uncond, o.sampling, attention, on_step);
+  SamplingOptions sampling = o.sampling;
+  sampling.prediction = prediction_;
+  at::Tensor latents = sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step);
   timings_.denoise = seconds_since(t0, device);
 
   t0 = std::chrono::steady_clock::now();

@@ -55,7 +55,8 @@ class TextToVideo {
   // umT5 waits on the CPU and visits the GPU only to encode.
   static TextToVideo load(const std::string& dir, at::Device device, at::ScalarType dtype);
 
-  // uint8 frames [T, H, W, 3] on the CPU. Sizes the model cannot take are errors that say which
+  // uint8 frames [T, H, W, 3] on the CPU. options.sampling.prediction is ignored: the model's own
+  // is used. Sizes the model cannot take are errors that say which
   // it can (Wan: width and height multiples of 16, frames 1 + 4k; the shipped model: multiples
   // of 8 and frames multiples of 4).
   at::Tensor generate(const TextToVideoOptions& options, RecipeAttention* attention = nullptr,
@@ -75,16 +76,18 @@ class TextToVideo {
 
  private:
   TextToVideo(std::shared_ptr<TextEncoder> text_encoder, WanTransformer transformer,
-              std::shared_ptr<const FrameDecoder> decoder, ModelDefaults defaults)
+              std::shared_ptr<const FrameDecoder> decoder, ModelDefaults defaults, std::string prediction)
       : text_encoder_(std::move(text_encoder)),
         transformer_(std::move(transformer)),
         decoder_(std::move(decoder)),
-        defaults_(std::move(defaults)) {}
+        defaults_(std::move(defaults)),
+        prediction_(std::move(prediction)) {}
 
   std::shared_ptr<TextEncoder> text_encoder_;
   WanTransformer transformer_;
   std::shared_ptr<const FrameDecoder> decoder_;
   ModelDefaults defaults_;
+  std::string prediction_;  // SamplingOptions::prediction, a property of the model
   TextToVideoTimings timings_;
 };
 

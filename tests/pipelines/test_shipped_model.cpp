@@ -79,6 +79,7 @@ class ShippedModel : public ::testing::Test {
 TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
   write();
   EXPECT_TRUE(is_shipped_model_folder(dir_));
+  EXPECT_EQ(read_shipped_model_index(dir_).prediction, "velocity");
   // bf16 weights by default, loaded into an fp32 run.
   EXPECT_EQ(
       SafetensorsFile(dir_ + "/transformer/diffusion_pytorch_model.safetensors").get("proj_out.weight").scalar_type(),
@@ -169,10 +170,33 @@ TEST_F(ShippedModel, BrokenIndexNamesTheFileAndField) {
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
                                               {path, "'scheduler'", "ddim"}));
   index["defaults"]["scheduler"] = "euler";
+  index["prediction"] = "epsilon";
+  std::ofstream(path) << index.dump();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
+                                              {path, "'prediction'", "epsilon"}));
+  index["prediction"] = "sample";
   index["codec"]["factor"] = {4, 8, 8};  // 768 channels: not what the transformer takes
   std::ofstream(path) << index.dump();
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { TextToVideo::load(dir_, at::kCPU, at::kFloat); },
                                               {"768 latent channels", "in_channels 192"}));
+}
+
+// An x0-predicting model: one Euler step from sigma 1 to 0 lands exactly on its prediction.
+TEST(SamplePrediction, OneEulerStepLandsOnTheModelsX0) {
+  const WanTransformer model = WanTransformer::random(tiny_transformer_config(), 5, at::kCPU, at::kFloat);
+  SamplingOptions o;
+  o.steps = 1;
+  o.guidance = 1.0;
+  o.scheduler = "euler";
+  o.prediction = "sample";
+  o.seed = 3;
+  const std::vector<int64_t> shape{1, 192, 2, 4, 4};
+  const at::Tensor context = at::randn({1, 10, 16});
+  const at::Tensor x0 =
+      model.forward(seeded_noise(shape, o.seed, at::kCPU, at::kFloat), at::full({1}, 1000.0), context);
+  EXPECT_TRUE(at::allclose(sample(model, shape, context, {}, o), x0, 1e-5, 1e-5));
+  o.prediction = "epsilon";
+  EXPECT_THROW(sample(model, shape, context, {}, o), c10::Error);
 }
 
 TEST(WanFolder, DefaultsComeFromThePipelineAndItsScheduler) {
