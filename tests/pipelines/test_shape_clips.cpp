@@ -1,0 +1,232 @@
+#include <gtest/gtest.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "pipelines/shape_clips.h"
+
+namespace ditkit {
+namespace {
+
+bool same(const ClipFacts& a, const ClipFacts& b) {
+  if (a.background != b.background || a.texture != b.texture || a.objects.size() != b.objects.size()) return false;
+  for (size_t i = 0; i < a.objects.size(); ++i) {
+    const ObjectFacts &x = a.objects[i], &y = b.objects[i];
+    if (x.colour != y.colour || x.shape != y.shape || x.direction != y.direction || x.speed != y.speed) return false;
+  }
+  return true;
+}
+
+std::string parse_error(const std::string& text) {
+  try {
+    parse_caption(text);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// Pixels of frame `t` within a small distance of `colour`'s RGB, as a float mask [H, W].
+at::Tensor colour_mask(const at::Tensor& frames, int64_t t, const std::string& colour) {
+  const std::array<uint8_t, 3> rgb = colour_rgb(colour);
+  at::Tensor target = at::tensor({float(rgb[0]), float(rgb[1]), float(rgb[2])});
+  return ((frames[t].to(at::kFloat) - target).abs().amax(-1) < 8).to(at::kFloat);
+}
+
+// Centroid (x, y) of a mask [H, W].
+std::pair<double, double> centroid(const at::Tensor& mask) {
+  const double total = mask.sum().item<double>();
+  at::Tensor x = at::arange(mask.size(1), at::kFloat), y = at::arange(mask.size(0), at::kFloat);
+  return {(mask.sum(0) * x).sum().item<double>() / total, (mask.sum(1) * y).sum().item<double>() / total};
+}
+
+TEST(ShapeClips, CaptionReadsAsTheFactsSay) {
+  ClipFacts one{{{"red", Shape::kCircle, Direction::kLeft, Speed::kSlow}}, "blue", ""};
+  EXPECT_EQ(caption(one), "a red circle moves slowly left on a blue background");
+  ClipFacts two{{{"red", Shape::kCircle, Direction::kLeft, Speed::kFast},
+                 {"green", Shape::kSquare, Direction::kUp, Speed::kSlow}},
+                "gray", "striped"};
+  EXPECT_EQ(caption(two),
+            "a red circle moves quickly left and a green square moves slowly up on a striped gray background");
+  EXPECT_TRUE(same(parse_caption("  A Red circle moves QUICKLY left and a green square moves slowly up "
+                                 "on a striped gray background. "),
+                   two));
+}
+
+TEST(ShapeClips, CaptionParseRoundTripOverManySeeds) {
+  std::set<std::string> vocabulary;
+  for (const std::string& w : caption_vocabulary()) vocabulary.insert(w);
+  std::set<std::string> seen_words;
+  for (uint64_t seed = 0; seed < 2000; ++seed) {
+    for (Split split : {Split::kTrain, Split::kHeldOut}) {
+      const ClipFacts f = sample_facts(seed, split);
+      const std::string text = caption(f);
+      ASSERT_TRUE(same(parse_caption(text), f)) << text;
+      std::istringstream in(text);
+      for (std::string w; in >> w;) {
+        EXPECT_TRUE(vocabulary.count(w)) << "\"" << w << "\" missing from caption_vocabulary()";
+        seen_words.insert(w);
+      }
+    }
+  }
+  EXPECT_EQ(seen_words, vocabulary) << "every vocabulary word appears in some caption";
+}
+
+TEST(ShapeClips, ParseErrorsNameTheWord) {
+  EXPECT_NE(parse_error("a purple circle moves slowly left on a blue background").find("\"purple\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("a red hexagon moves slowly left on a blue background").find("\"hexagon\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly sideways on a blue background").find("\"sideways\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves left on a blue background").find("\"left\""), std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly left on a wavy blue background").find("\"wavy\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly left").find("\"left\""), std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly left on a blue background today").find("\"today\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly left on a red background").find("\"red\""), std::string::npos);
+  EXPECT_NE(parse_error("a red circle moves slowly left and a red square moves slowly up on a blue background")
+                .find("\"red\""),
+            std::string::npos);
+  EXPECT_NE(parse_error("").find("expected"), std::string::npos);
+}
+
+TEST(ShapeClips, SplitsKeepHeldOutCombinationsApart) {
+  std::map<std::string, int> train_pairs, held_pairs;
+  int two_objects = 0, textured = 0;
+  for (uint64_t seed = 0; seed < 3000; ++seed) {
+    const ClipFacts train = sample_facts(seed, Split::kTrain), held = sample_facts(seed, Split::kHeldOut);
+    ASSERT_FALSE(is_held_out(train)) << caption(train);
+    ASSERT_TRUE(is_held_out(held)) << caption(held);
+    EXPECT_NO_THROW(validate(train));
+    EXPECT_TRUE(same(train, sample_facts(seed, Split::kTrain))) << "deterministic";
+    two_objects += train.objects.size() == 2;
+    textured += !train.texture.empty();
+    for (const ObjectFacts& o : train.objects) {
+      ++train_pairs[o.colour + " " + shape_word(o.shape)];
+      ++train_pairs[shape_word(o.shape) + " " + direction_word(o.direction)];
+    }
+  }
+  // 6 colours x 3 shapes less 3 held out, 3 shapes x 4 directions less 3 held out.
+  EXPECT_EQ(train_pairs.size(), 15u + 9u);
+  for (const char* held : {"red triangle", "green square", "yellow circle", "circle up", "square left",
+                           "triangle right"})
+    EXPECT_EQ(train_pairs.count(held), 0u) << held;
+  EXPECT_GT(two_objects, 1000);
+  EXPECT_GT(textured, 1200);
+}
+
+TEST(ShapeClips, RenderIsDeterministicAndInRange) {
+  std::vector<ClipFacts> facts;
+  std::vector<uint64_t> seeds;
+  for (uint64_t s = 0; s < 4; ++s) {
+    facts.push_back(sample_facts(s, s % 2 ? Split::kHeldOut : Split::kTrain));
+    seeds.push_back(100 + s);
+  }
+  const ClipSize size{8, 64, 48};
+  at::Tensor a = render_clips(facts, seeds, size, at::kCPU), b = render_clips(facts, seeds, size, at::kCPU);
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{4, 3, 8, 64, 48}));
+  EXPECT_EQ(a.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_GE(a.min().item<float>(), -1.0f);
+  EXPECT_LE(a.max().item<float>(), 1.0f);
+  seeds[0] += 1;
+  EXPECT_FALSE(at::equal(render_clips(facts, seeds, size, at::kCPU)[0], a[0])) << "the seed places the objects";
+  EXPECT_TRUE(at::equal(render_clips(facts, seeds, size, at::kCPU)[1], a[1])) << "clips are independent";
+
+  at::Tensor frames = clip_to_frames(a[2]);
+  EXPECT_EQ(frames.sizes(), (std::vector<int64_t>{8, 64, 48, 3}));
+  EXPECT_EQ(frames.scalar_type(), at::kByte);
+  EXPECT_TRUE(at::equal(frames, clip_to_frames(a.narrow(0, 2, 1))));
+  EXPECT_THROW(clip_to_frames(a), std::invalid_argument);
+  EXPECT_THROW(render_clips(facts, {1, 2}, size, at::kCPU), std::invalid_argument);
+}
+
+TEST(ShapeClips, ObjectsShowTheirColourShapeAndMotion) {
+  const ClipSize size;
+  for (Direction d : {Direction::kLeft, Direction::kRight, Direction::kUp, Direction::kDown}) {
+    for (Shape s : {Shape::kCircle, Shape::kSquare, Shape::kTriangle}) {
+      ClipFacts f{{{"yellow", s, d, Speed::kFast}}, "blue", ""};
+      at::Tensor frames = clip_to_frames(render_clips({f}, {7}, size, at::kCPU)[0]);
+      // Plain background: every pixel is the object's colour, the background's, or an edge blend.
+      const std::array<uint8_t, 3> bg = colour_rgb("blue");
+      EXPECT_EQ(frames[0][0][0][0].item<int>(), bg[0]);
+      at::Tensor first = colour_mask(frames, 0, "yellow"), last = colour_mask(frames, size.frames - 1, "yellow");
+      // Area against the bounding box: pi/4 for a circle, 1 for a square, 1/2 for a triangle.
+      at::Tensor rows = first.amax(1).nonzero(), cols = first.amax(0).nonzero();
+      const double box = double(rows.max().item<int64_t>() - rows.min().item<int64_t>() + 1) *
+                         double(cols.max().item<int64_t>() - cols.min().item<int64_t>() + 1);
+      const double fill = first.sum().item<double>() / box;
+      const double expected = s == Shape::kCircle ? 0.785 : s == Shape::kSquare ? 1.0 : 0.5;
+      EXPECT_NEAR(fill, expected, 0.06) << shape_word(s);
+      EXPECT_NEAR(first.sum().item<double>(), last.sum().item<double>(), 0.08 * first.sum().item<double>())
+          << "the object stays whole in frame";
+      auto [x0, y0] = centroid(first);
+      auto [x1, y1] = centroid(last);
+      const double want = 0.55 * 128;  // quickly: 55% of the frame over the clip
+      const double dx = x1 - x0, dy = y1 - y0;
+      switch (d) {
+        case Direction::kLeft: EXPECT_NEAR(dx, -want, 1.5); EXPECT_NEAR(dy, 0, 0.5); break;
+        case Direction::kRight: EXPECT_NEAR(dx, want, 1.5); EXPECT_NEAR(dy, 0, 0.5); break;
+        case Direction::kUp: EXPECT_NEAR(dy, -want, 1.5); EXPECT_NEAR(dx, 0, 0.5); break;
+        case Direction::kDown: EXPECT_NEAR(dy, want, 1.5); EXPECT_NEAR(dx, 0, 0.5); break;
+      }
+    }
+  }
+}
+
+TEST(ShapeClips, TexturesAreLowContrast) {
+  for (const std::string& texture : textures()) {
+    ClipFacts f{{{"red", Shape::kSquare, Direction::kDown, Speed::kSlow}}, "gray", texture};
+    at::Tensor frames = clip_to_frames(render_clips({f}, {3}, {4, 64, 64}, at::kCPU)[0]).to(at::kInt);
+    // Gray pixels have R = G = B; the red object and its edge blends do not.
+    at::Tensor r = frames.select(-1, 0), g = frames.select(-1, 1), b = frames.select(-1, 2);
+    at::Tensor bg = g.masked_select((r == g).logical_and(g == b));
+    EXPECT_GT(bg.numel(), frames.numel() / 3 * 8 / 10) << texture;
+    EXPECT_LE(bg.max().item<int>(), 120 + 15) << texture;
+    EXPECT_GE(bg.min().item<int>(), 120 - 15) << texture;
+    EXPECT_GT(bg.max().item<int>() - bg.min().item<int>(), 15) << texture << " is visible";
+  }
+}
+
+TEST(ShapeClips, CudaMatchesCpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no GPU";
+  std::vector<ClipFacts> facts;
+  std::vector<uint64_t> seeds;
+  for (uint64_t s = 0; s < 8; ++s) {
+    facts.push_back(sample_facts(s, Split::kTrain));
+    seeds.push_back(s);
+  }
+  at::Tensor cpu = render_clips(facts, seeds, {}, at::kCPU);
+  at::Tensor gpu = render_clips(facts, seeds, {}, at::Device(at::kCUDA)).cpu();
+  EXPECT_LT((cpu - gpu).abs().max().item<float>(), 1e-4);
+}
+
+// How long a training batch takes to render here (printed, not asserted).
+TEST(ShapeClips, RenderTimeOfADefaultBatch) {
+  std::vector<ClipFacts> facts;
+  std::vector<uint64_t> seeds;
+  for (uint64_t s = 0; s < 32; ++s) {
+    facts.push_back(sample_facts(s, Split::kTrain));
+    seeds.push_back(s);
+  }
+  render_clips({facts[0]}, {0}, {}, at::kCPU);  // warm-up
+  const auto start = std::chrono::steady_clock::now();
+  at::Tensor clips = render_clips(facts, seeds, {}, at::kCPU);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::printf("render_clips: 32 clips of 32 x 128 x 128 on the CPU in %.0f ms (%d threads)\n", ms,
+              at::get_num_threads());
+  EXPECT_EQ(clips.size(0), 32);
+}
+
+}  // namespace
+}  // namespace ditkit
