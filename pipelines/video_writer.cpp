@@ -42,23 +42,31 @@ at::Tensor contiguous_rgb(const at::Tensor& t, int64_t rank, const std::string& 
   return t.to(at::kCPU).contiguous();
 }
 
-void write_video(const at::Tensor& frames, const std::string& path, const VideoOptions& options) {
-  at::Tensor video = contiguous_rgb(frames, 4, "write_video");
-  std::filesystem::path p(path);
-  std::string ext = p.extension().string();
+VideoContainer video_container(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-  if (ext == ".y4m") return write_y4m(video, path, options.fps);
-  if (ext.empty()) return write_png_folder(video, path);  // also "dir/": its filename and extension are empty
-  if (ext == ".mp4") {
-#if DITKIT_HAVE_FFMPEG
-    return write_mp4(video, path, options);
-#else
-    throw std::runtime_error("write_video: cannot write '" + path + "': this build has no FFmpeg, so no .mp4; "
-                             "use a .y4m file or a PNG folder (a path ending in '/')");
-#endif
-  }
+  if (ext == ".y4m") return VideoContainer::kY4m;
+  if (ext.empty()) return VideoContainer::kPngFolder;  // also "dir/": its filename and extension are empty
+  if (ext == ".mp4") return VideoContainer::kMp4;
   throw std::invalid_argument("write_video: cannot write '" + path + "': unknown extension '" + ext +
                               "' (use .mp4, .y4m, or a folder name for PNG frames)");
+}
+
+void write_video(const at::Tensor& frames, const std::string& path, const VideoOptions& options) {
+  at::Tensor video = contiguous_rgb(frames, 4, "write_video");
+  switch (video_container(path)) {
+    case VideoContainer::kY4m:
+      return write_y4m(video, path, options.fps);
+    case VideoContainer::kPngFolder:
+      return write_png_folder(video, path);
+    case VideoContainer::kMp4:
+#if DITKIT_HAVE_FFMPEG
+      return write_mp4(video, path, options);
+#else
+      throw std::runtime_error("write_video: cannot write '" + path + "': this build has no FFmpeg, so no .mp4; "
+                               "use a .y4m file or a PNG folder (a path ending in '/')");
+#endif
+  }
 }
 
 }  // namespace ditkit

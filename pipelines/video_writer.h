@@ -16,6 +16,12 @@ struct VideoOptions {
   std::string preset = "medium";    // .mp4 only: x264 speed/size trade-off
 };
 
+enum class VideoContainer { kMp4, kY4m, kPngFolder };
+
+// The container `path` names (rules below), so callers can check a path before generating;
+// std::invalid_argument for any other extension. Says nothing about whether this build has FFmpeg.
+VideoContainer video_container(const std::string& path);
+
 // Chooses by `path`:
 //   "x.mp4"             H.264 yuv420p (needs a build with FFmpeg; write_mp4)
 //   "x.y4m"             YUV4MPEG2, 4:4:4, BT.601 limited range (write_y4m)

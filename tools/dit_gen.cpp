@@ -1,7 +1,7 @@
 // dit-gen: text to video. `dit-gen --prompt "..." --out clip.mp4 [--model WAN_DIFFUSERS_DIR]`
 //
-// Without --model it looks for the shipped default model, which arrives with [tiny-model]; until
-// then it says so instead of pretending.
+// Without --model it looks for the shipped default model where the library does
+// (pipelines/model_location.h); until [tiny-model] ships it, it says so instead of pretending.
 #include <ATen/ATen.h>
 #include <torch/headeronly/version.h>
 
@@ -13,6 +13,7 @@
 #include <chrono>
 
 #include "ditkit_config.h"
+#include "pipelines/model_location.h"
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
 #include "pipelines/video_writer.h"
@@ -35,11 +36,6 @@ struct GenOptions {
   double guidance = 0, shift = 0;
   int64_t seed = 0;
 };
-
-std::string default_model_dir() {
-  if (const char* env = std::getenv("DITKIT_ASSETS")) return (fs::path(env) / "default-model").string();
-  return (fs::path(DITKIT_SOURCE_ASSETS) / "default-model").string();
-}
 
 void print_system_info() {
   std::fprintf(stderr, "ditkit %s | LibTorch %s | CUDA kernels %s | GPU %s | mp4 %s\n", DITKIT_VERSION_STRING,
@@ -94,14 +90,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());
     return 2;
   }
-  std::string model = o.model.empty() ? default_model_dir() : o.model;
-  if (!fs::is_directory(model)) {
+  std::string model = o.model;
+  try {
+    if (model.empty()) model = ditkit::find_default_model_folder();
+  } catch (const ditkit::ModelNotFound& e) {
     std::fprintf(stderr,
-                 "dit-gen: model folder '%s' does not exist.\n"
+                 "dit-gen: %s\n"
                  "  The shipped default model is not built yet: it is trained by dit-train (issue [tiny-model]).\n"
                  "  Until then, pass --model DIR with a Wan2.1 text-to-video checkpoint in the diffusers layout\n"
                  "  (tokenizer/, text_encoder/, transformer/, vae/).\n",
-                 model.c_str());
+                 e.what());
+    return 2;
+  }
+  if (!fs::is_directory(model)) {
+    std::fprintf(stderr, "dit-gen: model folder '%s' does not exist\n", model.c_str());
     return 2;
   }
   try {
