@@ -156,12 +156,13 @@ at::Tensor rms_norm_rope(const at::Tensor& x, const at::Tensor& weight, double e
 #if DITKIT_HAVE_CUDA
   const int64_t D = x.size(-1) / heads;
   const auto table = [&](const at::Tensor& t) {
-    return t.scalar_type() == at::kFloat && t.device() == x.device() && t.is_contiguous() &&
+    return t.scalar_type() == at::kFloat && t.device() == x.device() && t.is_contiguous() && aligned16(t) &&
            t.numel() == x.size(1) * (D / 2);
   };
-  if (!recording_grad({x, weight}) && fusable_rows(x) && D % 2 == 0 && weight.scalar_type() == x.scalar_type() &&
-      weight.device() == x.device() && weight.is_contiguous() && weight.numel() == x.size(2) &&
-      (!cos.defined() || (table(cos) && table(sin)))) {
+  // A 16-byte vector of x must hold whole pairs of one head, whose angles are then adjacent.
+  if (!recording_grad({x, weight}) && fusable_rows(x) && D % (16 / int64_t(x.element_size())) == 0 &&
+      weight.scalar_type() == x.scalar_type() && weight.device() == x.device() && weight.is_contiguous() &&
+      aligned16(weight) && weight.numel() == x.size(2) && (!cos.defined() || (table(cos) && table(sin)))) {
     at::Tensor out = at::empty({x.size(0), x.size(1), heads, D}, x.options());
     c10::cuda::CUDAGuard guard(x.device());
     cuda::RmsNormRopeArgs args{x.data_ptr(),

@@ -52,13 +52,22 @@ struct RowTeam {
   }
 };
 
-// kN consecutive fp32 values at p (16-byte aligned, kN a multiple of 4).
+// kN consecutive fp32 values at p: float4 reads when kN is a multiple of 4 (p 16-byte aligned),
+// else float2 reads (kN even, p 8-byte aligned).
 template <int kN>
 __device__ inline void load_floats(const float* p, float (&f)[kN]) {
+  if constexpr (kN % 4 == 0) {
 #pragma unroll
-  for (int i = 0; i < kN; i += 4) {
-    const float4 v = *reinterpret_cast<const float4*>(p + i);
-    f[i] = v.x, f[i + 1] = v.y, f[i + 2] = v.z, f[i + 3] = v.w;
+    for (int i = 0; i < kN; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(p + i);
+      f[i] = v.x, f[i + 1] = v.y, f[i + 2] = v.z, f[i + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; i += 2) {
+      const float2 v = *reinterpret_cast<const float2*>(p + i);
+      f[i] = v.x, f[i + 1] = v.y;
+    }
   }
 }
 
@@ -167,21 +176,25 @@ __global__ void __launch_bounds__(kWarpRow ? 32 * kWarpRowsPerCta : kMaxThreads)
   for (int i = 0; i < kVecs; ++i)
     if (r.has(i)) {
       const int64_t c0 = r.offset(i);
+      float w[kVec];
+      load_vec(weight + c0, w);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) {
         const float normed = to_float(from_float<T>(r.f[i][j] * rstd));
-        r.f[i][j] = to_float(from_float<T>(normed * to_float(weight[c0 + j])));
+        r.f[i][j] = to_float(from_float<T>(normed * w[j]));
       }
       if (a.cos) {
-        // Pairs start at even channels and head_dim is even: a pair never straddles a vector or a head.
-        const float* cos = a.cos + s * half;
-        const float* sin = a.sin + s * half;
+        // head_dim is a multiple of kVec (the dispatch checks), so a vector's kVec / 2 pairs lie
+        // in one head and their angles are consecutive in the table.
+        const int64_t p0 = s * half + c0 % a.head_dim / 2;
+        float cos[kVec / 2], sin[kVec / 2];
+        load_floats(a.cos + p0, cos);
+        load_floats(a.sin + p0, sin);
 #pragma unroll
         for (int j = 0; j < kVec; j += 2) {
-          const int64_t p = (c0 + j) % a.head_dim / 2;
           const float x1 = r.f[i][j], x2 = r.f[i][j + 1];
-          r.f[i][j] = x1 * cos[p] - x2 * sin[p];
-          r.f[i][j + 1] = x1 * sin[p] + x2 * cos[p];
+          r.f[i][j] = x1 * cos[j / 2] - x2 * sin[j / 2];
+          r.f[i][j + 1] = x1 * sin[j / 2] + x2 * cos[j / 2];
         }
       }
       store_vec(out + c0, r.f[i]);

@@ -46,12 +46,12 @@ struct GatedResidualArgs {
 };
 
 struct RmsNormRopeArgs {
-  const void* x;  // [rows, C], C = heads * head_dim
+  const void* x;  // [rows, C], C = heads * head_dim, head_dim a multiple of the 16-byte vector
   void* out;      // same layout
   ElementType type;
   RowShape shape;
-  const void* weight;  // [C], of `type`
-  const float* cos;    // [rows_per_batch, head_dim / 2] or null (no rotation)
+  const void* weight;  // [C], of `type`, 16-byte aligned
+  const float* cos;    // [rows_per_batch, head_dim / 2], 16-byte aligned, or null (no rotation)
   const float* sin;
   int64_t head_dim;
   float eps;
