@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 
@@ -21,6 +20,7 @@
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
 #include "pipelines/progress.h"
+#include "pipelines/sampler.h"
 #include "pipelines/shipped_model.h"
 
 namespace fs = std::filesystem;
@@ -33,7 +33,6 @@ using Clock = std::chrono::steady_clock;
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
 
 constexpr const char* kCheckpointFormat = "ditkit-train/1";
-constexpr double kMinSigmaForSample = 0.05;  // x0 -> velocity divides by sigma; keep it bounded
 
 // ---------------------------------------------------------------------------------------------
 // Randomness from (seed, step): splitmix64 chains, so each step's draws depend on nothing else.
@@ -96,6 +95,8 @@ void check_options(const TrainOptions& o) {
   if (o.checkpoint_every < 1) fail("--checkpoint-every must be >= 1");
   if (o.log_every < 1) fail("--log-every must be >= 1");
   if (o.threads < 0) fail("--threads must be >= 0 (0: ATen's default)");
+  if (o.precision != "auto" && o.precision != "fp32" && o.precision != "bf16")
+    fail("--precision '" + o.precision + "': expected auto, fp32 or bf16");
 }
 
 // The settings that make a run what it is; a resume must not change them.
@@ -115,7 +116,7 @@ json all_settings(const TrainOptions& o) {
             {"betas", {o.beta1, o.beta2}},
             {"grad_clip", o.grad_clip},
             {"ema_decay", o.ema_decay},
-            {"amp", o.amp}});
+            {"precision", o.precision}});
   return j;
 }
 
@@ -124,27 +125,6 @@ json all_settings(const TrainOptions& o) {
 bool decays(const std::string& name, const at::Tensor& t) {
   return t.dim() >= 2 && name.find("scale_shift_table") == std::string::npos;
 }
-
-// bf16 autocast for the forward (and, through autograd, the backward) on CUDA. Its cast cache
-// holds bf16 copies of the weights, so it is cleared when the step's forward ends.
-class Autocast {
- public:
-  explicit Autocast(bool on) : on_(on) {
-    if (!on_) return;
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-  }
-  ~Autocast() {
-    if (!on_) return;
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-    at::autocast::clear_cache();
-  }
-  Autocast(const Autocast&) = delete;
-  Autocast& operator=(const Autocast&) = delete;
-
- private:
-  bool on_;
-};
 
 std::string shape_text(at::IntArrayRef sizes) {
   std::ostringstream s;
@@ -215,10 +195,14 @@ struct Trainer::State {
   TrainOptions options;
   ModelPreset preset;
   at::Device device;
+  at::ScalarType compute_dtype;
   VideoCodec codec;
-  WanTransformer transformer, ema_transformer;
-  CaptionEncoder captions, ema_captions;
-  Named params, ema;  // "transformer.<key>" / "caption_encoder.<key>", the same order
+  WanTransformer transformer, ema_transformer, compute_transformer;
+  CaptionEncoder captions, ema_captions, compute_captions;
+  // "transformer.<key>" / "caption_encoder.<key>", the same order in each: the fp32 master
+  // weights the optimiser updates, their EMA, and the weights forward and backward run on (the
+  // masters themselves in fp32, a bf16 copy otherwise).
+  Named params, ema, compute;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t step = 0;
   double elapsed_before = 0;  // wall time of earlier sessions of this run
@@ -230,21 +214,23 @@ struct Trainer::State {
       : options(std::move(o)),
         preset(std::move(p)),
         device(d),
-        transformer(WanTransformer::random(preset.transformer, options.seed, device, at::kFloat)),
-        ema_transformer(WanTransformer::random(preset.transformer, options.seed, device, at::kFloat)),
-        captions(CaptionEncoder::random(preset.captions, CaptionVocabulary(caption_vocabulary(), "the caption words"),
-                                        options.seed + 1, device, at::kFloat)),
-        ema_captions(CaptionEncoder::random(preset.captions, CaptionVocabulary(caption_vocabulary(), "the caption words"),
-                                            options.seed + 1, device, at::kFloat)) {
-    for (const auto& [k, t] : transformer.named_parameters()) params.emplace_back("transformer." + k, t);
-    for (const auto& [k, t] : captions.named_parameters()) params.emplace_back("caption_encoder." + k, t);
-    for (const auto& [k, t] : ema_transformer.named_parameters()) ema.emplace_back("transformer." + k, t);
-    for (const auto& [k, t] : ema_captions.named_parameters()) ema.emplace_back("caption_encoder." + k, t);
+        compute_dtype(options.precision == "bf16" || (options.precision == "auto" && device.is_cuda()) ? at::kBFloat16
+                                                                                                      : at::kFloat),
+        transformer(make_transformer(at::kFloat)),
+        ema_transformer(make_transformer(at::kFloat)),
+        compute_transformer(compute_dtype == at::kFloat ? transformer : make_transformer(compute_dtype)),
+        captions(make_captions(at::kFloat)),
+        ema_captions(make_captions(at::kFloat)),
+        compute_captions(compute_dtype == at::kFloat ? captions : make_captions(compute_dtype)) {
+    params = named(transformer, captions);
+    ema = named(ema_transformer, ema_captions);
+    compute = named(compute_transformer, compute_captions);
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, t] : params) {
-      t.requires_grad_(true);
+      t.requires_grad_(true);  // in bf16 the masters get their gradients from the copy
       (decays(name, t) ? decay : no_decay).push_back(t);
     }
+    for (auto& [name, t] : compute) t.requires_grad_(true);
     auto adamw = torch::optim::AdamWOptions(options.lr)
                      .betas({options.beta1, options.beta2})
                      .eps(1e-8)
@@ -256,6 +242,20 @@ struct Trainer::State {
     reset_log_sums();
   }
 
+  WanTransformer make_transformer(at::ScalarType dtype) const {
+    return WanTransformer::random(preset.transformer, options.seed, device, dtype);
+  }
+  CaptionEncoder make_captions(at::ScalarType dtype) const {
+    return CaptionEncoder::random(preset.captions, CaptionVocabulary(caption_vocabulary(), "the caption words"),
+                                  options.seed + 1, device, dtype);
+  }
+  static Named named(const WanTransformer& dit, const CaptionEncoder& text) {
+    Named out;
+    for (const auto& [k, t] : dit.named_parameters()) out.emplace_back("transformer." + k, t);
+    for (const auto& [k, t] : text.named_parameters()) out.emplace_back("caption_encoder." + k, t);
+    return out;
+  }
+
   void reset_log_sums() {
     loss_sum = at::zeros({}, at::dtype(at::kFloat).device(device));
     grad_norm_sum = at::zeros({}, at::dtype(at::kFloat).device(device));
@@ -265,7 +265,6 @@ struct Trainer::State {
   double elapsed() const { return elapsed_before + std::chrono::duration<double>(Clock::now() - started).count(); }
   std::string checkpoint_path() const { return (fs::path(options.out_dir) / "checkpoint.safetensors").string(); }
   std::string log_path() const { return (fs::path(options.out_dir) / "loss.jsonl").string(); }
-  bool amp() const { return options.amp && device.is_cuda(); }
 
   torch::optim::AdamWParamState* adam_state(const at::Tensor& p) {
     auto it = optimizer->state().find(p.unsafeGetTensorImpl());
@@ -299,12 +298,8 @@ struct Trainer::State {
     const at::Tensor sigma = at::tensor(sigmas, at::kFloat).to(device);
     const at::Tensor s = sigma.view({B, 1, 1, 1, 1});
     const at::Tensor x_t = (1 - s) * x0 + s * noise;
-    at::Tensor out;
-    {
-      Autocast autocast(amp());
-      const at::Tensor context = captions.encode(captions.tokenize(prompts).ids);
-      out = transformer.forward(x_t, sigma * 1000, context).to(at::kFloat);
-    }
+    const at::Tensor context = compute_captions.encode(compute_captions.tokenize(prompts).ids);
+    const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context).to(at::kFloat);
     const at::Tensor velocity =
         o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
     return (velocity - (noise - x0)).square().mean();
@@ -313,13 +308,23 @@ struct Trainer::State {
   at::Tensor step_once() {
     const double lr = learning_rate(options, step);
     for (auto& group : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const bool copy = compute_dtype != at::kFloat;
+    if (copy) {
+      at::NoGradGuard no_grad;
+      for (size_t i = 0; i < params.size(); ++i) compute[i].second.copy_(params[i].second);
+    }
     optimizer->zero_grad();
+    for (auto& [name, t] : compute) t.mutable_grad().reset();
     at::Tensor loss = loss_at(step);
     loss.backward();
 
     std::vector<at::Tensor> grads;
-    for (const auto& [name, p] : params)
-      if (p.grad().defined()) grads.push_back(p.grad());
+    for (size_t i = 0; i < params.size(); ++i) {
+      const at::Tensor& g = compute[i].second.grad();
+      if (!g.defined()) continue;
+      if (copy) params[i].second.mutable_grad() = g.to(at::kFloat);
+      grads.push_back(params[i].second.grad());
+    }
     // Global norm and clipping without reading anything back to the host.
     const at::Tensor norm = at::linalg_vector_norm(at::stack(at::_foreach_norm(grads)), 2);
     if (options.grad_clip > 0) at::_foreach_mul_(grads, (options.grad_clip / (norm + 1e-6)).clamp_max(1.0));
@@ -546,10 +551,6 @@ TrainSummary Trainer::train(const std::function<void(const TrainLogLine&)>& on_l
 }
 
 void Trainer::export_model(const std::string& dir) const {
-  if (s_->options.prediction != "velocity")
-    throw std::runtime_error(
-        "--export: this run predicts x0 (--prediction sample), but the shipped model folder records no prediction "
-        "type and its sampler reads the transformer's output as a velocity");
   ShippedModelIndex index;
   index.defaults.width = s_->preset.clip.width;
   index.defaults.height = s_->preset.clip.height;
@@ -559,6 +560,7 @@ void Trainer::export_model(const std::string& dir) const {
   index.defaults.shift = s_->options.shift;
   index.defaults.scheduler = "unipc";
   index.defaults.negative_prompt = "";  // what caption dropout trained as the unconditional prompt
+  index.prediction = s_->options.prediction;
   save_shipped_model(dir, s_->ema_transformer, s_->ema_captions, index, at::kBFloat16);
 }
 
@@ -566,6 +568,7 @@ int64_t Trainer::step() const { return s_->step; }
 const TrainOptions& Trainer::options() const { return s_->options; }
 const ModelPreset& Trainer::preset() const { return s_->preset; }
 at::Device Trainer::device() const { return s_->device; }
+at::ScalarType Trainer::compute_dtype() const { return s_->compute_dtype; }
 std::string Trainer::checkpoint_path() const { return s_->checkpoint_path(); }
 std::string Trainer::loss_log_path() const { return s_->log_path(); }
 std::vector<std::pair<std::string, at::Tensor>> Trainer::parameters() const { return s_->params; }

@@ -2,14 +2,18 @@
 // (pipelines/shape_clips.h) through the space-to-depth codec (dit/video_codec.h).
 //
 // Objective: rectified flow as Wan samples it. x_t = (1 - sigma) x0 + sigma eps, the timestep
-// input is sigma * 1000, and the loss is the mean squared error of the velocity eps - x0 (with
-// prediction "sample" the network's output is read as x0 and turned into that velocity first;
-// see TrainOptions::prediction). sigma is logit-normal(0, 1) bent by the same flow shift the
+// input is sigma * 1000, and the loss is the mean squared error of the velocity eps - x0; by
+// default the network predicts x0 and the velocity is formed from it as the sampler forms it
+// (see TrainOptions::prediction). sigma is logit-normal(0, 1) bent by the same flow shift the
 // sampler uses (flow_scheduler.h), so training sees noise levels where sampling spends its steps.
 // Captions are dropped to "" with probability caption_dropout, which teaches the unconditional
 // prediction that classifier-free guidance needs (the negative prompt at sampling is "").
 //
-// Precision: fp32 master weights; on CUDA the forward and backward run under bf16 autocast.
+// Precision: fp32 master weights, which the optimiser updates; with precision bf16 (the default
+// on CUDA) forward and backward run on a bf16 copy of them (the modules Wan keeps in fp32 stay
+// fp32), made afresh each step, and the copy's gradients are applied to the masters in fp32. This
+// runs the model exactly as inference runs it in bf16, which autocast would not (its per-op casts
+// meet the model's own dtype handling), and the same path runs, and is tested, on the CPU.
 // Optimiser: AdamW (matrices decay; biases, norms and modulation tables do not), linear warm-up
 // then cosine (or constant) learning rate, gradient clipping by global norm, EMA of the weights in
 // fp32 (the EMA is what gets exported).
@@ -74,10 +78,13 @@ struct TrainOptions {
   double caption_dropout = 0.1;
   double shift = 3.0;  // the flow shift applied to sigma; the exported model samples with it too
   // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
-  // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, 0.05) with the
-  // velocity; a model trained so needs a sampler that converts its output to a velocity.
-  std::string prediction = "velocity";
-  bool amp = true;                 // bf16 autocast on CUDA (the CPU always runs fp32)
+  // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, kMinSigmaForSample)
+  // with the velocity, as the sampler converts it (SamplingOptions::prediction). Each
+  // token carries 768 latent values (192 channels x 1x2x2) through a narrower width, so a velocity
+  // model cannot carry the noise it should remove, while x0 lies on a low-dimensional set it can
+  // (Li & He, "Back to Basics: Let Denoising Generative Models Denoise", 2025).
+  std::string prediction = "sample";
+  std::string precision = "auto";  // of forward and backward: fp32, bf16, or auto (bf16 on CUDA, else fp32)
   double max_minutes = 0;          // stop (with a checkpoint) before this much wall time; 0: no limit
   int64_t checkpoint_every = 1000;  // steps; a checkpoint is also written when the run stops
   int64_t log_every = 50;           // steps per loss.jsonl line
@@ -131,13 +138,14 @@ class Trainer {
 
   void save_checkpoint();
   // Writes the shipped model folder (pipelines/shipped_model.h) at `dir` from the EMA weights,
-  // stored as bfloat16.
+  // stored as bfloat16; model_index.json says what the DiT predicts.
   void export_model(const std::string& dir) const;
 
   int64_t step() const;
   const TrainOptions& options() const;
   const ModelPreset& preset() const;
   at::Device device() const;
+  at::ScalarType compute_dtype() const;  // of forward and backward
   std::string checkpoint_path() const;
   std::string loss_log_path() const;
   // "transformer.<key>" and "caption_encoder.<key>": the trained weights and their EMA, in the

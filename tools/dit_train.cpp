@@ -47,7 +47,7 @@ void print_start(const ditkit::Trainer& trainer) {
                "prediction %s, shift %g, caption dropout %g\n",
                (long long)p.clip.frames, (long long)p.clip.height, (long long)p.clip.width, (long long)c.in_channels,
                (long long)f, (long long)h, (long long)w, (long long)tokens, (long long)o.batch,
-               trainer.device().str().c_str(), trainer.device().is_cuda() && o.amp ? " (bf16 autocast)" : " (fp32)",
+               trainer.device().str().c_str(), trainer.compute_dtype() == at::kBFloat16 ? " (bf16 compute, fp32 master weights)" : " (fp32)",
                o.prediction.c_str(), o.shift, o.caption_dropout);
   std::fprintf(stderr, "dit-train: %s at step %lld of %lld, seed %llu, lr %g (warm-up %lld, %s), run folder %s\n",
                trainer.step() > 0 ? "resuming" : "starting", (long long)trainer.step(), (long long)o.steps,
@@ -81,11 +81,12 @@ int main(int argc, char** argv) {
   app.add_option("--caption-dropout", o.caption_dropout, "fraction of captions replaced by \"\" (for guidance)");
   app.add_option("--shift", o.shift, "flow shift applied to the training noise levels and stored for sampling")
       ->check(CLI::PositiveNumber);
-  app.add_option("--prediction", o.prediction, "network output: velocity (Wan's) or sample (x0)")
+  app.add_option("--prediction", o.prediction, "what the DiT predicts: sample (x0) or velocity (Wan's)")
       ->check(CLI::IsMember({"velocity", "sample"}));
   app.add_option("--seed", o.seed, "seed of the weights and of every step's data and noise");
   app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
-  app.add_option("--amp", o.amp, "bf16 autocast on CUDA (off: fp32 throughout)");
+  app.add_option("--precision", o.precision, "forward and backward in fp32 or bf16 (auto: bf16 on CUDA)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   app.add_option("--max-minutes", o.max_minutes, "checkpoint and stop before this much wall time (0: no limit)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
     // On a terminal the progress line is redrawn in place; clear it before a log line.
     const char* clear = ::isatty(::fileno(stderr)) ? "\r\033[K" : "";
     const ditkit::TrainSummary summary = trainer.train([&](const ditkit::TrainLogLine& l) {
-      std::fprintf(stderr, "%sstep %lld  loss %.4f  lr %.2e  grad norm %.3f  %.2f it/s  %.0f clips/s  %.0f s\n", clear,
+      std::fprintf(stderr, "%sstep %lld  loss %.4f  lr %.2e  grad norm %.3f  %.2f it/s  %.1f clips/s  %.0f s\n", clear,
                    (long long)l.step, l.loss, l.lr, l.grad_norm, l.it_s, l.clips_s, l.elapsed_s);
     });
     const int64_t done = summary.end_step - summary.start_step;

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -149,6 +150,44 @@ TEST_F(TrainerTest, ExportWritesALoadableShippedFolderFromTheEma) {
     if (name == "transformer.patch_embedding.weight") trained = t;
   ASSERT_TRUE(saved.defined() && trained.defined());
   EXPECT_TRUE(at::equal(trained.to(at::kBFloat16).to(at::kFloat), saved));
+}
+
+// The path CUDA takes by default (a bf16 copy for forward and backward, fp32 masters), on the CPU.
+TEST_F(TrainerTest, Bf16ComputeUpdatesTheFp32Masters) {
+  TrainOptions o = tiny("bf16");
+  o.precision = "bf16";
+  o.steps = 3;
+  Trainer trainer(o);
+  ASSERT_EQ(trainer.compute_dtype(), at::kBFloat16);
+  std::vector<at::Tensor> before;
+  for (const auto& [name, t] : trainer.parameters()) before.push_back(t.detach().clone());
+  std::vector<double> losses;
+  trainer.train([&](const TrainLogLine& l) { losses.push_back(l.loss); });
+  ASSERT_EQ(losses.size(), 3u);
+  for (double l : losses) EXPECT_TRUE(std::isfinite(l));
+  const auto after = trainer.parameters();
+  int moved = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].second.scalar_type(), at::kFloat) << after[i].first;
+    moved += !at::equal(after[i].second, before[i]);
+  }
+  EXPECT_EQ(moved, int(after.size()));  // every weight gets a gradient and an update
+}
+
+// Both targets train, and the export tells the sampler which one the DiT predicts.
+TEST_F(TrainerTest, TheExportSaysWhatTheModelPredicts) {
+  for (const char* prediction : {"velocity", "sample"}) {
+    TrainOptions o = tiny(std::string("predicts-") + prediction);
+    o.prediction = prediction;
+    o.steps = 2;
+    Trainer trainer(o);
+    std::vector<double> losses;
+    trainer.train([&](const TrainLogLine& l) { losses.push_back(l.loss); });
+    for (double l : losses) EXPECT_TRUE(std::isfinite(l)) << prediction;
+    const std::string folder = (dir_ / (std::string("model-") + prediction)).string();
+    trainer.export_model(folder);
+    EXPECT_EQ(read_shipped_model_index(folder).prediction, prediction);
+  }
 }
 
 TEST_F(TrainerTest, BadInputGivesClearErrors) {
