@@ -50,7 +50,7 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     // Linear in the output, so guiding the x0 predictions and then converting is the same as
     // converting each and guiding the velocities.
     if (options.prediction == "sample")
-      velocity = (latents - velocity) / std::max(scheduler->sigmas()[i], kSampleSigmaFloor);
+      velocity = (latents - velocity) / std::max(scheduler->sigmas()[i], kMinSigmaForSample);
     latents = scheduler->step(velocity, latents);
     if (on_step && !on_step(i, options.steps)) throw SamplingCancelled();
   }

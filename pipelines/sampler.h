@@ -22,14 +22,14 @@ struct SamplingOptions {
   double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
   std::string scheduler = "unipc";  // or "euler"
   // What the model outputs: "velocity" (noise - x0, Wan's flow prediction) or "sample" (x0; the
-  // loop turns it into the velocity (x_t - x0) / max(sigma, kSampleSigmaFloor)). TextToVideo sets
+  // loop turns it into the velocity (x_t - x0) / max(sigma, kMinSigmaForSample)). TextToVideo sets
   // it from the model folder.
   std::string prediction = "velocity";
   int64_t seed = 0;
 };
 
 // An x0-predicting model's velocity divides by sigma; training and sampling floor it here alike.
-constexpr double kSampleSigmaFloor = 0.05;
+constexpr double kMinSigmaForSample = 0.05;
 
 // Gaussian noise of `shape` from `seed`, drawn on the CPU and moved, so the CPU and the GPU
 // start from the same noise.
