@@ -183,6 +183,20 @@ Model Model::load(const ModelOptions& options) {
   return Model(std::unique_ptr<Impl>(new Impl{path, std::move(pipeline), {}}));
 }
 
+GenerateOptions Model::default_options() const {
+  const ModelDefaults& d = impl_->pipeline.defaults();
+  GenerateOptions o;
+  o.width = static_cast<int>(d.width);
+  o.height = static_cast<int>(d.height);
+  o.frames = static_cast<int>(d.frames);
+  o.steps = d.steps;
+  o.guidance = d.guidance;
+  o.shift = d.shift;
+  o.scheduler = d.scheduler;
+  o.negative_prompt = d.negative_prompt;
+  return o;
+}
+
 const std::string& Model::path() const { return impl_->path; }
 
 std::string Model::device() const { return impl_->pipeline.transformer().device().str(); }

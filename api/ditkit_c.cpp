@@ -2,6 +2,8 @@
 // leaves its message in a per-thread string.
 #include "ditkit/ditkit_c.h"
 
+#include <algorithm>
+#include <iterator>
 #include <new>
 #include <string>
 
@@ -10,6 +12,7 @@
 
 struct ditkit_model {
   ditkit::Model model;
+  ditkit::GenerateOptions defaults;  // owns the default negative prompt handed out as a char*
 };
 
 namespace {
@@ -116,6 +119,26 @@ ditkit::GenerateOptions cpp_options(const ditkit_generate_options* o, bool need_
   return g;
 }
 
+// The C view of `o`; its strings point into `o`, and the prompt is left NULL for the app to set.
+ditkit_generate_options c_options(const ditkit::GenerateOptions& o) {
+  ditkit_generate_options c{};
+  c.negative_prompt = o.negative_prompt.empty() ? nullptr : o.negative_prompt.c_str();
+  c.width = o.width;
+  c.height = o.height;
+  c.frames = o.frames;
+  c.steps = o.steps;
+  c.guidance = o.guidance;
+  c.shift = o.shift;
+  c.seed = o.seed;
+  const auto* known = std::find(std::begin(kSchedulers), std::end(kSchedulers), o.scheduler);
+  if (known == std::end(kSchedulers))
+    throw ditkit::Error(ditkit::ErrorCode::kInternal, "scheduler '" + o.scheduler + "' has no ditkit_scheduler");
+  c.scheduler = static_cast<ditkit_scheduler>(known - std::begin(kSchedulers));
+  c.vae_chunk = o.vae_chunk;
+  c.fps = o.fps;
+  return c;
+}
+
 ditkit::ProgressCallback cpp_progress(ditkit_progress_fn progress, void* user_data) {
   if (!progress) return {};
   return [progress, user_data](int step, int num_steps) { return progress(step, num_steps, user_data) == 0; };
@@ -176,7 +199,9 @@ ditkit_status ditkit_model_load(const ditkit_model_options* options, ditkit_mode
     m.path = options->path ? options->path : "";
     m.device = device;
     if (options->device == DITKIT_DEVICE_CUDA) m.device += ":" + std::to_string(options->device_index);
-    *out = new ditkit_model{ditkit::Model::load(m)};
+    ditkit::Model model = ditkit::Model::load(m);
+    ditkit::GenerateOptions defaults = model.default_options();
+    *out = new ditkit_model{std::move(model), std::move(defaults)};
   });
 }
 
@@ -184,18 +209,19 @@ void ditkit_model_free(ditkit_model* model) { delete model; }
 
 void ditkit_generate_options_init(ditkit_generate_options* options) {
   if (!options) return;
-  const ditkit::GenerateOptions d;
-  *options = ditkit_generate_options{};
-  options->width = d.width;
-  options->height = d.height;
-  options->frames = d.frames;
-  options->steps = d.steps;
-  options->guidance = d.guidance;
-  options->shift = d.shift;
-  options->seed = d.seed;
-  options->scheduler = DITKIT_SCHEDULER_UNIPC;
-  options->vae_chunk = d.vae_chunk;
-  options->fps = d.fps;
+  try {
+    *options = c_options(ditkit::GenerateOptions{});
+  } catch (...) {
+    *options = ditkit_generate_options{};  // cannot happen (the defaults are known), and must not escape
+  }
+}
+
+ditkit_status ditkit_model_default_options(const ditkit_model* model, ditkit_generate_options* options) {
+  return guarded([&] {
+    require(model, "model");
+    require(options, "options");
+    *options = c_options(model->defaults);
+  });
 }
 
 ditkit_status ditkit_frames_size(const ditkit_generate_options* options, size_t row_stride, size_t* bytes) {

@@ -1,7 +1,7 @@
 // ditkit's C++ API: text to video inside an app. Needs no torch headers.
 //
 //   ditkit::Model model = ditkit::Model::load();            // the shipped default model
-//   ditkit::GenerateOptions o;
+//   ditkit::GenerateOptions o = model.default_options();
 //   o.prompt = "a red circle moves left on a blue background";
 //   ditkit::Frames frames = model.generate(o, [](int step, int steps) { return !user_pressed_stop(); });
 //   upload(frames.frame(0), frames.width, frames.height);
@@ -57,7 +57,8 @@ struct ModelOptions {
   std::string device = "auto";
 };
 
-// Wan2.1's defaults; ditkit_c.h's ditkit_generate_options describes each field.
+// Wan2.1's defaults (a loaded model's own: Model::default_options()); ditkit_c.h's
+// ditkit_generate_options describes each field.
 struct GenerateOptions {
   std::string prompt;
   std::string negative_prompt;
@@ -100,6 +101,10 @@ class Model {
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
   ~Model();
+
+  // Options filled with this model's defaults (its size, frames, steps, guidance, shift,
+  // scheduler and negative prompt); the prompt is left empty. GenerateOptions{} holds Wan2.1's.
+  GenerateOptions default_options() const;
 
   Frames generate(const GenerateOptions& options, const ProgressCallback& progress = {});
 

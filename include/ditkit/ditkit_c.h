@@ -5,7 +5,7 @@
  *   ditkit_model* model = NULL;
  *   if (ditkit_model_load(&mo, &model) != DITKIT_OK) fprintf(stderr, "%s\n", ditkit_last_error());
  *   ditkit_generate_options go;
- *   ditkit_generate_options_init(&go);
+ *   ditkit_model_default_options(model, &go);   // the model's size, steps, ...
  *   go.prompt = "a red circle moves left";
  *   size_t bytes;
  *   ditkit_frames_size(&go, 0, &bytes);          // row stride 0: rows packed, width * 3 bytes
@@ -124,6 +124,10 @@ typedef struct ditkit_generate_options {
 /* Wan2.1's defaults: 832x480, 81 frames, 50 steps, guidance 5, shift 3, seed 0, UniPC, dense
  * attention, vae_chunk 1, 16 fps; prompt NULL (set it). */
 void ditkit_generate_options_init(ditkit_generate_options* options);
+
+/* The same, but with the model's own defaults for size, frames, steps, guidance, shift, scheduler
+ * and negative prompt (which points into the model: valid while the model lives). */
+ditkit_status ditkit_model_default_options(const ditkit_model* model, ditkit_generate_options* options);
 
 /* Called after each denoising step (step counts from 0) on the generating thread; return nonzero
  * to cancel, which makes the generate call return DITKIT_CANCELLED with the buffer untouched. */

@@ -206,6 +206,14 @@ static void test_generation(ditkit_model* model) {
   char file[64];
   struct stat st;
 
+  /* The model's defaults (the tiny folder has WanPipeline's), the prompt left to the app. */
+  CHECK_STATUS(ditkit_model_default_options(NULL, &go), DITKIT_ERROR_INVALID_ARGUMENT, "model is NULL");
+  CHECK_STATUS(ditkit_model_default_options(model, NULL), DITKIT_ERROR_INVALID_ARGUMENT, "options is NULL");
+  CHECK_STATUS(ditkit_model_default_options(model, &go), DITKIT_OK, NULL);
+  CHECK(go.width == 832 && go.height == 480 && go.frames == 81 && go.steps == 50);
+  CHECK(go.prompt == NULL && go.attention == NULL && go.scheduler == DITKIT_SCHEDULER_UNIPC);
+  go = tiny_options();
+
   CHECK_STATUS(ditkit_frames_size(&go, stride, &need), DITKIT_OK, NULL);
   CHECK(need == (size_t)5 * 48 * stride);
   buffer = malloc(need);

@@ -112,6 +112,10 @@ ditkit::Model* ApiTiny::model_ = nullptr;
 TEST_F(ApiTiny, FramesMatchTheStridedBuffer) {
   EXPECT_EQ(model_->path(), kTiny);
   EXPECT_EQ(model_->device(), "cpu");
+  const ditkit::GenerateOptions defaults = model_->default_options();  // the tiny folder has WanPipeline's
+  EXPECT_EQ(defaults.width, 832);
+  EXPECT_EQ(defaults.frames, 81);
+  EXPECT_EQ(defaults.prompt, "");
   const ditkit::GenerateOptions o = tiny_options();
   int calls = 0;
   const ditkit::Frames frames = model_->generate(o, [&](int step, int steps) {
