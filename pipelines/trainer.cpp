@@ -271,7 +271,7 @@ struct Trainer::State {
     return it == optimizer->state().end() ? nullptr : static_cast<torch::optim::AdamWParamState*>(it->second.get());
   }
 
-  // The loss of step `step`'s batch.
+  // The loss on the batch of step `at_step`.
   at::Tensor loss_at(int64_t at_step) {
     const TrainOptions& o = options;
     const int64_t B = o.batch;
