@@ -135,6 +135,8 @@ static void test_models_that_do_not_load(void) {
   char empty_dir[] = "/tmp/ditkit-c-api-XXXXXX";
 
   ditkit_model_options_init(&mo);
+  CHECK(mo.path == NULL && mo.device == DITKIT_DEVICE_AUTO && mo.device_index == 0);
+  mo.device = DITKIT_DEVICE_CPU; /* "auto" would start CUDA where there is a GPU: not what this test is about */
   mo.path = "/nonexistent/ditkit-model";
   CHECK_STATUS(ditkit_model_load(&mo, &model), DITKIT_ERROR_MODEL_NOT_FOUND, "/nonexistent/ditkit-model");
   CHECK(model == NULL);
