@@ -2,9 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <c10/util/Exception.h>
+
 #include <array>
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <stdexcept>
 
 #include "dit/caption_encoder.h"
@@ -216,16 +219,42 @@ at::Tensor TextToVideo::encode_texts(const std::vector<std::string>& prompts, in
                                transformer_.device(), transformer_.dtype());
 }
 
+namespace {
+
+// Runs one part of generate(); CUDA running out of memory there becomes an error that says which
+// part, the size asked for, the allocator's numbers and what to lower.
+template <typename F>
+auto with_memory_advice(const char* part, const TextToVideoOptions& o, int64_t tokens, const std::string& advice,
+                        F&& f) {
+  try {
+    return f();
+  } catch (const c10::OutOfMemoryError& e) {
+    std::string numbers = e.what_without_backtrace();
+    numbers = numbers.substr(0, numbers.find('\n'));
+    std::ostringstream m;
+    m << "out of GPU memory during " << part << " of a " << o.width << "x" << o.height << ", " << o.frames
+      << "-frame video (" << tokens << " tokens, " << (o.sampling.guidance > 1.0 ? 2 : 1)
+      << " batched with guidance): " << numbers << " To fit, " << advice;
+    throw std::runtime_error(m.str());
+  }
+}
+
+}  // namespace
+
 at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* attention, const StepCallback& on_step) {
   const std::vector<int64_t> latent_shape = decoder_->latent_shape(o.frames, o.height, o.width);
   const at::Device device = transformer_.device();
+  const auto& p = transformer_.config().patch_size;
+  // latent_shape is [1, C, F, H, W]
+  const int64_t tokens = latent_shape[2] / p[0] * (latent_shape[3] / p[1]) * (latent_shape[4] / p[2]);
   timings_ = {};
 
   auto t0 = std::chrono::steady_clock::now();
   const bool guided = o.sampling.guidance > 1.0;
   std::vector<std::string> prompts{o.prompt};
   if (guided) prompts.push_back(o.negative_prompt);
-  const at::Tensor texts = encode_texts(prompts, o.max_sequence_length);
+  const at::Tensor texts = with_memory_advice("text encoding", o, tokens, "encode on the CPU (device cpu).",
+                                              [&] { return encode_texts(prompts, o.max_sequence_length); });
   const at::Tensor context = texts.narrow(0, 0, 1);
   const at::Tensor uncond = guided ? texts.narrow(0, 1, 1) : at::Tensor();
   timings_.text = seconds_since(t0, device);
@@ -233,11 +262,19 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   t0 = std::chrono::steady_clock::now();
   SamplingOptions sampling = o.sampling;
   sampling.prediction = prediction_;
-  at::Tensor latents = sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step);
+  at::Tensor latents = with_memory_advice(
+      "denoising", o, tokens,
+      "lower the frames, width or height (the tokens grow with each), or use a sparse attention recipe.", [&] {
+        return sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step);
+      });
   timings_.denoise = seconds_since(t0, device);
 
   t0 = std::chrono::steady_clock::now();
-  at::Tensor frames = decoder_->decode(latents, o.vae_chunk);
+  at::Tensor frames = with_memory_advice(
+      "decoding", o, tokens,
+      "decode fewer latent frames at once (vae_chunk, now " + std::to_string(o.vae_chunk) +
+          ") or lower the frames, width or height.",
+      [&] { return decoder_->decode(latents, o.vae_chunk); });
   timings_.decode = seconds_since(t0, device);
   return frames;
 }

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <c10/util/Exception.h>
+
 #include <map>
 
 #include "ditkit_config.h"
@@ -88,6 +90,31 @@ TEST(TextToVideo, SizesTheModelCannotTakeSayWhatItCan) {
     FAIL() << "expected an error";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("1 + 4k"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TextToVideo, OutOfGpuMemorySaysWhereWithTheNumbersAndWhatToLower) {
+  if (!DITKIT_HAVE_SENTENCEPIECE) GTEST_SKIP() << "built without sentencepiece";
+  Reference ref;
+  TextToVideo pipeline = TextToVideo::load(kDir, at::kCPU, at::kFloat);
+  const TextToVideoOptions o = options_of(ref.meta);
+  // The allocator's own error, raised where a denoising step would run out.
+  const auto exhausted = [](int, int) -> bool {
+    throw c10::OutOfMemoryError({__func__, __FILE__, uint32_t(__LINE__)},
+                                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                "79.19 GiB of which 1.06 GiB is free.\nmore detail");
+  };
+  try {
+    pipeline.generate(o, nullptr, exhausted);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    const std::string size = std::to_string(o.width) + "x" + std::to_string(o.height);
+    for (const std::string& word : std::vector<std::string>{"during denoising", size, "Tried to allocate 2.00 GiB",
+                                                            "1.06 GiB is free", "lower the frames, width or height",
+                                                            "sparse attention"})
+      EXPECT_NE(m.find(word), std::string::npos) << "\"" << word << "\" not in: " << m;
+    EXPECT_EQ(m.find("more detail"), std::string::npos) << m;
   }
 }
 
