@@ -64,11 +64,11 @@ struct TrainOptions {
   bool resume = false;  // continue from out_dir/checkpoint.safetensors when it exists
   std::string preset = "shapes";
   std::string device = "auto";  // auto, cpu or cuda[:N]
-  int64_t steps = 20000;        // total optimiser steps of the run
+  int64_t steps = 4000;         // total optimiser steps of the run (the defaults make the shipped model)
   int64_t batch = 32;
   uint64_t seed = 0;
   double lr = 3e-4;
-  int64_t warmup = 500;             // steps of linear warm-up
+  int64_t warmup = 200;             // steps of linear warm-up
   std::string schedule = "cosine";  // after warm-up: "cosine" (down to min_lr) or "constant"
   double min_lr = 3e-5;
   double weight_decay = 0.01;

@@ -60,7 +60,8 @@ int main(int argc, char** argv) {
   ditkit::TrainOptions o;
   std::string export_dir;
   CLI::App app{"dit-train: train the shipped text-to-video model on procedural clips of moving shapes"};
-  app.option_defaults()->always_capture_default();
+  // A flag given twice takes its last value, so scripts can append overrides to their defaults.
+  app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("-o,--out", o.out_dir, "run folder: checkpoint.safetensors, loss.jsonl, settings.json")->required();
   app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint (a new run if there is none)");
   app.add_option("--model-config", o.preset, "model size: tiny (tests) or shapes (the shipped model)")

@@ -11,9 +11,11 @@
 # and carry out/train-shapes to continue on a fresh machine). The shapes preset's checkpoint
 # (~124 MB) does not fit: a cold machine starts the run over.
 #
-# Settings (environment): TRAIN_STEPS (20000), TRAIN_BATCH (32), TRAIN_SEED (0), TRAIN_LR (3e-4),
-# TRAIN_ARGS (more dit-train flags), CALL_LIMIT_S (600: the device call's limit), MARGIN_S (75:
-# left for start-up, export and copying).
+# Settings (environment): TRAIN_STEPS (4000: the cosine schedule's length; a call trains as many
+# as fit, later calls go on), TRAIN_WARMUP (200), TRAIN_BATCH (32), TRAIN_SEED (0), TRAIN_LR (3e-4),
+# TRAIN_ARGS (more dit-train flags; later flags win), CALL_LIMIT_S (600: the device call's limit),
+# MARGIN_S (75: left for start-up, export and copying). If training fails before its first
+# checkpoint it is tried again with --precision fp32; a later failure exports the last checkpoint.
 set -uo pipefail
 t0=$(date +%s)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -34,15 +36,26 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
     -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
   cmake --build "$BUILD" -j "$(nproc)" --target dit-train || exit 1
 
-  left=$(( ${CALL_LIMIT_S:-600} - ($(date +%s) - t0) - ${MARGIN_S:-75} ))
-  minutes=$(awk -v s="$left" 'BEGIN { printf "%.2f", s / 60 }')
-  step "train for at most $minutes minutes"
-  if (( left < 30 )); then echo "too little of the call is left to train"; exit 1; fi
-  # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-  "$BUILD/tools/dit-train" --model-config shapes --device cuda --out "$RUN" --resume \
-    --steps "${TRAIN_STEPS:-20000}" --batch "${TRAIN_BATCH:-32}" --seed "${TRAIN_SEED:-0}" --lr "${TRAIN_LR:-3e-4}" \
-    --max-minutes "$minutes" --export "$RUN/default-model" ${TRAIN_ARGS:-}
+  # What is left of the call, less the margin, in minutes.
+  minutes_left() { awk -v s="$(( ${CALL_LIMIT_S:-600} - ($(date +%s) - t0) - ${MARGIN_S:-75} ))" 'BEGIN { printf "%.2f", s / 60 }'; }
+  train() {  # extra dit-train flags
+    # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
+    "$BUILD/tools/dit-train" --model-config shapes --device cuda --out "$RUN" --resume \
+      --steps "${TRAIN_STEPS:-4000}" --warmup "${TRAIN_WARMUP:-200}" --batch "${TRAIN_BATCH:-32}" \
+      --seed "${TRAIN_SEED:-0}" --lr "${TRAIN_LR:-3e-4}" --export "$RUN/default-model" "$@" ${TRAIN_ARGS:-}
+  }
+  step "train for at most $(minutes_left) minutes"
+  train --max-minutes "$(minutes_left)"
   status=$?
+  if (( status != 0 )) && [ ! -f "$RUN/checkpoint.safetensors" ]; then
+    # Nothing saved: most likely the bf16 path failed on this GPU; fp32 is slower but has run on the CPU.
+    step "failed before a checkpoint; again in fp32 for at most $(minutes_left) minutes"
+    train --max-minutes "$(minutes_left)" --precision fp32
+    status=$?
+  elif (( status != 0 )); then
+    step "failed; exporting the EMA of the last checkpoint"
+    train --steps 0
+  fi
 
   step "collect"
   for f in loss.jsonl settings.json; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/"; done
