@@ -14,8 +14,10 @@
 # Settings (environment): TRAIN_STEPS (4000: the cosine schedule's length; a call trains as many
 # as fit, later calls go on), TRAIN_WARMUP (200), TRAIN_BATCH (32), TRAIN_SEED (0), TRAIN_LR (3e-4),
 # TRAIN_ARGS (more dit-train flags; later flags win), CALL_LIMIT_S (600: the device call's limit),
-# MARGIN_S (75: left for start-up, export and copying). If training fails before its first
-# checkpoint it is tried again with --precision fp32; a later failure exports the last checkpoint.
+# MARGIN_S (75: left for start-up, export and copying), TRAIN_CONTINUE (set it on a call meant to
+# continue: it stops at once if the machine went cold and the run is gone). If training fails
+# before its first checkpoint it is tried again with --precision fp32; a later failure exports
+# the last checkpoint.
 set -uo pipefail
 t0=$(date +%s)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -30,6 +32,10 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   git -C "$ROOT" log -1 --format='commit %h %s' 2>/dev/null
 
+  if [ -n "${TRAIN_CONTINUE:-}" ] && [ ! -f "$RUN/checkpoint.safetensors" ]; then
+    echo "TRAIN_CONTINUE is set but $RUN holds no checkpoint (a fresh machine): not starting the run over"
+    exit 3
+  fi
   step "configure and build dit-train"
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF \
