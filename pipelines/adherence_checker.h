@@ -3,8 +3,9 @@
 // background's colour, then compares them with the facts a caption states.
 //
 // How it sees:
-//   - every pixel takes the nearest palette colour (object and background colours alike) when one
-//     lies within 100 RGB units, and none otherwise (edge blends, off-palette colours);
+//   - after a 3x3 median filter per frame (against pixel noise), every pixel takes the nearest
+//     palette colour (object and background colours alike) when one lies within 100 RGB units,
+//     and none otherwise (edge blends, off-palette colours);
 //   - the background is the colour most pixels have;
 //   - per object colour and frame, the largest connected component (after a 3x3 opening that
 //     drops one-pixel edge rings) of 0.3% to 20% of the frame is the object in that frame; an
