@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine: build dit-train, train the shipped model ("shapes" preset) for what is left
 # of the call's 10 minutes, continuing the run when one exists, and export the shipped folder.
-#   run: bash bench/device/train.sh      carry: [".deps"]
+#   run: bash bench/device/train.sh      carry: [".deps"] (and "out/bin", see below)
 #
 # The run folder ($RUN, under the git-ignored out/) stays on the machine while it is warm, and so
 # does the build, so a call made right after the last one continues the run without rebuilding.
@@ -36,17 +36,34 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
     echo "TRAIN_CONTINUE is set but $RUN holds no checkpoint (a fresh machine): not starting the run over"
     exit 3
   fi
-  step "configure and build dit-train"
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF \
-    -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-  cmake --build "$BUILD" -j "$(nproc)" --target dit-train || exit 1
+  # A dit-train built elsewhere and carried in saves the build (minutes of the call): build it
+  # from the commit being trained, `cp build/tools/dit-train out/bin/`, and carry "out/bin" too.
+  # It needs only LibTorch and the CUDA runtime, found here through LD_LIBRARY_PATH.
+  BIN="$BUILD/tools/dit-train"
+  carried="${TRAIN_BIN:-$ROOT/out/bin/dit-train}"
+  if [ -x "$carried" ]; then
+    torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH="$torch_lib:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    if "$carried" --help >/dev/null 2>&1; then
+      BIN="$carried"
+      step "using the carried $carried"
+    else
+      echo "the carried $carried does not start here:"; "$carried" --help 2>&1 | tail -3
+    fi
+  fi
+  if [ "$BIN" = "$BUILD/tools/dit-train" ]; then
+    step "configure and build dit-train"
+    cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF \
+      -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+    cmake --build "$BUILD" -j "$(nproc)" --target dit-train || exit 1
+  fi
 
   # What is left of the call, less the margin, in minutes.
   minutes_left() { awk -v s="$(( ${CALL_LIMIT_S:-600} - ($(date +%s) - t0) - ${MARGIN_S:-75} ))" 'BEGIN { printf "%.2f", s / 60 }'; }
   train() {  # extra dit-train flags
     # shellcheck disable=SC2086  # TRAIN_ARGS is a list of flags
-    "$BUILD/tools/dit-train" --model-config shapes --device cuda --out "$RUN" --resume \
+    "$BIN" --model-config shapes --device cuda --out "$RUN" --resume \
       --steps "${TRAIN_STEPS:-4000}" --warmup "${TRAIN_WARMUP:-200}" --batch "${TRAIN_BATCH:-32}" \
       --seed "${TRAIN_SEED:-0}" --lr "${TRAIN_LR:-3e-4}" --export "$RUN/default-model" "$@" ${TRAIN_ARGS:-}
   }
