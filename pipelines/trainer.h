@@ -12,15 +12,17 @@
 // Precision: fp32 master weights, which the optimiser updates; with precision bf16 (the default
 // on CUDA) forward and backward run on a bf16 copy of them (the modules Wan keeps in fp32 stay
 // fp32), made afresh each step, and the copy's gradients are applied to the masters in fp32. This
-// runs the model exactly as inference runs it in bf16, which autocast would not (its per-op casts
-// meet the model's own dtype handling), and the same path runs, and is tested, on the CPU.
+// runs the model in its own bf16 arithmetic, the one inference uses, which autocast would not (its
+// per-op casts meet the model's own dtype handling), and the same path runs, and is tested, on the
+// CPU.
 // Optimiser: AdamW (matrices decay; biases, norms and modulation tables do not), linear warm-up
 // then cosine (or constant) learning rate, gradient clipping by global norm, EMA of the weights in
 // fp32 (the EMA is what gets exported).
 //
 // Everything random in step s (the clips, their captions, the dropout, sigma, the noise) is drawn
 // from (seed, s) alone, so a run resumed from a checkpoint takes the same steps as one that never
-// stopped; on the same device and thread count the weights come out bit-identical.
+// stopped; on the CPU, with the same thread count, the weights come out bit-identical (on the GPU
+// they differ only by the rounding of kernels that are not deterministic, e.g. atomics in backward).
 //
 // A run folder (TrainOptions::out_dir) holds:
 //   checkpoint.safetensors  weights, EMA, AdamW moments, step, the run's settings (written atomically)
