@@ -116,7 +116,8 @@ json all_settings(const TrainOptions& o) {
             {"betas", {o.beta1, o.beta2}},
             {"grad_clip", o.grad_clip},
             {"ema_decay", o.ema_decay},
-            {"precision", o.precision}});
+            {"precision", o.precision},
+            {"init_from", o.init_from}});
   return j;
 }
 
@@ -427,6 +428,32 @@ struct Trainer::State {
     elapsed_before = progress.value("elapsed_s", 0.0);
   }
 
+  // Starts from the weights of a shipped model folder, which must have this preset's shapes and
+  // vocabulary.
+  void init_from(const std::string& dir) {
+    const std::string where = "--init-from '" + dir + "'";
+    if (!is_shipped_model_folder(dir)) throw std::runtime_error(where + ": not a shipped model folder");
+    const CaptionEncoder text = CaptionEncoder::load((fs::path(dir) / "caption_encoder").string(), device, at::kFloat);
+    if (text.vocabulary().words() != caption_vocabulary())
+      throw std::runtime_error(where + ": its caption vocabulary differs from the caption words the clips use");
+    const Named loaded =
+        named(WanTransformer::load((fs::path(dir) / "transformer").string(), device, at::kFloat), text);
+    std::map<std::string, at::Tensor> by_name(loaded.begin(), loaded.end());
+    if (by_name.size() != params.size())
+      throw std::runtime_error(where + ": it has " + std::to_string(by_name.size()) + " weights, preset '" +
+                               preset.name + "' has " + std::to_string(params.size()));
+    at::NoGradGuard no_grad;
+    for (auto& [name, t] : params) {
+      auto it = by_name.find(name);
+      if (it == by_name.end() || !it->second.sizes().equals(t.sizes()))
+        throw std::runtime_error(where + ": weight '" + name + "' " +
+                                 (it == by_name.end() ? std::string("is missing")
+                                                      : "has shape " + shape_text(it->second.sizes())) +
+                                 ", preset '" + preset.name + "' needs " + shape_text(t.sizes()));
+      t.copy_(it->second);
+    }
+  }
+
   // Keeps the log lines of steps the checkpoint holds: later ones came from a session whose
   // steps are about to be taken again.
   void trim_log() {
@@ -462,10 +489,6 @@ Trainer::Trainer(TrainOptions options) {
                              (ec ? " (" + ec.message() + ")" : std::string()));
   ModelPreset preset = model_preset(options.preset);
   s_ = std::make_unique<State>(std::move(options), std::move(preset), device);
-  {
-    at::NoGradGuard no_grad;  // the EMA starts at the initial weights
-    for (size_t i = 0; i < s_->params.size(); ++i) s_->ema[i].second.copy_(s_->params[i].second);
-  }
   const bool have_checkpoint = fs::exists(s_->checkpoint_path());
   if (have_checkpoint && !s_->options.resume)
     throw std::runtime_error(s_->checkpoint_path() +
@@ -475,6 +498,9 @@ Trainer::Trainer(TrainOptions options) {
     s_->trim_log();
   } else {
     remove_tree(s_->log_path());
+    if (!s_->options.init_from.empty()) s_->init_from(s_->options.init_from);
+    at::NoGradGuard no_grad;  // the EMA starts at the initial weights
+    for (size_t i = 0; i < s_->params.size(); ++i) s_->ema[i].second.copy_(s_->params[i].second);
   }
   // Fail now, not after the first thousand steps, when the folder cannot be written.
   write_text_file((fs::path(s_->options.out_dir) / "settings.json").string(),

@@ -91,6 +91,11 @@ struct TrainOptions {
   int64_t checkpoint_every = 1000;  // steps; a checkpoint is also written when the run stops
   int64_t log_every = 50;           // steps per loss.jsonl line
   int threads = 0;                  // CPU threads for ATen; 0 leaves ATen's default
+  // A new run (no checkpoint in out_dir) starts from this shipped model folder's weights instead
+  // of random ones, with fresh optimiser moments: how training goes on where only an export
+  // survived (a device call returns the export, not the checkpoint). Give it another seed, so
+  // that it sees other clips than the run it continues.
+  std::string init_from;
 };
 
 // What one loss.jsonl line says.

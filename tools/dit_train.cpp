@@ -93,6 +93,8 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(CLI::PositiveNumber);
   app.add_option("--log-every", o.log_every, "steps per loss.jsonl line")->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "CPU threads (0: ATen's default)")->check(CLI::NonNegativeNumber);
+  app.add_option("--init-from", o.init_from,
+                 "a new run starts from this shipped model folder's weights (e.g. an earlier --export)");
   app.add_option("--export", export_dir, "after training, write the shipped model folder here (EMA weights, bf16)");
   app.footer("Resuming: the same command with --resume continues where the checkpoint left off and takes the\n"
              "same steps as an uninterrupted run. `--resume --steps 0 --export DIR` only exports.");

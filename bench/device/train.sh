@@ -9,7 +9,10 @@
 # layout, EMA weights in bf16) and, when it fits what a call may return, the checkpoint split in
 # parts (checkpoint.safetensors.part-*; `cat` them into out/train-shapes/checkpoint.safetensors
 # and carry out/train-shapes to continue on a fresh machine). The shapes preset's checkpoint
-# (~124 MB) does not fit: a cold machine starts the run over.
+# (~124 MB) does not fit. To go on from an export on a fresh machine instead (fresh optimiser
+# moments and schedule, not an exact resume): unpack shipped-model.tar under out/init/, carry
+# "out/init", and set TRAIN_ARGS="--init-from out/init/default-model --seed 1" (another seed,
+# other clips) with a TRAIN_RUN folder of its own.
 #
 # Settings (environment): TRAIN_STEPS (4000: the cosine schedule's length; a call trains as many
 # as fit, later calls go on), TRAIN_WARMUP (200), TRAIN_BATCH (32), TRAIN_SEED (0), TRAIN_LR (3e-4),

@@ -197,6 +197,35 @@ TEST_F(TrainerTest, TheExportSaysWhatTheModelPredicts) {
   }
 }
 
+// A run can start from an export: the weights are the export's, the EMA starts there too.
+TEST_F(TrainerTest, InitFromAnExportStartsFromItsWeights) {
+  TrainOptions o = tiny("first");
+  o.steps = 3;
+  Trainer first(o);
+  first.train();
+  const std::string folder = (dir_ / "model").string();
+  first.export_model(folder);
+
+  TrainOptions next = tiny("next");
+  next.seed = 8;
+  next.init_from = folder;
+  Trainer second(next);
+  const auto ema = first.ema_parameters(), params = second.parameters(), second_ema = second.ema_parameters();
+  ASSERT_EQ(ema.size(), params.size());
+  for (size_t i = 0; i < ema.size(); ++i) {
+    // Stored as bf16, except the modules Wan keeps in fp32.
+    const at::Tensor stored = ema[i].second.to(at::kBFloat16).to(at::kFloat);
+    EXPECT_TRUE(at::equal(params[i].second, stored) || at::equal(params[i].second, ema[i].second)) << ema[i].first;
+    EXPECT_TRUE(at::equal(second_ema[i].second, params[i].second)) << ema[i].first;
+  }
+  second.train();
+
+  TrainOptions shapes = tiny("wrong");
+  shapes.preset = "shapes";
+  shapes.init_from = folder;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(shapes); }, {"--init-from", "shape", "shapes"}));
+}
+
 TEST_F(TrainerTest, BadInputGivesClearErrors) {
   TrainOptions o = tiny("errors");
   o.out_dir.clear();
