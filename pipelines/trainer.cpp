@@ -565,7 +565,8 @@ TrainSummary Trainer::train(const std::function<void(const TrainLogLine&)>& on_l
     s.step_once();
     step_s = seconds_since(t);
     progress.advance();
-    if (s.step % o.log_every == 0) write_log();
+    // A log line at every checkpoint too: its check keeps a diverged state out of the checkpoint.
+    if (s.step % o.log_every == 0 || s.step % o.checkpoint_every == 0) write_log();
     if (s.step % o.checkpoint_every == 0 && s.step < o.steps) checkpoint();
   }
   progress.finish();

@@ -133,10 +133,11 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Trains until options.steps or the time budget, writing loss.jsonl every log_every steps, a
-  // checkpoint every checkpoint_every steps and one when it stops, and drawing a progress line on
-  // stderr when that is a terminal. `on_log` sees each line as it is written. A non-finite loss
-  // stops the run with std::runtime_error (the last checkpoint is left as it was).
+  // Trains until options.steps or the time budget, writing a checkpoint every checkpoint_every
+  // steps and one when it stops, a loss.jsonl line every log_every steps and at each checkpoint,
+  // and drawing a progress line on stderr when that is a terminal. `on_log` sees each line as it
+  // is written. A non-finite loss stops the run with std::runtime_error before it reaches a
+  // checkpoint (the last one is left as it was).
   TrainSummary train(const std::function<void(const TrainLogLine&)>& on_log = {});
 
   // One optimiser step at the current step; returns the step's loss (a 0-dim device tensor, read
