@@ -44,7 +44,7 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise };
+enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise, kPureNoise };
 
 uint64_t derive(uint64_t seed, int64_t step, Stream stream, uint64_t index = 0) {
   return splitmix64(splitmix64(splitmix64(seed + 0x632be59bd9b4e019ull * stream) ^ uint64_t(step)) ^ index);
@@ -89,6 +89,8 @@ void check_options(const TrainOptions& o) {
   if (!(o.caption_dropout >= 0 && o.caption_dropout <= 1))
     fail("--caption-dropout must be in [0, 1], got " + std::to_string(o.caption_dropout));
   if (!(o.shift > 0) || !std::isfinite(o.shift)) fail("--shift must be > 0, got " + std::to_string(o.shift));
+  if (!(o.pure_noise >= 0 && o.pure_noise <= 1))
+    fail("--pure-noise must be in [0, 1], got " + std::to_string(o.pure_noise));
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
@@ -102,7 +104,8 @@ void check_options(const TrainOptions& o) {
 // The settings that make a run what it is; a resume must not change them.
 json run_identity(const TrainOptions& o) {
   return {{"preset", o.preset},   {"batch", o.batch},   {"seed", o.seed},
-          {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"prediction", o.prediction}};
+          {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"pure_noise", o.pure_noise},
+          {"prediction", o.prediction}};
 }
 
 json all_settings(const TrainOptions& o) {
@@ -290,7 +293,8 @@ struct Trainer::State {
       const double n = std::sqrt(-2 * std::log(unit_interval(bits))) *
                        std::cos(2 * M_PI * unit_interval(splitmix64(bits)));
       const double s = 1 / (1 + std::exp(-n));
-      sigmas.push_back(float(o.shift * s / (1 + (o.shift - 1) * s)));
+      const bool pure = unit_interval(derive(o.seed, at_step, kPureNoise, uint64_t(i))) < o.pure_noise;
+      sigmas.push_back(pure ? 1.0f : float(o.shift * s / (1 + (o.shift - 1) * s)));
     }
     const at::Tensor x0 = codec.encode(render_clips(facts, render_seeds, preset.clip, device));
     at::Generator gen = at::globalContext().defaultGenerator(device).clone();

@@ -78,7 +78,15 @@ struct TrainOptions {
   double grad_clip = 1.0;  // max global gradient norm; 0 turns clipping off
   double ema_decay = 0.999;
   double caption_dropout = 0.1;
-  double shift = 3.0;  // the flow shift applied to sigma; the exported model samples with it too
+  // The flow shift applied to sigma; the exported model samples with it too. Clips of flat
+  // colours packed 768 values a token reveal their background and objects through the noise up
+  // to sigma ~ 0.99, so a model trained where shift 3 puts sigma learns to read them from x_t and
+  // never from the caption; shift 12 puts a sixth of training above sigma 0.97, where the
+  // caption is what tells the objects apart.
+  double shift = 12.0;
+  // Fraction of clips trained at sigma = 1 (pure noise), where the sampler starts and only the
+  // caption can say what the video holds; logit-normal sigmas almost never reach it.
+  double pure_noise = 0.1;
   // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
   // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, kMinSigmaForSample)
   // with the velocity, as the sampler converts it (SamplingOptions::prediction). Each
@@ -124,7 +132,7 @@ class Trainer {
  public:
   // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
   // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
-  // settings that define the run (preset, batch, seed, caption_dropout, shift, prediction) to
+  // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise, prediction) to
   // match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
   // on resume and apply from then on. Without options.resume an existing checkpoint is an error
   // (runs are not overwritten by accident).

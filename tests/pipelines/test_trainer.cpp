@@ -262,6 +262,9 @@ TEST_F(TrainerTest, BadInputGivesClearErrors) {
   o = tiny("options");
   o.prediction = "noise";
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--prediction", "noise"}));
+  o = tiny("options");
+  o.pure_noise = 1.5;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--pure-noise", "[0, 1]"}));
 }
 
 TEST_F(TrainerTest, TheTimeBudgetStopsWithACheckpoint) {
