@@ -7,6 +7,6 @@ bash "$ROOT/scripts/setup.sh"
 BUILD_DIR="${DITKIT_BUILD_DIR:-$ROOT/build}"
 if [ $# -eq 0 ]; then
   mkdir -p "$ROOT/out"
-  set -- --prompt "a red circle moves left on a blue background" --out "$ROOT/out/clip.mp4"
+  set -- --prompt "a red circle moves slowly left on a blue background" --out "$ROOT/out/clip.mp4"
 fi
 exec "$BUILD_DIR/tools/dit-gen" "$@"

@@ -1,0 +1,44 @@
+// Prompt adherence of a shapes model, measured the way issue [tiny-model] defines it: generate a
+// video for each of N prompts drawn from a split of the caption facts (by default the held-out
+// combinations training never saw), look at the frames with the adherence checker, and count the
+// prompts whose every stated fact is right. Built only with OpenCV (the checker's eyes).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "pipelines/adherence_checker.h"
+#include "pipelines/shape_clips.h"
+#include "pipelines/text_to_video.h"
+
+namespace ditkit {
+
+struct AdherenceOptions {
+  int64_t count = 32;          // prompts
+  uint64_t seed = 0;           // prompt i is sample_facts(seed + i, split), generated with noise seed seed + i
+  Split split = Split::kHeldOut;
+  TextToVideoOptions generation;  // size, steps, guidance, ...; prompt and seed are set per prompt
+};
+
+struct PromptResult {
+  std::string prompt;
+  uint64_t seed = 0;
+  CheckReport report;
+  at::Tensor frames;  // uint8 [T, H, W, 3], kept so a caller can write it
+};
+
+struct AdherenceResult {
+  std::vector<PromptResult> prompts;
+  int64_t right = 0;
+  double share() const { return prompts.empty() ? 0.0 : double(right) / double(prompts.size()); }
+};
+
+// Called after each prompt (index, count, its result); return false to stop early.
+using AdherenceCallback = std::function<bool(int64_t, int64_t, const PromptResult&)>;
+
+AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions& options,
+                                  RecipeAttention* attention = nullptr, const AdherenceCallback& on_prompt = {});
+
+}  // namespace ditkit
