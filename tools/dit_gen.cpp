@@ -1,7 +1,7 @@
 // dit-gen: text to video. `dit-gen --prompt "..." --out clip.mp4 [--model WAN_DIFFUSERS_DIR]`
 //
-// Without --model it looks for the shipped default model where the library does
-// (pipelines/model_location.h); until [tiny-model] ships it, it says so instead of pretending.
+// Without --model it uses the shipped default model (assets/default-model, found where the
+// library looks: pipelines/model_location.h); if it is missing it says where it looked.
 #include <ATen/ATen.h>
 #include <torch/headeronly/version.h>
 
@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
   } catch (const ditkit::ModelNotFound& e) {
     std::fprintf(stderr,
                  "dit-gen: %s\n"
-                 "  The shipped default model is not built yet: it is trained by dit-train (issue [tiny-model]).\n"
-                 "  Until then, pass --model DIR with a Wan2.1 text-to-video checkpoint in the diffusers layout\n"
-                 "  (tokenizer/, text_encoder/, transformer/, vae/).\n",
+                 "  The shipped default model comes with the source tree (assets/default-model, made by dit-train)\n"
+                 "  and is installed to <prefix>/share/ditkit/default-model. Set DITKIT_MODEL, or pass --model DIR\n"
+                 "  with a shipped-model folder or a Wan2.1 text-to-video checkpoint in the diffusers layout.\n",
                  e.what());
     return 2;
   }
