@@ -37,6 +37,8 @@ auto translated(ErrorCode fallback, const std::string& context, F&& f) -> declty
     throw Error(ErrorCode::kOutOfMemory, context + "out of memory");
   } catch (const c10::OutOfMemoryError& e) {
     throw Error(ErrorCode::kOutOfMemory, context + e.what_without_backtrace());
+  } catch (const OutOfGpuMemory& e) {
+    throw Error(ErrorCode::kOutOfMemory, context + e.what());
   } catch (const std::invalid_argument& e) {
     throw Error(ErrorCode::kInvalidArgument, context + e.what());
   } catch (const c10::Error& e) {

@@ -235,7 +235,7 @@ auto with_memory_advice(const char* part, const TextToVideoOptions& o, int64_t t
     m << "out of GPU memory during " << part << " of a " << o.width << "x" << o.height << ", " << o.frames
       << "-frame video (" << tokens << " tokens, " << (o.sampling.guidance > 1.0 ? 2 : 1)
       << " batched with guidance): " << numbers << " To fit, " << advice;
-    throw std::runtime_error(m.str());
+    throw OutOfGpuMemory(m.str());
   }
 }
 

@@ -8,6 +8,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,12 @@ struct TextToVideoOptions {
   int64_t max_sequence_length = 0;
   int64_t vae_chunk = 1;  // latent frames decoded at once: lower uses less memory
   SamplingOptions sampling;
+};
+
+// The GPU ran out of memory in generate(); the message names the part, the size, the
+// allocator's numbers and what to lower.
+struct OutOfGpuMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Wall time of each part of the last generate(), in seconds.

@@ -107,7 +107,7 @@ TEST(TextToVideo, OutOfGpuMemorySaysWhereWithTheNumbersAndWhatToLower) {
   try {
     pipeline.generate(o, nullptr, exhausted);
     FAIL() << "expected an error";
-  } catch (const std::runtime_error& e) {
+  } catch (const OutOfGpuMemory& e) {
     const std::string m = e.what();
     const std::string size = std::to_string(o.width) + "x" + std::to_string(o.height);
     for (const std::string& word : std::vector<std::string>{"during denoising", size, "Tried to allocate 2.00 GiB",
