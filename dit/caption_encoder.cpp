@@ -4,7 +4,6 @@
 #include "dit/caption_encoder.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <cctype>
 #include <cmath>
@@ -18,6 +17,7 @@
 #include "dit/atomic_file.h"
 #include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
+#include "dit/model_weights.h"
 #include "dit/safetensors.h"
 
 namespace ditkit {
@@ -44,68 +44,23 @@ std::string describe(const CaptionEncoderConfig& c) {
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
 // ---------------------------------------------------------------------------------------------
-// Weights: from a checkpoint, or drawn at random; every one handed out is remembered by name so
-// the model can list its parameters.
+// Weights: from a checkpoint, or drawn at random (dit/model_weights.h).
 
 enum class Init { kNormal, kZeros, kOnes };
 
-class Weights {
- public:
-  Weights(at::Device device, at::ScalarType dtype) : device_(device), dtype_(dtype) {}
-  virtual ~Weights() = default;
+using Weights = ModelWeights<Init>;
 
-  at::Tensor operator()(const std::string& key, std::vector<int64_t> shape, Init init) {
-    at::Tensor weight = fetch(key, shape, init).to(device_, dtype_);
-    taken_.emplace_back(key, weight);
-    return weight;
+at::Tensor draw(const Init& init, at::IntArrayRef shape, at::Generator& generator) {
+  switch (init) {
+    case Init::kNormal:
+      return at::empty(shape, at::kFloat).normal_(0.0, 0.02, generator);
+    case Init::kZeros:
+      return at::zeros(shape, at::kFloat);
+    case Init::kOnes:
+      return at::ones(shape, at::kFloat);
   }
-
-  const std::vector<std::pair<std::string, at::Tensor>>& taken() const { return taken_; }
-
- protected:
-  virtual at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init init) = 0;
-
- private:
-  at::Device device_;
-  at::ScalarType dtype_;
-  std::vector<std::pair<std::string, at::Tensor>> taken_;
-};
-
-class CheckpointWeights : public Weights {
- public:
-  CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), tensors_(checkpoint, std::move(expectation), "a ditkit caption_encoder/ folder") {}
-
-  void check_all_taken() const { tensors_.check_all_taken(); }
-
- protected:
-  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init) override { return tensors_.take(key, shape); }
-
- private:
-  CheckedCheckpoint tensors_;
-};
-
-class RandomWeights : public Weights {
- public:
-  RandomWeights(uint64_t seed, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-
- protected:
-  at::Tensor fetch(const std::string&, at::IntArrayRef shape, Init init) override {
-    switch (init) {
-      case Init::kNormal:
-        return at::empty(shape, at::kFloat).normal_(0.0, 0.02, generator_);
-      case Init::kZeros:
-        return at::zeros(shape, at::kFloat);
-      case Init::kOnes:
-        return at::ones(shape, at::kFloat);
-    }
-    throw std::logic_error("RandomWeights: unknown Init");
-  }
-
- private:
-  at::Generator generator_;
-};
+  throw std::logic_error("caption_encoder: unknown Init");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Modules.
@@ -311,9 +266,10 @@ CaptionEncoder CaptionEncoder::load(const std::string& dir, at::Device device, a
                              sub(dir, "vocab.txt") + " holds " + std::to_string(vocabulary.words().size()) +
                              " words (vocab_size counts them and the padding id 0)");
   SafetensorsCheckpoint checkpoint = open_safetensors(dir);
-  CheckpointWeights weights(checkpoint, describe(config), device, dtype);
+  CheckedCheckpoint tensors(checkpoint, describe(config), "a ditkit caption_encoder/ folder");
+  Weights weights(tensors, device, [dtype](const std::string&) { return dtype; });
   auto model = std::make_shared<const Model>(weights, config, std::move(vocabulary), device, dtype);
-  weights.check_all_taken();
+  tensors.check_all_taken();
   return CaptionEncoder(std::move(model));
 }
 
@@ -322,7 +278,7 @@ CaptionEncoder CaptionEncoder::random(CaptionEncoderConfig config, CaptionVocabu
   check_run_dtype(dtype, "CaptionEncoder::random");
   config.vocab_size = vocabulary.size();
   validate_caption_encoder_config(config, "CaptionEncoder::random");
-  RandomWeights weights(seed, device, dtype);
+  Weights weights(seed, draw, device, [dtype](const std::string&) { return dtype; });
   return CaptionEncoder(std::make_shared<const Model>(weights, config, std::move(vocabulary), device, dtype));
 }
 

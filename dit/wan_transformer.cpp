@@ -6,10 +6,10 @@
 #include "dit/atomic_file.h"
 #include "dit/checked_checkpoint.h"
 #include "dit/config_json.h"
+#include "dit/model_weights.h"
 #include "dit/wan_transformer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 #include <filesystem>
@@ -45,76 +45,32 @@ bool keeps_fp32(const std::string& key) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Weights: where module constructors get their tensors, from a checkpoint or drawn at random.
+// Weights: from a checkpoint or drawn at random (dit/model_weights.h).
 
 // How a weight starts when drawn at random (what diffusers' modules start with, except that
 // projections use N(0, 0.02) instead of PyTorch's uniform).
 enum class Init { kProjection, kZeros, kOnes, kModulation };
 
-class Weights {
- public:
-  Weights(at::Device device, at::ScalarType dtype) : device_(device), dtype_(dtype) {}
-  virtual ~Weights() = default;
+using Weights = ModelWeights<Init>;
 
-  // The weight `key` of `shape`, on the model's device, in the run dtype or fp32 (kKeepInFp32).
-  at::Tensor operator()(const std::string& key, std::vector<int64_t> shape, Init init) {
-    at::Tensor weight = fetch(key, shape, init).to(device_, keeps_fp32(key) ? at::kFloat : dtype_);
-    taken_.emplace_back(key, weight);
-    return weight;
+at::Tensor draw(const Init& init, at::IntArrayRef shape, at::Generator& generator) {
+  switch (init) {
+    case Init::kProjection:
+      return at::empty(shape, at::kFloat).normal_(0.0, 0.02, generator);
+    case Init::kZeros:
+      return at::zeros(shape, at::kFloat);
+    case Init::kOnes:
+      return at::ones(shape, at::kFloat);
+    case Init::kModulation:  // nn.Parameter(torch.randn(1, n, dim) / dim**0.5)
+      return at::empty(shape, at::kFloat).normal_(0.0, 1.0, generator) / std::sqrt(double(shape.back()));
   }
+  throw std::logic_error("wan_transformer: unknown Init");
+}
 
-  // Every weight handed out so far, in order.
-  const std::vector<std::pair<std::string, at::Tensor>>& taken() const { return taken_; }
-
- protected:
-  virtual at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init init) = 0;
-
- private:
-  at::Device device_;
-  at::ScalarType dtype_;
-  std::vector<std::pair<std::string, at::Tensor>> taken_;
-};
-
-class CheckpointWeights : public Weights {
- public:
-  CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), tensors_(checkpoint, std::move(expectation), "a diffusers-format Wan2.1 transformer") {}
-
-  void check_all_taken() const {
-    // diffusers drops norm_added_q on load (_keys_to_ignore_on_load_unexpected).
-    tensors_.check_all_taken([](const std::string& key) { return key.find("norm_added_q") == std::string::npos; });
-  }
-
- protected:
-  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init) override { return tensors_.take(key, shape); }
-
- private:
-  CheckedCheckpoint tensors_;
-};
-
-class RandomWeights : public Weights {
- public:
-  RandomWeights(uint64_t seed, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-
- protected:
-  at::Tensor fetch(const std::string&, at::IntArrayRef shape, Init init) override {
-    switch (init) {
-      case Init::kProjection:
-        return at::empty(shape, at::kFloat).normal_(0.0, 0.02, generator_);
-      case Init::kZeros:
-        return at::zeros(shape, at::kFloat);
-      case Init::kOnes:
-        return at::ones(shape, at::kFloat);
-      case Init::kModulation:  // nn.Parameter(torch.randn(1, n, dim) / dim**0.5)
-        return at::empty(shape, at::kFloat).normal_(0.0, 1.0, generator_) / std::sqrt(double(shape.back()));
-    }
-    throw std::logic_error("RandomWeights: unknown Init");
-  }
-
- private:
-  at::Generator generator_;
-};
+// The run dtype, or fp32 for the modules diffusers keeps in fp32.
+Weights::DtypeOf run_dtype(at::ScalarType dtype) {
+  return [dtype](const std::string& key) { return keeps_fp32(key) ? at::kFloat : dtype; };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks.
@@ -355,16 +311,18 @@ WanTransformer WanTransformer::load(const std::string& dir, at::Device device, a
   check_run_dtype(dtype, "WanTransformer::load");
   const WanConfig config = load_wan_config((std::filesystem::path(dir) / "config.json").string());
   SafetensorsCheckpoint checkpoint = open_safetensors(dir);
-  CheckpointWeights weights(checkpoint, describe(config), device, dtype);
+  CheckedCheckpoint tensors(checkpoint, describe(config), "a diffusers-format Wan2.1 transformer");
+  Weights weights(tensors, device, run_dtype(dtype));
   auto model = std::make_shared<const Model>(weights, config, device, dtype);
-  weights.check_all_taken();
+  // diffusers drops norm_added_q on load (_keys_to_ignore_on_load_unexpected).
+  tensors.check_all_taken([](const std::string& key) { return key.find("norm_added_q") == std::string::npos; });
   return WanTransformer(std::move(model));
 }
 
 WanTransformer WanTransformer::random(const WanConfig& config, uint64_t seed, at::Device device, at::ScalarType dtype) {
   check_run_dtype(dtype, "WanTransformer::random");
   validate_wan_config(config, "WanTransformer::random");
-  RandomWeights weights(seed, device, dtype);
+  Weights weights(seed, draw, device, run_dtype(dtype));
   return WanTransformer(std::make_shared<const Model>(weights, config, device, dtype));
 }
 

@@ -11,11 +11,11 @@
 // the video has 1 + 4 (F - 1) frames. Both rules are expressed here per frame, not per pass, so a
 // pass may take any number of latent frames and still give diffusers' result.
 #include "dit/checked_checkpoint.h"
+#include "dit/model_weights.h"
 #include "dit/config_json.h"
 #include "dit/wan_vae.h"
 
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
 #include <array>
@@ -65,64 +65,22 @@ std::string describe(const WanVaeConfig& c) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Weights: where module constructors get their tensors, from a checkpoint or drawn at random.
+// Weights: from a checkpoint or drawn at random (dit/model_weights.h).
 
-enum class Init { kUniform, kOnes };  // PyTorch's conv init (bound 1/sqrt(fan_in)); norm gammas
-
-class Weights {
- public:
-  Weights(at::Device device, at::ScalarType dtype) : device_(device), dtype_(dtype) {}
-  virtual ~Weights() = default;
-
-  // The weight `key` of `shape` on the model's device in the run dtype; fan_in sizes kUniform.
-  at::Tensor operator()(const std::string& key, std::vector<int64_t> shape, Init init, int64_t fan_in = 1) {
-    return fetch(key, shape, init, fan_in).to(device_, dtype_);
-  }
-
- protected:
-  virtual at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init init, int64_t fan_in) = 0;
-
- private:
-  at::Device device_;
-  at::ScalarType dtype_;
+// How a weight starts when drawn: PyTorch's conv init (uniform, bound 1/sqrt(fan_in)), or ones
+// (norm gammas).
+struct Init {
+  enum Kind { kUniform, kOnes } kind;
+  int64_t fan_in = 1;
 };
 
-class CheckpointWeights : public Weights {
- public:
-  CheckpointWeights(SafetensorsCheckpoint& checkpoint, std::string expectation, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), tensors_(checkpoint, std::move(expectation), "a diffusers-format Wan2.1 VAE") {}
+using Weights = ModelWeights<Init>;
 
-  // Only the decoder's tensors must all be used: the encoder's are not ours to read.
-  void check_all_taken() const {
-    tensors_.check_all_taken(
-        [](const std::string& key) { return key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0; },
-        "decoder tensors");
-  }
-
- protected:
-  at::Tensor fetch(const std::string& key, at::IntArrayRef shape, Init, int64_t) override {
-    return tensors_.take(key, shape);
-  }
-
- private:
-  CheckedCheckpoint tensors_;
-};
-
-class RandomWeights : public Weights {
- public:
-  RandomWeights(uint64_t seed, at::Device device, at::ScalarType dtype)
-      : Weights(device, dtype), generator_(at::make_generator<at::CPUGeneratorImpl>(seed)) {}
-
- protected:
-  at::Tensor fetch(const std::string&, at::IntArrayRef shape, Init init, int64_t fan_in) override {
-    if (init == Init::kOnes) return at::ones(shape, at::kFloat);
-    const double bound = 1.0 / std::sqrt(double(fan_in));
-    return at::empty(shape, at::kFloat).uniform_(-bound, bound, generator_);
-  }
-
- private:
-  at::Generator generator_;
-};
+at::Tensor draw(const Init& init, at::IntArrayRef shape, at::Generator& generator) {
+  if (init.kind == Init::kOnes) return at::ones(shape, at::kFloat);
+  const double bound = 1.0 / std::sqrt(double(init.fan_in));
+  return at::empty(shape, at::kFloat).uniform_(-bound, bound, generator);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The feature cache of one decode: a slot per causal convolution with a temporal kernel, taken in
@@ -150,9 +108,9 @@ struct CausalConv3d {
   int64_t kernel_t, pad_h, pad_w;
 
   CausalConv3d(Weights& w, const std::string& prefix, int64_t in, int64_t out, std::array<int64_t, 3> kernel)
-      : weight(w(prefix + ".weight", {out, in, kernel[0], kernel[1], kernel[2]}, Init::kUniform,
-                 in * kernel[0] * kernel[1] * kernel[2])),
-        bias(w(prefix + ".bias", {out}, Init::kUniform, in * kernel[0] * kernel[1] * kernel[2])),
+      : weight(w(prefix + ".weight", {out, in, kernel[0], kernel[1], kernel[2]},
+                 {Init::kUniform, in * kernel[0] * kernel[1] * kernel[2]})),
+        bias(w(prefix + ".bias", {out}, {Init::kUniform, in * kernel[0] * kernel[1] * kernel[2]})),
         kernel_t(kernel[0]),
         pad_h(kernel[1] / 2),
         pad_w(kernel[2] / 2) {}
@@ -175,8 +133,8 @@ struct Conv2d {  // nn.Conv2d(in, out, k, padding=k/2)
   int64_t pad;
 
   Conv2d(Weights& w, const std::string& prefix, int64_t in, int64_t out, int64_t kernel)
-      : weight(w(prefix + ".weight", {out, in, kernel, kernel}, Init::kUniform, in * kernel * kernel)),
-        bias(w(prefix + ".bias", {out}, Init::kUniform, in * kernel * kernel)),
+      : weight(w(prefix + ".weight", {out, in, kernel, kernel}, {Init::kUniform, in * kernel * kernel})),
+        bias(w(prefix + ".bias", {out}, {Init::kUniform, in * kernel * kernel})),
         pad(kernel / 2) {}
 
   at::Tensor operator()(const at::Tensor& x) const { return at::conv2d(x, weight, bias, {1, 1}, {pad, pad}); }
@@ -191,7 +149,7 @@ struct RmsNorm {
 
   RmsNorm(Weights& w, const std::string& prefix, int64_t dim, bool images)
       : gamma(w(prefix + ".gamma", images ? std::vector<int64_t>{dim, 1, 1} : std::vector<int64_t>{dim, 1, 1, 1},
-                Init::kOnes)),
+                {Init::kOnes})),
         scale(std::sqrt(double(dim))) {}
 
   at::Tensor operator()(const at::Tensor& x) const {
@@ -462,16 +420,20 @@ WanVae WanVae::load(const std::string& dir, at::Device device, at::ScalarType dt
   check_run_dtype(dtype, "WanVae::load");
   const WanVaeConfig config = load_wan_vae_config((std::filesystem::path(dir) / "config.json").string());
   SafetensorsCheckpoint checkpoint = open_safetensors(dir);
-  CheckpointWeights weights(checkpoint, describe(config), device, dtype);
+  CheckedCheckpoint tensors(checkpoint, describe(config), "a diffusers-format Wan2.1 VAE");
+  Weights weights(tensors, device, [dtype](const std::string&) { return dtype; });
   auto model = std::make_shared<const Model>(weights, config, device, dtype);
-  weights.check_all_taken();
+  // Only the decoder's tensors must all be used: the encoder's are not ours to read.
+  tensors.check_all_taken(
+      [](const std::string& key) { return key.rfind("decoder.", 0) == 0 || key.rfind("post_quant_conv.", 0) == 0; },
+      "decoder tensors");
   return WanVae(std::move(model));
 }
 
 WanVae WanVae::random(const WanVaeConfig& config, uint64_t seed, at::Device device, at::ScalarType dtype) {
   check_run_dtype(dtype, "WanVae::random");
   validate_wan_vae_config(config, "WanVae::random");
-  RandomWeights weights(seed, device, dtype);
+  Weights weights(seed, draw, device, [dtype](const std::string&) { return dtype; });
   return WanVae(std::make_shared<const Model>(weights, config, device, dtype));
 }
 
