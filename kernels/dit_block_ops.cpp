@@ -97,55 +97,86 @@ void check_launch(cudaError_t err, const char* what) {
 
 }  // namespace
 
+bool modulated_layer_norm_fuses(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                const at::Tensor& scale, const at::Tensor& shift) {
+#if DITKIT_HAVE_CUDA
+  if (recording_grad({x, weight, bias, scale, shift}) || !fusable_rows(x)) return false;
+  if (weight.defined() && !(channel_vector(weight, x) && channel_vector(bias, x))) return false;
+  if (!scale.defined()) return true;
+  const std::optional<int64_t> stride = batch_vector_stride(scale, x);
+  return stride && batch_vector_stride(shift, x) == stride;  // one stride serves both
+#else
+  return false;
+#endif
+}
+
 at::Tensor modulated_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                                 const at::Tensor& scale, const at::Tensor& shift, double eps) {
   TORCH_CHECK(weight.defined() == bias.defined(), "modulated_layer_norm: weight and bias go together");
   TORCH_CHECK(scale.defined() == shift.defined(), "modulated_layer_norm: scale and shift go together");
 #if DITKIT_HAVE_CUDA
-  if (!recording_grad({x, weight, bias, scale, shift}) && fusable_rows(x) &&
-      (!weight.defined() || (channel_vector(weight, x) && channel_vector(bias, x)))) {
-    std::optional<int64_t> stride;
-    if (scale.defined()) stride = batch_vector_stride(scale, x);
-    if (!scale.defined() || (stride && batch_vector_stride(shift, x) == stride)) {
-      at::Tensor out = at::empty_like(x);
-      c10::cuda::CUDAGuard guard(x.device());
-      cuda::ModulatedLayerNormArgs args{x.data_ptr(),
-                                        out.data_ptr(),
-                                        *element_type(x.scalar_type()),
-                                        row_shape(x),
-                                        weight.defined() ? weight.data_ptr<float>() : nullptr,
-                                        bias.defined() ? bias.data_ptr<float>() : nullptr,
-                                        scale.defined() ? scale.data_ptr<float>() : nullptr,
-                                        shift.defined() ? shift.data_ptr<float>() : nullptr,
-                                        stride.value_or(0),
-                                        float(eps)};
-      check_launch(cuda::launch_modulated_layer_norm(args, c10::cuda::getCurrentCUDAStream()), "modulated_layer_norm");
-      return out;
-    }
+  if (modulated_layer_norm_fuses(x, weight, bias, scale, shift)) {
+    at::Tensor out = at::empty_like(x);
+    c10::cuda::CUDAGuard guard(x.device());
+    cuda::ModulatedLayerNormArgs args{x.data_ptr(),
+                                      out.data_ptr(),
+                                      *element_type(x.scalar_type()),
+                                      row_shape(x),
+                                      weight.defined() ? weight.data_ptr<float>() : nullptr,
+                                      bias.defined() ? bias.data_ptr<float>() : nullptr,
+                                      scale.defined() ? scale.data_ptr<float>() : nullptr,
+                                      shift.defined() ? shift.data_ptr<float>() : nullptr,
+                                      scale.defined() ? *batch_vector_stride(scale, x) : 0,
+                                      float(eps)};
+    check_launch(cuda::launch_modulated_layer_norm(args, c10::cuda::getCurrentCUDAStream()), "modulated_layer_norm");
+    return out;
   }
 #endif
   return modulated_layer_norm_reference(x, weight, bias, scale, shift, eps);
 }
 
+bool gated_residual_fuses(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
+#if DITKIT_HAVE_CUDA
+  return !recording_grad({x, y, gate}) && fusable_rows(x) && y.sizes() == x.sizes() &&
+         y.scalar_type() == x.scalar_type() && y.device() == x.device() && y.is_contiguous() && aligned16(y) &&
+         (!gate.defined() || batch_vector_stride(gate, x));
+#else
+  return false;
+#endif
+}
+
 at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gate) {
   TORCH_CHECK(x.sizes() == y.sizes(), "gated_residual: x ", x.sizes(), " and y ", y.sizes(), " differ");
 #if DITKIT_HAVE_CUDA
-  if (!recording_grad({x, y, gate}) && fusable_rows(x) && y.scalar_type() == x.scalar_type() &&
-      y.device() == x.device() && y.is_contiguous() && aligned16(y)) {
-    std::optional<int64_t> stride;
-    if (gate.defined()) stride = batch_vector_stride(gate, x);
-    if (!gate.defined() || stride) {
-      at::Tensor out = at::empty_like(x);
-      c10::cuda::CUDAGuard guard(x.device());
-      cuda::GatedResidualArgs args{x.data_ptr(),  y.data_ptr(), out.data_ptr(), *element_type(x.scalar_type()),
-                                   row_shape(x), gate.defined() ? gate.data_ptr<float>() : nullptr,
-                                   stride.value_or(0)};
-      check_launch(cuda::launch_gated_residual(args, c10::cuda::getCurrentCUDAStream()), "gated_residual");
-      return out;
-    }
+  if (gated_residual_fuses(x, y, gate)) {
+    at::Tensor out = at::empty_like(x);
+    c10::cuda::CUDAGuard guard(x.device());
+    cuda::GatedResidualArgs args{x.data_ptr(),  y.data_ptr(), out.data_ptr(), *element_type(x.scalar_type()),
+                                 row_shape(x), gate.defined() ? gate.data_ptr<float>() : nullptr,
+                                 gate.defined() ? *batch_vector_stride(gate, x) : 0};
+    check_launch(cuda::launch_gated_residual(args, c10::cuda::getCurrentCUDAStream()), "gated_residual");
+    return out;
   }
 #endif
   return gated_residual_reference(x, y, gate);
+}
+
+bool rms_norm_rope_fuses(const at::Tensor& x, const at::Tensor& weight, int64_t heads, const at::Tensor& cos,
+                         const at::Tensor& sin) {
+#if DITKIT_HAVE_CUDA
+  if (recording_grad({x, weight}) || !fusable_rows(x) || heads <= 0 || x.size(2) % heads != 0) return false;
+  const int64_t D = x.size(2) / heads;
+  const auto table = [&](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat && t.device() == x.device() && t.is_contiguous() && aligned16(t) &&
+           t.numel() == x.size(1) * (D / 2);
+  };
+  // A 16-byte vector of x must hold whole pairs of one head, whose angles are then adjacent.
+  return D % (16 / int64_t(x.element_size())) == 0 && weight.scalar_type() == x.scalar_type() &&
+         weight.device() == x.device() && weight.is_contiguous() && aligned16(weight) && weight.numel() == x.size(2) &&
+         (!cos.defined() || (table(cos) && table(sin)));
+#else
+  return false;
+#endif
 }
 
 at::Tensor rms_norm_rope(const at::Tensor& x, const at::Tensor& weight, double eps, int64_t heads,
@@ -154,15 +185,8 @@ at::Tensor rms_norm_rope(const at::Tensor& x, const at::Tensor& weight, double e
               heads, " heads");
   TORCH_CHECK(cos.defined() == sin.defined(), "rms_norm_rope: cos and sin go together");
 #if DITKIT_HAVE_CUDA
-  const int64_t D = x.size(-1) / heads;
-  const auto table = [&](const at::Tensor& t) {
-    return t.scalar_type() == at::kFloat && t.device() == x.device() && t.is_contiguous() && aligned16(t) &&
-           t.numel() == x.size(1) * (D / 2);
-  };
-  // A 16-byte vector of x must hold whole pairs of one head, whose angles are then adjacent.
-  if (!recording_grad({x, weight}) && fusable_rows(x) && D % (16 / int64_t(x.element_size())) == 0 &&
-      weight.scalar_type() == x.scalar_type() && weight.device() == x.device() && weight.is_contiguous() &&
-      aligned16(weight) && weight.numel() == x.size(2) && (!cos.defined() || (table(cos) && table(sin)))) {
+  if (rms_norm_rope_fuses(x, weight, heads, cos, sin)) {
+    const int64_t D = x.size(2) / heads;
     at::Tensor out = at::empty({x.size(0), x.size(1), heads, D}, x.options());
     c10::cuda::CUDAGuard guard(x.device());
     cuda::RmsNormRopeArgs args{x.data_ptr(),

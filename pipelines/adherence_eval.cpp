@@ -16,11 +16,11 @@ AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions&
     TextToVideoOptions generation = o.generation;
     generation.prompt = p.prompt;
     generation.sampling.seed = int64_t(p.seed);
-    p.frames = pipeline.generate(generation, attention);
-    p.report = check_clip(p.frames, facts);
+    const at::Tensor frames = pipeline.generate(generation, attention);
+    p.report = check_clip(frames, facts);
     result.right += p.report.all_right ? 1 : 0;
     result.prompts.push_back(std::move(p));
-    if (on_prompt && !on_prompt(i, o.count, result.prompts.back())) break;
+    if (on_prompt && !on_prompt(i, o.count, result.prompts.back(), frames)) break;
   }
   return result;
 }

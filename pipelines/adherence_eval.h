@@ -26,7 +26,6 @@ struct PromptResult {
   std::string prompt;
   uint64_t seed = 0;
   CheckReport report;
-  at::Tensor frames;  // uint8 [T, H, W, 3], kept so a caller can write it
 };
 
 struct AdherenceResult {
@@ -35,8 +34,9 @@ struct AdherenceResult {
   double share() const { return prompts.empty() ? 0.0 : double(right) / double(prompts.size()); }
 };
 
-// Called after each prompt (index, count, its result); return false to stop early.
-using AdherenceCallback = std::function<bool(int64_t, int64_t, const PromptResult&)>;
+// Called after each prompt with its index, the count, its result and its frames (uint8
+// [T, H, W, 3], not kept afterwards); return false to stop early.
+using AdherenceCallback = std::function<bool(int64_t, int64_t, const PromptResult&, const at::Tensor&)>;
 
 AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions& options,
                                   RecipeAttention* attention = nullptr, const AdherenceCallback& on_prompt = {});

@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
                  o.generation.sampling.guidance, attention.c_str());
 
     const ditkit::AdherenceResult result = ditkit::measure_adherence(
-        pipeline, o, &recipe_attention, [&](int64_t i, int64_t n, const ditkit::PromptResult& p) {
+        pipeline, o, &recipe_attention, [&](int64_t i, int64_t n, const ditkit::PromptResult& p, const at::Tensor& frames) {
           std::string wrong;
           for (const std::string& w : p.report.wrong) wrong += (wrong.empty() ? "" : "; ") + w;
           std::printf("[%lld/%lld] %s  %s%s%s\n", (long long)i + 1, (long long)n, p.report.all_right ? "right" : "WRONG",
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
           if (!videos.empty()) {
             char name[32];
             std::snprintf(name, sizeof name, "%03lld.y4m", (long long)i);
-            ditkit::write_video(p.frames, (fs::path(videos) / name).string(), {});
+            ditkit::write_video(frames, (fs::path(videos) / name).string(), {});
           }
           return true;
         });

@@ -59,6 +59,12 @@ TEST(DitBlockOps, ReferencesFollowTheFormulas) {
   at::Tensor pre = at::matmul(x, lw.t()) + lb;
   at::Tensor gelu = 0.5 * pre * (1 + at::tanh(std::sqrt(2.0 / M_PI) * (pre + 0.044715 * pre.pow(3))));
   EXPECT_LT(max_diff(linear_gelu_tanh(x.to(at::kFloat), lw.to(at::kFloat), lb.to(at::kFloat)), gelu), 1e-4);
+
+  // On the CPU every op is its reference.
+  const at::Tensor xf = x.to(at::kFloat);
+  EXPECT_FALSE(modulated_layer_norm_fuses(xf, {}, {}, m[1], m[0]));
+  EXPECT_FALSE(gated_residual_fuses(xf, y.to(at::kFloat), m[2]));
+  EXPECT_FALSE(rms_norm_rope_fuses(xf, wq, H, cos, sin));
 }
 
 // One bf16/fp16 rounding step of the largest value: what two roundings that differ once may give.
@@ -93,6 +99,17 @@ TEST(DitBlockOpsCuda, FusedRowsMatchTheReferences) {
     auto m = modulation(c.B, c.C, gpu);
     at::Tensor w = at::randn({c.C}).to(gpu), b = at::randn({c.C}).to(gpu);
 
+    // The kernels, not the fallback, must be what is compared below.
+    const int64_t D = c.C / c.heads;
+    auto [cos, sin] = rope_table(c.S, D, gpu);
+    at::Tensor wq = (at::rand({c.C}) + 0.5).to(gpu, c.type);
+    EXPECT_TRUE(modulated_layer_norm_fuses(x, {}, {}, m[1], m[0]));
+    EXPECT_TRUE(modulated_layer_norm_fuses(x, w, b, m[1].narrow(0, 0, 1), m[0].narrow(0, 0, 1)));
+    EXPECT_TRUE(gated_residual_fuses(x, y, m[2]));
+    EXPECT_TRUE(gated_residual_fuses(x, y, {}));
+    // RoPE's vectors must hold whole pairs of one head: head_dim a multiple of the 16-byte vector.
+    EXPECT_EQ(rms_norm_rope_fuses(x, wq, c.heads, cos, sin), D % (16 / int64_t(x.element_size())) == 0);
+
     at::Tensor ref = modulated_layer_norm_reference(x, {}, {}, m[1], m[0], 1e-6);
     EXPECT_LE(max_diff(modulated_layer_norm(x, {}, {}, m[1], m[0], 1e-6), ref), rounding_tolerance(ref));
     ref = modulated_layer_norm_reference(x, w, b, {}, {}, 1e-6);
@@ -106,9 +123,6 @@ TEST(DitBlockOpsCuda, FusedRowsMatchTheReferences) {
     ref = gated_residual_reference(x, y, {});
     EXPECT_LE(max_diff(gated_residual(x, y, {}), ref), rounding_tolerance(ref));
 
-    const int64_t D = c.C / c.heads;
-    auto [cos, sin] = rope_table(c.S, D, gpu);
-    at::Tensor wq = (at::rand({c.C}) + 0.5).to(gpu, c.type);
     ref = rms_norm_rope_reference(x, wq, 1e-6, c.heads, cos, sin);
     at::Tensor got = rms_norm_rope(x, wq, 1e-6, c.heads, cos, sin);
     EXPECT_EQ(got.sizes(), ref.sizes());
@@ -125,10 +139,13 @@ TEST(DitBlockOpsCuda, StridedInputsAndAutogradTakeTheReference) {
   at::Tensor wide = at::randn({2, 7, 2 * 64}).to(gpu, at::kBFloat16);
   at::Tensor x = wide.narrow(2, 0, 64);  // rows not contiguous
   auto m = modulation(2, 64, gpu);
+  EXPECT_FALSE(modulated_layer_norm_fuses(x, {}, {}, m[1], m[0]));
   EXPECT_TRUE(at::equal(modulated_layer_norm(x, {}, {}, m[1], m[0], 1e-6),
                         modulated_layer_norm_reference(x, {}, {}, m[1], m[0], 1e-6)));
 
   at::Tensor leaf = at::randn({2, 7, 64}, at::TensorOptions().device(gpu)).requires_grad_(true);
+  EXPECT_FALSE(modulated_layer_norm_fuses(leaf, {}, {}, m[1], m[0]));
+  EXPECT_FALSE(gated_residual_fuses(leaf, leaf, m[2]));
   at::Tensor out = gated_residual(modulated_layer_norm(leaf, {}, {}, m[1], m[0], 1e-6), leaf, m[2]);
   out.sum().backward();
   ASSERT_TRUE(leaf.grad().defined());

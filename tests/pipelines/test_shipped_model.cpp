@@ -12,6 +12,9 @@
 #include "dit/safetensors.h"
 #include "ditkit_config.h"
 #include "pipelines/shipped_model.h"
+#if DITKIT_HAVE_OPENCV
+#include "pipelines/adherence_eval.h"
+#endif
 #include "pipelines/text_to_video.h"
 #include "tests/model_test_support.h"
 
@@ -110,6 +113,54 @@ TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
   EXPECT_EQ(pipeline.encode_texts({"a green square", ""}, 0).sizes(), (std::vector<int64_t>{2, 10, 16}));
   EXPECT_EQ(pipeline.encode_texts({""}, 0).abs().sum().item<double>(), 0.0);
 }
+
+#if DITKIT_HAVE_OPENCV
+// measure_adherence on a random model: which prompts it draws, what it counts, that it stops
+// when asked. (A random model draws nothing right; the checker's own proof is elsewhere.)
+TEST_F(ShippedModel, AdherenceGeneratesTheSplitsPromptsAndCountsTheRightOnes) {
+  CaptionEncoderConfig captions;
+  captions.dim = 16;
+  captions.layers = 1;
+  captions.heads = 2;
+  captions.ffn = 32;
+  captions.max_length = 32;
+  save_shipped_model(dir_, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
+                     CaptionEncoder::random(captions, CaptionVocabulary(caption_vocabulary()), 4, at::kCPU, at::kFloat),
+                     tiny_index());
+  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
+  AdherenceOptions o;
+  o.count = 3;
+  o.seed = 5;
+  o.generation = pipeline.default_options();
+  int calls = 0;
+  const AdherenceResult all =
+      measure_adherence(pipeline, o, nullptr, [&](int64_t i, int64_t n, const PromptResult& p, const at::Tensor& f) {
+        EXPECT_EQ(i, calls++);
+        EXPECT_EQ(n, 3);
+        EXPECT_EQ(f.sizes(), (std::vector<int64_t>{8, 16, 16, 3}));
+        EXPECT_EQ(p.seed, 5 + uint64_t(i));
+        return true;
+      });
+  ASSERT_EQ(all.prompts.size(), 3u);
+  int64_t right = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(all.prompts[i].prompt, caption(sample_facts(5 + i, Split::kHeldOut)));
+    EXPECT_TRUE(is_held_out(parse_caption(all.prompts[i].prompt)));
+    right += all.prompts[i].report.all_right ? 1 : 0;
+  }
+  EXPECT_EQ(all.right, right);
+  EXPECT_DOUBLE_EQ(all.share(), double(right) / 3.0);
+
+  o.split = Split::kTrain;
+  const AdherenceResult stopped = measure_adherence(
+      pipeline, o, nullptr, [](int64_t i, int64_t, const PromptResult&, const at::Tensor&) { return i < 1; });
+  ASSERT_EQ(stopped.prompts.size(), 2u);
+  EXPECT_FALSE(is_held_out(parse_caption(stopped.prompts[0].prompt)));
+
+  o.count = 0;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { measure_adherence(pipeline, o); }, {"count", ">= 1"}));
+}
+#endif
 
 TEST_F(ShippedModel, WrongSizesAndWordsSayWhatTheModelTakes) {
   write();
