@@ -234,9 +234,10 @@ struct WanTransformerBlock {
 
   // Takes x by value so that each activation is released as soon as the next one exists: the
   // caller moves its tensor in, and peak memory holds one residual stream, not two.
-  at::Tensor forward(at::Tensor x, const at::Tensor& text, const at::Tensor& timestep_proj, const RotaryEmb& rope,
+  // timestep_proj_f32: the condition embedder's [B, 6, dim] in fp32 (cast once for all blocks).
+  at::Tensor forward(at::Tensor x, const at::Tensor& text, const at::Tensor& timestep_proj_f32, const RotaryEmb& rope,
                      RecipeAttention* attention, const AttentionContext& ctx) const {
-    std::vector<at::Tensor> m = (scale_shift_table + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, dim] each
+    std::vector<at::Tensor> m = (scale_shift_table + timestep_proj_f32).chunk(6, 1);  // [B, 1, dim] each
     const at::Tensor &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
     const at::Tensor &c_shift_msa = m[3], &c_scale_msa = m[4], &c_gate_msa = m[5];
 
@@ -395,9 +396,10 @@ at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tenso
   x = x.flatten(2).transpose(1, 2).contiguous();  // [B, S, dim], frame-major tokens
 
   const Conditions cond = m.condition_embedder(timestep, context);
+  const at::Tensor timestep_proj_f32 = cond.timestep_proj.to(at::kFloat);
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ctx.layer = int(i);
-    x = m.blocks[i].forward(std::move(x), cond.text, cond.timestep_proj, rope, attention, ctx);
+    x = m.blocks[i].forward(std::move(x), cond.text, timestep_proj_f32, rope, attention, ctx);
   }
 
   std::vector<at::Tensor> shift_scale = (m.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, 1);  // fp32

@@ -66,6 +66,16 @@ class TinyModelCopy : public ::testing::Test {
   }
   std::string config_path() const { return (dir_ / "config.json").string(); }
 
+  // `load` on a folder with a config but no weights, then with weights but no config: each error
+  // names the folder or the file and what is missing.
+  void expect_missing_files_named(const std::function<void(const std::string& dir)>& load) const {
+    std::ofstream(dir_ / "config.json") << config_.dump(2);
+    EXPECT_TRUE(throws_with<std::runtime_error>([&] { load(dir_.string()); }, {dir_.string(), "no .safetensors file"}));
+    std::filesystem::remove(dir_ / "config.json");
+    save_safetensors((dir_ / weights_file_).string(), tensors_);
+    EXPECT_TRUE(throws_with<std::runtime_error>([&] { load(dir_.string()); }, {config_path(), "cannot open"}));
+  }
+
   std::string source_, weights_file_;
   std::filesystem::path dir_;
   nlohmann::json config_;
