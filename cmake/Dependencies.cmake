@@ -39,6 +39,28 @@ if(DITKIT_CUDA)
 endif()
 
 find_package(Torch REQUIRED)
+
+# --- CUTLASS/CuTe headers, for the Hopper attention kernel: the nvidia-cutlass wheel in .venv
+# (scripts/setup.sh), or the copy carried to the GPU machine in .deps (scripts/pack_device_deps.sh).
+if(DITKIT_HAVE_CUDA)
+  set(DITKIT_CUTLASS_DIR "" CACHE PATH "CUTLASS include folder (holds cute/ and cutlass/)")
+  if(NOT DITKIT_CUTLASS_DIR)
+    set(_cutlass_hint "")
+    if(EXISTS "${CMAKE_SOURCE_DIR}/.venv/bin/python")
+      execute_process(COMMAND "${CMAKE_SOURCE_DIR}/.venv/bin/python" -c
+                              "import cutlass_library, os; print(os.path.dirname(cutlass_library.__file__))"
+                      OUTPUT_VARIABLE _cutlass_hint OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    endif()
+    find_path(_cutlass_dir cute/tensor.hpp NO_DEFAULT_PATH
+              HINTS "${_cutlass_hint}/source/include" "${CMAKE_SOURCE_DIR}/.deps/cutlass/include")
+    if(NOT _cutlass_dir)
+      message(FATAL_ERROR "ditkit's CUDA kernels need the CUTLASS/CuTe headers: run scripts/setup.sh (it "
+                          "installs nvidia-cutlass into .venv), pass -DDITKIT_CUTLASS_DIR=..., or -DDITKIT_CUDA=OFF")
+    endif()
+    set(DITKIT_CUTLASS_DIR "${_cutlass_dir}" CACHE PATH "" FORCE)
+  endif()
+  message(STATUS "ditkit: CUTLASS headers in ${DITKIT_CUTLASS_DIR}")
+endif()
 # Hopper code (wgmma, setmaxnreg need sm_90a) plus PTX that any sm_80+ GPU can JIT.
 set(DITKIT_CUDA_GENCODE -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=compute_80)
 

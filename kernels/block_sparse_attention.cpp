@@ -3,6 +3,15 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <optional>
+
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/block_sparse_attention_cuda.h"
+#endif
 
 namespace ditkit {
 
@@ -31,11 +40,74 @@ at::Tensor token_mask(const at::Tensor& block_mask, int64_t S, BlockShape blocks
       .narrow(1, 0, S);
 }
 
+#if DITKIT_HAVE_CUDA
+// The Hopper kernel's arguments for these inputs, or nothing when it does not take them
+// (another device, dtype, head dim or block shape, unaligned rows). Pointers are filled in later.
+std::optional<cuda::BlockSparseAttentionArgs> kernel_args(const at::Tensor& q, const at::Tensor& k,
+                                                          const at::Tensor& v, BlockShape blocks) {
+  const auto dtype = q.scalar_type();
+  if (!q.is_cuda() || (dtype != at::kBFloat16 && dtype != at::kHalf) || k.scalar_type() != dtype ||
+      v.scalar_type() != dtype || k.device() != q.device() || v.device() != q.device() || blocks.q_block != 128 ||
+      q.stride(3) != 1 || k.stride(3) != 1 || v.stride(3) != 1)
+    return std::nullopt;
+  c10::cuda::CUDAGuard guard(q.device());
+  if (!cuda::block_sparse_attention_kernel_available()) return std::nullopt;
+  cuda::BlockSparseAttentionArgs a{};
+  a.dtype = dtype == at::kBFloat16 ? cuda::AttentionDtype::kBFloat16 : cuda::AttentionDtype::kFloat16;
+  a.q = q.data_ptr();
+  a.k = k.data_ptr();
+  a.v = v.data_ptr();
+  for (int i = 0; i < 3; ++i) {
+    a.q_strides[i] = q.stride(i);
+    a.k_strides[i] = k.stride(i);
+    a.v_strides[i] = v.stride(i);
+  }
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  a.out_strides[0] = S * H * D, a.out_strides[1] = H * D, a.out_strides[2] = D;  // a fresh contiguous output
+  a.batch = B, a.tokens = S, a.heads = H, a.head_dim = D, a.k_block = blocks.k_block;
+  if (!cuda::block_sparse_attention_kernel_supports(a)) return std::nullopt;
+  return a;
+}
+#endif
+
 }  // namespace
+
+bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        BlockShape blocks) {
+#if DITKIT_HAVE_CUDA
+  return kernel_args(q, k, v, blocks).has_value();
+#else
+  return false;
+#endif
+}
 
 AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& csr, BlockShape blocks, double scale) {
   scale = check_attention_args(q, k, v, csr, blocks, scale);
+#if DITKIT_HAVE_CUDA
+  if (auto args = kernel_args(q, k, v, blocks)) {
+    TORCH_CHECK(csr.row_offsets.device() == q.device() && csr.col_indices.device() == q.device(),
+                "block_sparse_attention: the block map must be on q's device ", q.device());
+    c10::cuda::CUDAGuard guard(q.device());
+    const int64_t R = csr.rows();
+    at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
+    // Longest rows first, so the last CTAs to start are the short ones.
+    at::Tensor order = at::argsort(offsets.narrow(0, 1, R) - offsets.narrow(0, 0, R), /*stable=*/true, /*dim=*/0,
+                                   /*descending=*/true)
+                           .to(at::kInt);
+    at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
+    at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+    args->out = out.data_ptr();
+    args->lse = lse.data_ptr<float>();
+    args->row_offsets = offsets.data_ptr<int32_t>();
+    args->col_indices = cols.data_ptr<int32_t>();
+    args->row_order = order.data_ptr<int32_t>();
+    args->scale = static_cast<float>(scale);
+    cudaError_t err = cuda::launch_block_sparse_attention(*args, c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(err == cudaSuccess, "block_sparse_attention: CUDA launch failed: ", cudaGetErrorString(err));
+    return {out, lse};
+  }
+#endif
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
   at::Tensor mask = csr_to_mask(csr);
   at::Tensor out = at::empty(q.sizes(), q.options());

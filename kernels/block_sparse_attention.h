@@ -18,10 +18,16 @@ struct BlockShape {
 };
 
 // q, k, v [B, S, H, D] (strided views are fine). scale <= 0 means 1/sqrt(D).
-// Today's implementation on every device: dense scores masked by the block map, one head at a
-// time, in fp32 (no host synchronisation). The Hopper kernel ([kernel]) replaces it on the GPU.
+// On Hopper GPUs with bf16/fp16 inputs, head dim 64 or 128, query blocks of 128 and key blocks of
+// 64 or 128: the block-sparse flash-attention kernel (block_sparse_attention.cu), which reads only
+// the listed key blocks. Elsewhere: dense scores masked by the block map, one head at a time, in
+// fp32. Neither synchronises with the host.
 AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
+
+// Whether block_sparse_attention takes the Hopper kernel for these inputs (what tests assert).
+bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        BlockShape blocks);
 
 // The oracle: per (batch, head, query block) it gathers exactly the listed key tokens and runs
 // softmax attention over them in fp64 on the CPU.

@@ -9,6 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${DITKIT_BUILD_DIR:-$ROOT/build}"
 JOBS="${DITKIT_JOBS:-$(nproc)}"
 TORCH_VERSION="2.11.0"
+CUTLASS_VERSION="4.2.0.0"
 
 log() { printf '\033[1m[ditkit]\033[0m %s\n' "$*" >&2; }
 
@@ -44,6 +45,14 @@ install_libtorch() {
   "$ROOT/.venv/bin/pip" install -q "torch==$TORCH_VERSION"
 }
 
+# CUTLASS/CuTe headers for the Hopper attention kernel (header-only; the wheel is ~6 MB).
+install_cutlass() {
+  local py="$ROOT/.venv/bin/python"
+  "$py" -c "import cutlass_library" 2>/dev/null && return 0
+  log "installing nvidia-cutlass==$CUTLASS_VERSION into .venv (CUTLASS/CuTe headers)"
+  "$ROOT/.venv/bin/pip" install -q --no-deps "nvidia-cutlass==$CUTLASS_VERSION"
+}
+
 configure_and_build() {
   export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
   export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
@@ -58,5 +67,6 @@ configure_and_build() {
 setup_start=$(date +%s)
 install_debian_packages
 install_libtorch
+install_cutlass
 configure_and_build "$@"
 log "set-up and build took $(( $(date +%s) - setup_start )) s"

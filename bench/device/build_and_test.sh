@@ -19,8 +19,9 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
   nvcc --version | tail -1
 
   step "configure"
+  cutlass="$(bash "$ROOT/bench/device/unpack_cutlass.sh" "$BUILD")" || exit 1
   cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF \
+    -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_CUTLASS_DIR="$cutlass" \
     -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" || exit 1
   step "build"
   cmake --build "$BUILD" -j "$(nproc)" || exit 1

@@ -56,8 +56,9 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
   fi
   if [ "$BIN" = "$BUILD/tools/dit-train" ]; then
     step "configure and build dit-train"
+    cutlass="$(bash "$ROOT/bench/device/unpack_cutlass.sh" "$BUILD")" || exit 1
     cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF \
+      -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_TESTS=OFF -DDITKIT_BENCH=OFF -DDITKIT_CUTLASS_DIR="$cutlass" \
       -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
     cmake --build "$BUILD" -j "$(nproc)" --target dit-train || exit 1
   fi

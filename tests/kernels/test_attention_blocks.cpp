@@ -3,7 +3,15 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <vector>
+
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#endif
 
 #include "kernels/block_csr.h"
 #include "kernels/block_pool.h"
@@ -166,6 +174,7 @@ TEST(BlockSparseAttention, StridedViewsAndBadMapsAreHandled) {
   BlockCsr full = mask_to_csr(at::ones({1, 2, 2, 4}, at::kBool));
   EXPECT_TRUE(close(block_sparse_attention(q, k, v, full, {128, 64}).out, dense_attention(q, k, v).out, 1e-5));
   EXPECT_THROW(block_sparse_attention(q, k, v, full, {128, 128}), c10::Error);  // map made for 64-token key blocks
+  EXPECT_FALSE(block_sparse_attention_uses_kernel(q, k, v, {128, 64}));         // the kernel is for the GPU
 }
 
 TEST(DenseAttention, MatchesReferenceOnCpu) {
@@ -242,6 +251,113 @@ TEST(AttentionBlocksCuda, AttentionMatchesReferences) {
   }
   at::Tensor q = at::randn({2, 37, 3, 16}), k = at::randn({2, 37, 3, 16}), v = at::randn({2, 37, 3, 16});
   EXPECT_TRUE(close(linear_attention(q.cuda(), k.cuda(), v.cuda()), linear_attention_reference(q, k, v), 1e-4));
+}
+
+// ‖got − want‖ / ‖want‖ in fp64 on the CPU.
+double relative_error(const at::Tensor& got, const at::Tensor& want) {
+  at::Tensor g = got.to(at::kCPU, at::kDouble), w = want.to(at::kCPU, at::kDouble);
+  return (g - w).norm().item<double>() / std::max(w.norm().item<double>(), 1e-30);
+}
+
+bool on_hopper() {
+#if DITKIT_HAVE_CUDA
+  return at::hasCUDA() && at::cuda::getCurrentDeviceProperties()->major == 9;
+#else
+  return false;
+#endif
+}
+
+TEST(AttentionBlocksCuda, HopperKernelMatchesReferenceOnAwkwardShapes) {
+  SKIP_WITHOUT_CUDA();
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+    for (const AttnShape& s : kAttnShapes) {
+      at::Tensor q = at::randn({s.B, s.S, s.H, s.D}).to(dtype), k = at::randn({s.B, s.S, s.H, s.D}).to(dtype),
+                 v = at::randn({s.B, s.S, s.H, s.D}).to(dtype);
+      const int64_t NQ = (s.S + 127) / 128, NK = (s.S + s.blocks.k_block - 1) / s.blocks.k_block;
+      at::Tensor mask = random_block_mask(s.B, s.H, NQ, NK, 0.4);  // row (0, 0, 0) empty, last rows full
+      at::Tensor qc = q.cuda(), kc = k.cuda(), vc = v.cuda();
+      if (on_hopper()) {
+        EXPECT_TRUE(block_sparse_attention_uses_kernel(qc, kc, vc, s.blocks));
+      }
+      AttentionOutput want = block_sparse_attention_reference(q, k, v, mask_to_csr(mask), s.blocks);
+      AttentionOutput got = block_sparse_attention(qc, kc, vc, mask_to_csr(mask.cuda()), s.blocks);
+      ASSERT_EQ(got.out.scalar_type(), dtype);
+      EXPECT_LT(relative_error(got.out, want.out), 1e-2) << "S=" << s.S << " D=" << s.D << " kb=" << s.blocks.k_block;
+      EXPECT_FALSE(got.out.isnan().any().item<bool>());
+      EXPECT_TRUE(at::equal(got.lse.cpu().isinf(), want.lse.isinf()));
+      at::Tensor finite = want.lse.isfinite();
+      EXPECT_TRUE(close(got.lse.cpu().masked_select(finite), want.lse.masked_select(finite), 2e-3));
+      // The empty row's outputs are zeros.
+      at::Tensor empty_rows = got.out[0].narrow(0, 0, std::min<int64_t>(128, s.S)).select(1, 0);
+      EXPECT_EQ(empty_rows.abs().max().item<float>(), 0.f);
+    }
+}
+
+TEST(AttentionBlocksCuda, HopperKernelTakesStridedViewsAndMatchesCudnnAtDensityOne) {
+  SKIP_WITHOUT_CUDA();
+  const int64_t B = 2, S = 1000, H = 3, D = 128;
+  at::Tensor qkv = at::randn({B, S, 3, H, D}, at::TensorOptions(at::kCUDA).dtype(at::kBFloat16));
+  at::Tensor q = qkv.select(2, 0), k = qkv.select(2, 1), v = qkv.select(2, 2);  // a fused projection's views
+  for (int64_t kb : {64, 128}) {
+    const BlockShape blocks{128, kb};
+    if (on_hopper()) {
+      EXPECT_TRUE(block_sparse_attention_uses_kernel(q, k, v, blocks));
+    }
+    BlockCsr full = mask_to_csr(at::ones({B, H, (S + 127) / 128, (S + kb - 1) / kb}, at::TensorOptions(at::kCUDA).dtype(at::kBool)));
+    AttentionOutput got = block_sparse_attention(q, k, v, full, blocks);
+    AttentionOutput cudnn = dense_attention(q, k, v);
+    EXPECT_LT(relative_error(got.out, cudnn.out), 1e-2) << "kb=" << kb;
+    EXPECT_TRUE(close(got.lse, cudnn.lse, 2e-2));
+  }
+}
+
+// One row (b, h, query block) of block-sparse attention in fp64 on the CPU: the long-sequence
+// check compares sampled rows, since the whole oracle would take hours there.
+AttentionOutput reference_row(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                              BlockShape blocks, int64_t b, int64_t h, int64_t i) {
+  const int64_t S = q.size(1), s0 = i * blocks.q_block, len = std::min(blocks.q_block, S - s0);
+  at::Tensor keep = mask[b][h][i].repeat_interleave(blocks.k_block).narrow(0, 0, S);
+  at::Tensor idx = keep.nonzero().squeeze(1);
+  at::Tensor qi = q[b].narrow(0, s0, len).select(1, h).to(at::kDouble);
+  at::Tensor kj = k[b].select(1, h).index_select(0, idx).to(at::kDouble), vj = v[b].select(1, h).index_select(0, idx).to(at::kDouble);
+  if (idx.numel() == 0) return {at::zeros_like(qi), at::full({len}, -INFINITY, at::kDouble)};
+  at::Tensor scores = at::matmul(qi, kj.t()) / std::sqrt(static_cast<double>(q.size(3)));
+  at::Tensor lse = at::logsumexp(scores, -1, true);
+  return {at::matmul(at::exp(scores - lse), vj), lse.squeeze(-1)};
+}
+
+TEST(BlockSparseKernelLongSequences, SampledRowsMatchReference) {
+  SKIP_WITHOUT_CUDA();
+  if (!on_hopper()) GTEST_SKIP() << "the kernel runs on Hopper GPUs";
+  // The Wan2.1 shapes: 1.3B (32,760 tokens, 12 heads) and 14B (75,600 tokens, 40 heads).
+  const AttnShape shapes[] = {{2, 32760, 12, 128, {128, 64}}, {1, 75600, 40, 64, {128, 128}}, {1, 75600, 40, 128, {128, 64}}};
+  for (const AttnShape& s : shapes) {
+    auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts),
+               v = at::randn({s.B, s.S, s.H, s.D}, opts);
+    const int64_t NQ = (s.S + 127) / 128, NK = (s.S + s.blocks.k_block - 1) / s.blocks.k_block;
+    at::Tensor mask = random_block_mask(s.B, s.H, NQ, NK, 0.1);
+    ASSERT_TRUE(block_sparse_attention_uses_kernel(q, k, v, s.blocks));
+    AttentionOutput got = block_sparse_attention(q, k, v, mask_to_csr(mask.cuda()), s.blocks);
+    at::Tensor qh = q.cpu(), kh = k.cpu(), vh = v.cpu(), out = got.out.cpu(), lse = got.lse.cpu();
+    // The empty row, a full row (the partial last query block) and random ones.
+    std::vector<std::array<int64_t, 3>> rows = {{0, 0, 0}, {s.B - 1, s.H - 1, NQ - 1}};
+    for (int n = 0; n < 4; ++n)
+      rows.push_back({at::randint(s.B, {1}).item<int64_t>(), at::randint(s.H, {1}).item<int64_t>(),
+                      at::randint(NQ, {1}).item<int64_t>()});
+    for (const auto& [b, h, i] : rows) {
+      AttentionOutput want = reference_row(qh, kh, vh, mask, s.blocks, b, h, i);
+      const int64_t s0 = i * 128, len = want.out.size(0);
+      at::Tensor got_out = out[b].narrow(0, s0, len).select(1, h), got_lse = lse[b][h].narrow(0, s0, len);
+      if (want.lse.isinf().all().item<bool>()) {
+        EXPECT_EQ(got_out.abs().max().item<float>(), 0.f);
+        EXPECT_TRUE(got_lse.isinf().all().item<bool>());
+        continue;
+      }
+      EXPECT_LT(relative_error(got_out, want.out), 1e-2) << "S=" << s.S << " row " << b << "," << h << "," << i;
+      EXPECT_TRUE(close(got_lse, want.lse, 2e-3)) << "S=" << s.S << " row " << b << "," << h << "," << i;
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,464 @@
+// The Hopper block-sparse flash-attention forward kernel (sm_90a), built from CuTe's TMA and
+// wgmma atoms. The sparsity lives only in the producer's address list (the CSR's key blocks) and
+// the consumers' trip count; there are no per-element masks except on the partial last key chunk
+// and on the unused half of an odd-length row of 64-token blocks.
+//
+// CTA = 3 warpgroups. Warpgroup 0 (producer, one thread) issues TMA loads: the 128-row Q tile
+// once, then per stage a 128-row K tile and V tile, each made of two 64-row chunks (one CSR block
+// of 128, or two blocks of 64). Warpgroups 1 and 2 each own 64 query rows: S = Q·Kᵀ (SS wgmma),
+// online softmax in registers, O += P·V (RS wgmma, P straight from the S registers). The QK GEMM
+// of stage i overlaps the PV GEMM of stage i-1, and a named-barrier ping-pong lets one
+// warpgroup's softmax run while the other's GEMMs occupy the tensor cores.
+#include "kernels/block_sparse_attention_cuda.h"
+
+#include <cute/tensor.hpp>
+#include <cute/atom/copy_traits_sm90_tma.hpp>
+#include <cute/atom/mma_traits_sm90_gmma.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/numeric_conversion.h>
+#include <cutlass/numeric_types.h>
+#include <cutlass/pipeline/sm90_pipeline.hpp>
+
+#include <cmath>
+
+namespace ditkit::cuda {
+
+namespace {
+
+using namespace cute;
+
+constexpr int kChunk = 64;              // TMA unit: 64 key (or query) rows
+constexpr int kTileN = 128;             // key rows per stage: two chunks
+constexpr int kThreads = 384;           // producer + two consumer warpgroups
+constexpr int kConsumerThreads = 256;
+
+template <class Element, int kHeadDim>
+struct KernelConfig {
+  static constexpr int kStages = kHeadDim == 64 ? 4 : 2;
+  using HeadDim = Int<kHeadDim>;
+  using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
+  // Q: one 64-row slab per consumer warpgroup.
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kChunk>, HeadDim, _2>{}));
+  using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kTileN>, HeadDim, Int<kStages>>{}));
+  // Rows [0, 64) of one stage: what one chunk's TMA load fills (the other half is an offset).
+  using SmemLayoutChunk = decltype(composition(SmemLayoutK{}, Layout<Shape<Int<kChunk>, HeadDim>, Stride<_1, Int<kTileN>>>{}));
+  // V read as the PV GEMM's B operand (N = head dim, K = key rows): the same bytes, MN-major.
+  using SmemLayoutVt = decltype(composition(
+      SmemLayoutK{}, make_ordered_layout(Shape<HeadDim, Int<kTileN>, Int<kStages>>{}, Step<_2, _1, _3>{})));
+
+  using TiledMmaQK = decltype(make_tiled_mma(
+      GMMA::ss_op_selector<Element, Element, float, Shape<Int<kChunk>, Int<kTileN>, HeadDim>>()));
+  using TiledMmaPV = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<Int<kChunk>, HeadDim, Int<kTileN>>, GMMA::Major::K,
+                           GMMA::Major::MN>()));
+
+  // Global tensors (tokens, head dim, heads, batch) with D contiguous.
+  using GmemShape = Shape<int32_t, HeadDim, int32_t, int32_t>;
+  using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
+  using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{},
+                                          GmemStride{}));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{}(_, _, _0{})));
+  using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutChunk{}));
+
+  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+
+  struct SharedStorage {
+    cute::array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> q;
+    cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> k;
+    cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> v;
+    typename Pipeline::SharedStorage pipe_k, pipe_v;
+    uint64_t q_full;
+  };
+
+  struct Params {
+    TmaQ tma_q;
+    TmaKV tma_k, tma_v;
+    Element* out;
+    int64_t out_stride_b, out_stride_s, out_stride_h;
+    float* lse;
+    const int32_t* row_offsets;
+    const int32_t* col_indices;
+    const int32_t* row_order;
+    int32_t tokens, heads, batch, num_q_blocks;
+    int32_t chunks_per_block;  // 1 for 64-token CSR blocks, 2 for 128
+    float scale_log2;
+  };
+};
+
+// Named barriers 1 and 2 order the two consumer warpgroups' GEMM issue (0 is __syncthreads).
+__device__ __forceinline__ void named_sync(int id) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "n"(kConsumerThreads));
+}
+__device__ __forceinline__ void named_arrive(int id) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "n"(kConsumerThreads));
+}
+
+// The wgmma accumulator ((2, 2, N/8), M, N) seen as (rows, columns) of this thread.
+template <class Layout>
+__device__ constexpr auto rowcol(Layout l) {
+  return make_layout(make_layout(get<0, 1>(l), get<1>(l)), make_layout(get<0, 0>(l), get<0, 2>(l), get<2>(l)));
+}
+
+// The QK accumulator's register layout re-read as the A operand of an RS wgmma with K = 16 steps
+// (16-bit types: the two layouts hold the same elements in the same registers).
+template <class Layout>
+__device__ constexpr auto acc_as_a_operand(Layout l) {
+  auto v = logical_divide(get<0>(l), Shape<_2, _2, _2>{});  // (2, 2, (2, N/16))
+  return make_layout(make_layout(get<0>(v), get<1>(v), get<2, 0>(v)), get<1>(l),
+                     make_layout(get<2, 1>(v), get<2>(l)));
+}
+
+// Issues one warpgroup GEMM (all K steps) and commits it; the caller waits.
+template <bool kZeroInit, class TiledMma, class TA, class TB, class TC>
+__device__ __forceinline__ void issue_gemm(TiledMma& mma, TA& a, TB const& b, TC& c) {
+  constexpr bool kRegisterA = !is_base_of<GMMA::DescriptorIterator, typename TiledMma::FrgTypeA>::value;
+  if constexpr (kRegisterA) warpgroup_fence_operand(a);
+  warpgroup_fence_operand(c);
+  warpgroup_arrive();
+  if constexpr (kZeroInit) mma.accumulate_ = GMMA::ScaleOut::Zero;
+  CUTE_UNROLL
+  for (int kb = 0; kb < size<2>(a); ++kb) {
+    cute::gemm(mma, a(_, _, kb), b(_, _, kb), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffff, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffff, x, 1);
+  return x + __shfl_xor_sync(0xffffffff, x, 2);
+}
+
+// Per-row running max (log2 units, scaled) and this thread's share of the row sum.
+template <int kRows>
+struct OnlineSoftmax {
+  float row_max[kRows], row_sum[kRows], scale[kRows];
+
+  __device__ OnlineSoftmax() {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) row_max[r] = -INFINITY, row_sum[r] = 0.f, scale[r] = 1.f;
+  }
+
+  // Scores (rows, cols) -> unnormalised probabilities in place; remembers how much the rows
+  // accumulated so far shrink (applied by rescale() once the previous PV GEMM is done).
+  template <class T>
+  __device__ void update(T& s, float scale_log2) {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r) {
+      float m = -INFINITY;
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) m = fmaxf(m, s(r, j));
+      const float new_max = fmaxf(row_max[r], quad_max(m) * scale_log2);
+      scale[r] = fast_exp2(row_max[r] - new_max);
+      row_max[r] = new_max;
+      float sum = 0.f;
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(s); ++j) {
+        s(r, j) = fast_exp2(fmaf(s(r, j), scale_log2, -new_max));
+        sum += s(r, j);
+      }
+      row_sum[r] = row_sum[r] * scale[r] + sum;
+    }
+  }
+
+  template <class T>
+  __device__ void rescale(T& o) const {
+    CUTE_UNROLL
+    for (int r = 0; r < kRows; ++r)
+      CUTE_UNROLL
+      for (int j = 0; j < size<1>(o); ++j) o(r, j) *= scale[r];
+  }
+};
+
+// -inf for key columns past the sequence end and for the unused copy of an odd row's last chunk.
+template <class S, class C>
+__device__ void mask_columns(S& s, C const& cols, int c0, int c1, bool dup, int tokens) {
+  CUTE_UNROLL
+  for (int j = 0; j < size<1>(s); ++j) {
+    const int col = get<1>(cols(0, j));
+    const int token = (col < kChunk ? c0 : c1) * kChunk + col % kChunk;
+    if (token >= tokens || (dup && col >= kChunk)) {
+      CUTE_UNROLL
+      for (int r = 0; r < size<0>(s); ++r) s(r, j) = -INFINITY;
+    }
+  }
+}
+
+// The token of a key chunk list position: CSR entries expand to 1 or 2 chunks of 64 tokens.
+__device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_per_block) {
+  return chunks_per_block == 2 ? 2 * __ldg(cols + (t >> 1)) + (t & 1) : __ldg(cols + t);
+}
+
+template <class Element, int kHeadDim>
+__global__ void __launch_bounds__(kThreads, 1)
+    block_sparse_attention_kernel(const __grid_constant__ typename KernelConfig<Element, kHeadDim>::Params p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = KernelConfig<Element, kHeadDim>;
+  using Pipeline = typename Cfg::Pipeline;
+  using HeadDim = typename Cfg::HeadDim;
+  extern __shared__ char smem_raw[];
+  auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+
+  const int warp_group = threadIdx.x / 128;
+  const int row = __ldg(p.row_order + blockIdx.x);
+  const int qb = row % p.num_q_blocks;
+  const int h = (row / p.num_q_blocks) % p.heads;
+  const int b = row / p.num_q_blocks / p.heads;
+  const int begin = __ldg(p.row_offsets + row);
+  const int n_chunks = (__ldg(p.row_offsets + row + 1) - begin) * p.chunks_per_block;
+  const int n_stages = (n_chunks + 1) / 2;
+  const int32_t* cols = p.col_indices + begin;
+
+  typename Pipeline::Params pp;
+  pp.transaction_bytes = kTileN * kHeadDim * sizeof(Element);
+  pp.role = warp_group == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+  pp.is_leader = threadIdx.x == 0;
+  pp.num_consumers = kConsumerThreads;
+  Pipeline pipe_k(ss.pipe_k, pp, Shape<_1, _1, _1>{});
+  Pipeline pipe_v(ss.pipe_v, pp, Shape<_1, _1, _1>{});
+  if (threadIdx.x == 0) cutlass::arch::ClusterTransactionBarrier::init(&ss.q_full, 1);
+  cutlass::arch::fence_barrier_init();
+  __syncthreads();
+
+  const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
+  if (warp_group == 0) {
+    cutlass::arch::warpgroup_reg_dealloc<24>();
+    if (threadIdx.x != 0) return;
+    Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});
+    Tensor gQ = local_tile(p.tma_q.get_tma_tensor(gmem_shape)(_, _, h, b), Shape<Int<kChunk>, HeadDim>{},
+                           make_coord(_, _0{}));  // (64, D, query chunks)
+    auto tma_q = p.tma_q.get_slice(_0{});
+    Tensor tQg = tma_q.partition_S(gQ);
+    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_full, 2 * kChunk * kHeadDim * sizeof(Element));
+    CUTE_UNROLL
+    for (int w = 0; w < 2; ++w)
+      copy(p.tma_q.with(ss.q_full), tQg(_, _, _, 2 * qb + w), tma_q.partition_D(sQ(_, _, w)));
+
+    auto tma_k = p.tma_k.get_slice(_0{});
+    auto tma_v = p.tma_v.get_slice(_0{});
+    Tensor tKg = tma_k.partition_S(local_tile(p.tma_k.get_tma_tensor(gmem_shape)(_, _, h, b),
+                                              Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+    Tensor tVg = tma_v.partition_S(local_tile(p.tma_v.get_tma_tensor(gmem_shape)(_, _, h, b),
+                                              Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+    auto chunk_dst = [&](Element* base, int stage, int half) {
+      // A 1024-byte aligned offset, which the 128-byte swizzle leaves unchanged.
+      const int offset = typename Cfg::SmemLayoutK{}.layout_b()(half * kChunk, 0, stage);
+      return make_tensor(make_smem_ptr(base + offset), typename Cfg::SmemLayoutChunk{});
+    };
+    auto state = cutlass::make_producer_start_state<Pipeline>();
+    for (int s = 0; s < n_stages; ++s) {
+      // An odd chunk count loads the last chunk twice; the consumers mask the copy.
+      const int c0 = chunk_at(cols, 2 * s, p.chunks_per_block);
+      const int c1 = 2 * s + 1 < n_chunks ? chunk_at(cols, 2 * s + 1, p.chunks_per_block) : c0;
+      pipe_k.producer_acquire(state);
+      copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c0),
+           tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 0)));
+      copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c1),
+           tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 1)));
+      pipe_v.producer_acquire(state);
+      copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c0),
+           tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 0)));
+      copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c1),
+           tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
+      ++state;
+    }
+    return;
+  }
+
+  cutlass::arch::warpgroup_reg_alloc<240>();
+  const int wg = warp_group - 1;
+  const int tid = threadIdx.x % 128;
+  typename Cfg::TiledMmaQK mma_qk;
+  typename Cfg::TiledMmaPV mma_pv;
+  auto thr_qk = mma_qk.get_thread_slice(tid);
+  auto thr_pv = mma_pv.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});
+  Tensor sK = make_tensor(make_smem_ptr(ss.k.data()), typename Cfg::SmemLayoutK{});
+  Tensor sVt = make_tensor(make_smem_ptr(ss.v.data()), typename Cfg::SmemLayoutVt{});
+  Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQ(_, _, wg)));
+  Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));
+  Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sVt));
+
+  Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
+  Tensor o_rc = make_tensor(acc_o.data(), rowcol(acc_o.layout()));
+  clear(acc_o);
+  Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kChunk>, Int<kTileN>>{}));
+  Tensor cols_rc = make_tensor(tScS.data(), rowcol(tScS.layout()));
+  OnlineSoftmax<decltype(size<0>(o_rc))::value> softmax;
+
+  // Warpgroup 2 lets warpgroup 1 issue first.
+  if (wg == 1) named_arrive(1);
+  cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_full, 0);
+
+  cutlass::PipelineState<Cfg::kStages> read_k, read_v;
+  using FragP = cutlass::Array<Element, decltype(size(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{})))::value>;
+  FragP frag_p;
+  auto p_layout = acc_as_a_operand(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{}).layout());
+  Tensor tOrP = make_tensor(make_rmem_ptr<Element>(frag_p.data()), p_layout);
+  cutlass::NumericArrayConverter<Element, float, FragP::kElements> to_element;
+
+  using AccS = decltype(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{}));
+  auto probabilities = [&](AccS& acc_s, int s) {
+    Tensor s_rc = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
+    const int c0 = chunk_at(cols, 2 * s, p.chunks_per_block);
+    const bool dup = 2 * s + 1 >= n_chunks;
+    const int c1 = dup ? c0 : chunk_at(cols, 2 * s + 1, p.chunks_per_block);
+    if (dup || (c0 + 1) * kChunk > p.tokens || (c1 + 1) * kChunk > p.tokens)
+      mask_columns(s_rc, cols_rc, c0, c1, dup, p.tokens);
+    softmax.update(s_rc, p.scale_log2);
+  };
+  auto to_operand = [&](AccS const& acc_s) {
+    frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_s.data()));
+  };
+
+  // The first stage alone; later ones issue QK of stage s together with PV of stage s - 1.
+  if (n_stages > 0) {
+    AccS acc_s;
+    pipe_k.consumer_wait(read_k);
+    named_sync(1 + wg);
+    issue_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    named_arrive(1 + (1 - wg));
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_s);
+    pipe_k.consumer_release(read_k);
+    ++read_k;
+    probabilities(acc_s, 0);
+    to_operand(acc_s);
+  }
+  CUTE_NO_UNROLL
+  for (int s = 1; s < n_stages; ++s) {
+    AccS acc_s;
+    pipe_k.consumer_wait(read_k);
+    named_sync(1 + wg);
+    issue_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    pipe_v.consumer_wait(read_v);
+    issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    named_arrive(1 + (1 - wg));
+    warpgroup_wait<1>();
+    warpgroup_fence_operand(acc_s);
+    pipe_k.consumer_release(read_k);
+    ++read_k;
+    probabilities(acc_s, s);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    warpgroup_fence_operand(tOrP);  // P's registers stay untouched until the PV GEMM is done
+    pipe_v.consumer_release(read_v);
+    ++read_v;
+    softmax.rescale(o_rc);
+    to_operand(acc_s);
+  }
+  if (n_stages > 0) {
+    pipe_v.consumer_wait(read_v);
+    issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    warpgroup_fence_operand(tOrP);
+    pipe_v.consumer_release(read_v);
+  }
+
+  // Epilogue: O / l in q's dtype, straight from registers; LSE in natural log.
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunk>, HeadDim>{}));
+  Tensor o_pos = make_tensor(tOcO.data(), rowcol(tOcO.layout()));
+  const int row0 = qb * 128 + wg * kChunk;
+  CUTE_UNROLL
+  for (int r = 0; r < decltype(size<0>(o_rc))::value; ++r) {
+    const float sum = quad_sum(softmax.row_sum[r]);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int token = row0 + get<0>(o_pos(r, 0));
+    if (token >= p.tokens) continue;
+    Element* out = p.out + b * p.out_stride_b + token * p.out_stride_s + h * p.out_stride_h;
+    CUTE_UNROLL
+    for (int j = 0; j < size<1>(o_rc); j += 2) {
+      cutlass::Array<Element, 2> pair;
+      pair[0] = Element(o_rc(r, j) * inv);
+      pair[1] = Element(o_rc(r, j + 1) * inv);
+      *reinterpret_cast<cutlass::Array<Element, 2>*>(out + get<1>(o_pos(r, j))) = pair;
+    }
+    if (tid % 4 == 0)
+      p.lse[(int64_t(b) * p.heads + h) * p.tokens + token] =
+          sum > 0.f ? (softmax.row_max[r] + log2f(sum)) * float(M_LN2) : -INFINITY;
+  }
+  // Keep warpgroup 1's barrier balanced: warpgroup 2 arrived once more than it synced.
+  if (wg == 0) named_sync(1);
+#endif
+}
+
+template <class Element, int kHeadDim>
+cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
+  using Cfg = KernelConfig<Element, kHeadDim>;
+  auto gmem = [&](const void* ptr, const int64_t* strides) {
+    return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)),
+                       make_shape(int32_t(a.tokens), typename Cfg::HeadDim{}, int32_t(a.heads), int32_t(a.batch)),
+                       make_stride(strides[1], _1{}, strides[2], strides[0]));
+  };
+  typename Cfg::Params p{
+      make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
+      make_tma_copy(SM90_TMA_LOAD{}, gmem(a.k, a.k_strides), typename Cfg::SmemLayoutChunk{}),
+      make_tma_copy(SM90_TMA_LOAD{}, gmem(a.v, a.v_strides), typename Cfg::SmemLayoutChunk{}),
+      static_cast<Element*>(a.out),
+      a.out_strides[0],
+      a.out_strides[1],
+      a.out_strides[2],
+      a.lse,
+      a.row_offsets,
+      a.col_indices,
+      a.row_order,
+      int32_t(a.tokens),
+      int32_t(a.heads),
+      int32_t(a.batch),
+      int32_t((a.tokens + 127) / 128),
+      int32_t(a.k_block / kChunk),
+      float(a.scale * M_LOG2E)};
+  const int rows = int(a.batch * a.heads * p.num_q_blocks);
+  if (rows == 0) return cudaSuccess;
+  const size_t smem = sizeof(typename Cfg::SharedStorage) + 1024;
+  auto kernel = block_sparse_attention_kernel<Element, kHeadDim>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (err != cudaSuccess) return err;
+  kernel<<<rows, kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool block_sparse_attention_kernel_available() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    return false;
+  return major == 9 && minor == 0;
+}
+
+bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
+  auto aligned = [](const void* ptr, const int64_t* strides) {
+    // TMA: 16-byte aligned base and strides (2-byte elements).
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && strides[0] % 8 == 0 && strides[1] % 8 == 0 &&
+           strides[2] % 8 == 0;
+  };
+  return (a.head_dim == 64 || a.head_dim == 128) && (a.k_block == 64 || a.k_block == 128) &&
+         a.tokens < (int64_t(1) << 31) / 2 && aligned(a.q, a.q_strides) && aligned(a.k, a.k_strides) &&
+         aligned(a.v, a.v_strides) && a.out_strides[1] % 2 == 0 && a.out_strides[2] % 2 == 0 &&
+         reinterpret_cast<uintptr_t>(a.out) % 4 == 0;
+}
+
+cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
+  const bool bf16 = a.dtype == AttentionDtype::kBFloat16;
+  if (a.head_dim == 64)
+    return bf16 ? launch<cutlass::bfloat16_t, 64>(a, stream) : launch<cutlass::half_t, 64>(a, stream);
+  return bf16 ? launch<cutlass::bfloat16_t, 128>(a, stream) : launch<cutlass::half_t, 128>(a, stream);
+}
+
+}  // namespace ditkit::cuda
