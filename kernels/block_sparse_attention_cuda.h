@@ -1,7 +1,8 @@
 // Launcher for the Hopper block-sparse flash-attention kernel (ATen-free; block_sparse_attention.cpp
-// holds the checks and the fallback). One CTA per 128-query block: a producer warpgroup loads Q
-// and exactly the listed K/V blocks with TMA, two consumer warpgroups (64 query rows each) run
-// wgmma with an online softmax. Key tiles are 128 tokens: one CSR block of 128, or two of 64.
+// holds the checks and the fallback). A persistent CTA per SM takes 128-query blocks longest
+// first: a producer warpgroup loads Q and exactly the listed K/V blocks with TMA, two consumer
+// warpgroups (64 query rows each) run wgmma with an online softmax. Key tiles are 128 tokens:
+// one CSR block of 128, or two of 64.
 #pragma once
 
 #include <cuda_runtime_api.h>
