@@ -1,8 +1,9 @@
 // One denoising step of the Wan2.1-T2V-1.3B DiT (cond + uncond batched, B=2, 480x832, 81 frames,
-// dense cuDNN attention) against diffusers timed in the same device run:
+// dense attention: cuDNN as diffusers uses it, and ditkit's own kernel, the `dense` recipe's
+// default on Hopper) against diffusers timed in the same device run:
 //   step_time --model DIR --diffusers RESULT.json [--out step-h100.jsonl] [--commit SHA] [--trace T.json]
 // DIR holds the RANDOM weights step_diffusers.py saved; RESULT.json its timings. Writes two
-// bench/results lines: against diffusers eager and against diffusers torch.compile'd. --trace
+// bench/results lines per attention path: against diffusers eager and against torch.compile'd. --trace
 // saves a Kineto (chrome://tracing) trace of one more step, to see where the time goes.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -15,6 +16,8 @@
 
 #include "bench/device_bench.h"
 #include "dit/wan_transformer.h"
+#include "sparse/attention_method.h"
+#include "sparse/recipe_attention.h"
 
 int main(int argc, char** argv) {
   std::string model_dir, diffusers_json, out_path = "step.jsonl", commit = "unknown", trace_path;
@@ -42,24 +45,34 @@ int main(int argc, char** argv) {
   auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
   at::Tensor latents = at::randn({2, 16, 21, 60, 104}, opts), context = at::randn({2, 512, 4096}, opts);
   at::Tensor timestep = at::full({2}, 999.0, at::dtype(at::kFloat).device(at::kCUDA));
-  auto step = [&] { model.forward(latents, timestep, context); };
-  ditkit::bench::reset_peak_memory();
-  const double ours = ditkit::bench::median_ms(step, 2, 5);
-  const double peak_gib = ditkit::bench::peak_memory_gib();
-  std::printf("ditkit dense step %.1f ms, peak %.2f GiB\n", ours, peak_gib);
-  for (const char* which : {"eager", "compiled"}) {
-    const double base = baseline[std::string(which) + "_ms"].get<double>();
-    ditkit::bench::record(out_path, "step", commit,
-                  {{"case", "wan2.1-1.3b random-weights B=2 (cond+uncond) 480x832x81 dense-cudnn bf16"},
-                   {"impl", "ditkit"},
-                   {"value", ours},
-                   {"unit", "ms"},
-                   {"baseline_impl", std::string("diffusers-") + which},
-                   {"baseline_value", base},
-                   {"ratio", base / ours},
-                   {"peak_gib", peak_gib},
-                   {"baseline_peak_gib", baseline[std::string(which) + "_peak_gib"].get<double>()}});
+  ditkit::RecipeAttention* attention = nullptr;
+  auto step = [&] { model.forward(latents, timestep, context, attention); };
+  for (const char* recipe : {"dense:kernel=cudnn", "dense"}) {
+    ditkit::RecipeAttention recipe_attention(ditkit::parse_recipe(recipe, ditkit::attention_method_specs()));
+    attention = &recipe_attention;
+    ditkit::bench::reset_peak_memory();
+    const double ours = ditkit::bench::median_ms(step, 2, 5);
+    const double peak_gib = ditkit::bench::peak_memory_gib();
+    const std::string path = std::string(recipe) == "dense" ? "dense-ditkit-kernel" : "dense-cudnn";
+    std::printf("ditkit %s step %.1f ms, peak %.2f GiB\n", path.c_str(), ours, peak_gib);
+    for (const char* which : {"eager", "compiled"}) {
+      const double base = baseline[std::string(which) + "_ms"].get<double>();
+      ditkit::bench::record(out_path, "step", commit,
+                            {{"case", "wan2.1-1.3b random-weights B=2 (cond+uncond) 480x832x81 " + path + " bf16"},
+                             {"impl", "ditkit"},
+                             {"recipe", recipe},
+                             {"value", ours},
+                             {"unit", "ms"},
+                             {"baseline_impl", std::string("diffusers-") + which},
+                             {"baseline_value", base},
+                             {"ratio", base / ours},
+                             {"peak_gib", peak_gib},
+                             {"baseline_peak_gib", baseline[std::string(which) + "_peak_gib"].get<double>()}});
+    }
   }
+  // The trace: the default recipe (the last one timed).
+  ditkit::RecipeAttention dense(ditkit::parse_recipe("dense", ditkit::attention_method_specs()));
+  attention = &dense;
   if (!trace_path.empty()) {
     namespace prof = torch::autograd::profiler;
     const prof::ProfilerConfig config(prof::ProfilerState::KINETO);

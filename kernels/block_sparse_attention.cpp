@@ -68,6 +68,20 @@ std::optional<cuda::BlockSparseAttentionArgs> kernel_args(const at::Tensor& q, c
   if (!cuda::block_sparse_attention_kernel_supports(a)) return std::nullopt;
   return a;
 }
+
+// Launches the kernel with the block map already in `a`; allocates the output, LSE and row queue.
+AttentionOutput run_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& q, double scale) {
+  at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
+  at::Tensor counter = at::zeros({1}, q.options().dtype(at::kInt));
+  a.out = out.data_ptr();
+  a.lse = lse.data_ptr<float>();
+  a.row_counter = counter.data_ptr<int32_t>();
+  a.scale = static_cast<float>(scale);
+  cudaError_t err = cuda::launch_block_sparse_attention(a, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "block_sparse_attention: CUDA launch failed: ", cudaGetErrorString(err));
+  return {out, lse};
+}
 #endif
 
 }  // namespace
@@ -91,21 +105,14 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
     c10::cuda::CUDAGuard guard(q.device());
     const int64_t R = csr.rows();
     at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
-    // Longest rows first, so the last CTAs to start are the short ones.
+    // Longest rows first, so the last rows to start are the short ones.
     at::Tensor order = at::argsort(offsets.narrow(0, 1, R) - offsets.narrow(0, 0, R), /*stable=*/true, /*dim=*/0,
                                    /*descending=*/true)
                            .to(at::kInt);
-    at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
-    at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
-    args->out = out.data_ptr();
-    args->lse = lse.data_ptr<float>();
     args->row_offsets = offsets.data_ptr<int32_t>();
     args->col_indices = cols.data_ptr<int32_t>();
     args->row_order = order.data_ptr<int32_t>();
-    args->scale = static_cast<float>(scale);
-    cudaError_t err = cuda::launch_block_sparse_attention(*args, c10::cuda::getCurrentCUDAStream());
-    TORCH_CHECK(err == cudaSuccess, "block_sparse_attention: CUDA launch failed: ", cudaGetErrorString(err));
-    return {out, lse};
+    return run_kernel(*args, q, scale);
   }
 #endif
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
@@ -126,6 +133,20 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
       lse[b][h].copy_(row_lse.squeeze(-1));
     }
   return {out, lse};
+}
+
+AttentionOutput full_attention_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
+  TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.sizes() == q.sizes(),
+              "full_attention_kernel: q, k, v must share one [B, S, H, D] shape, got ", q.sizes(), " ", k.sizes(), " ",
+              v.sizes());
+#if DITKIT_HAVE_CUDA
+  if (auto args = kernel_args(q, k, v, {128, 128})) {
+    c10::cuda::CUDAGuard guard(q.device());
+    return run_kernel(*args, q, scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  }
+#endif
+  TORCH_CHECK(false, "full_attention_kernel: the kernel does not take these inputs (", q.device(), ", ",
+              q.scalar_type(), ", head dim ", q.size(3), "); check block_sparse_attention_uses_kernel first");
 }
 
 AttentionOutput block_sparse_attention_reference(const at::Tensor& q_in, const at::Tensor& k_in,

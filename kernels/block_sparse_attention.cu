@@ -3,8 +3,9 @@
 // the consumers' trip count; there are no per-element masks except on the partial last key chunk
 // and on the unused half of an odd-length row of 64-token blocks.
 //
-// Persistent grid: one CTA per SM walks the CSR rows (query blocks) longest first, so the next
-// row's loads overlap the current row's epilogue. CTA = 3 warpgroups. Warpgroup 0 (producer, one
+// Persistent grid: one CTA per SM claims CSR rows (query blocks) from an atomic counter in
+// longest-first order, so rows of uneven length balance out and the next row's loads overlap the
+// current row's epilogue. CTA = 3 warpgroups. Warpgroup 0 (producer, one
 // thread) issues TMA loads: a row's 128-row Q tile (double-buffered), then per stage a 128-row K
 // tile and V tile, each made of two 64-row chunks (one CSR block of 128, or two blocks of 64). Warpgroups 1 and 2 each own 64 query rows: S = Q·Kᵀ (SS wgmma),
 // online softmax in registers, O += P·V (RS wgmma, P straight from the S registers). The QK GEMM
@@ -73,6 +74,9 @@ struct KernelConfig {
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> v;
     typename Pipeline::SharedStorage pipe_k, pipe_v;
     typename PipelineQ::SharedStorage pipe_q;
+    // Which row each Q stage holds: the producer claims rows dynamically and tells the consumers.
+    int32_t row_slot[2];
+    uint64_t row_full[2];
   };
 
   struct Params {
@@ -81,9 +85,10 @@ struct KernelConfig {
     Element* out;
     int64_t out_stride_b, out_stride_s, out_stride_h;
     float* lse;
-    const int32_t* row_offsets;
+    const int32_t* row_offsets;  // null: every row takes every key chunk
     const int32_t* col_indices;
-    const int32_t* row_order;
+    const int32_t* row_order;    // null with row_offsets
+    int32_t* row_counter;        // zero at launch; CTAs claim rows past their first from it
     int32_t rows, tokens, heads, batch, num_q_blocks;
     int32_t chunks_per_block;  // 1 for 64-token CSR blocks, 2 for 128
     float scale_log2;
@@ -201,6 +206,7 @@ __device__ void mask_columns(S& s, C const& cols, int c0, int c1, bool dup, int 
 
 // The token of a key chunk list position: CSR entries expand to 1 or 2 chunks of 64 tokens.
 __device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_per_block) {
+  if (!cols) return t;  // every chunk, in order
   return chunks_per_block == 2 ? 2 * __ldg(cols + (t >> 1)) + (t & 1) : __ldg(cols + t);
 }
 
@@ -212,15 +218,20 @@ struct RowWork {
 
 template <class Params>
 __device__ RowWork row_work(const Params& p, int t) {
-  const int row = __ldg(p.row_order + t);
   RowWork w;
+  const int row = p.row_offsets ? __ldg(p.row_order + t) : t;
   w.qb = row % p.num_q_blocks;
   w.h = (row / p.num_q_blocks) % p.heads;
   w.b = row / p.num_q_blocks / p.heads;
-  const int begin = __ldg(p.row_offsets + row);
-  w.n_chunks = (__ldg(p.row_offsets + row + 1) - begin) * p.chunks_per_block;
+  if (p.row_offsets) {
+    const int begin = __ldg(p.row_offsets + row);
+    w.n_chunks = (__ldg(p.row_offsets + row + 1) - begin) * p.chunks_per_block;
+    w.cols = p.col_indices + begin;
+  } else {
+    w.n_chunks = (p.tokens + kChunk - 1) / kChunk;
+    w.cols = nullptr;
+  }
   w.n_stages = (w.n_chunks + 1) / 2;
-  w.cols = p.col_indices + begin;
   return w;
 }
 
@@ -250,6 +261,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   qp.is_leader = threadIdx.x == 0;
   qp.num_consumers = kConsumerThreads;
   PipelineQ pipe_q(ss.pipe_q, qp, Shape<_1, _1, _1>{});
+  if (threadIdx.x == 0)
+    for (int i = 0; i < 2; ++i) cutlass::arch::ClusterBarrier::init(&ss.row_full[i], 1);
+  cutlass::arch::fence_barrier_init();
   __syncthreads();
 
   const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
@@ -267,7 +281,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
     auto q_state = cutlass::make_producer_start_state<PipelineQ>();
     auto state = cutlass::make_producer_start_state<Pipeline>();
-    for (int t = blockIdx.x; t < p.rows; t += gridDim.x) {
+    for (int t = blockIdx.x;;) {
+      // The Q stage is free once the consumers finished its last row, which they read its slot for.
+      pipe_q.producer_acquire(q_state);
+      ss.row_slot[q_state.index()] = t;
+      cutlass::arch::ClusterBarrier::arrive(&ss.row_full[q_state.index()]);
+      if (t >= p.rows) break;  // the consumers stop at this marker
+      const int next = atomicAdd(p.row_counter, 1) + gridDim.x;
       const RowWork w = row_work(p, t);
       auto tile = [&](auto const& tma) {  // (64, D, chunks) of this row's (batch, head)
         return local_tile(tma.get_tma_tensor(gmem_shape)(_, _, w.h, w.b), Shape<Int<kChunk>, HeadDim>{},
@@ -276,7 +296,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       Tensor tQg = tma_q.partition_S(tile(p.tma_q));
       Tensor tKg = tma_k.partition_S(tile(p.tma_k));
       Tensor tVg = tma_v.partition_S(tile(p.tma_v));
-      pipe_q.producer_acquire(q_state);
       CUTE_UNROLL
       for (int g = 0; g < 2; ++g)
         copy(p.tma_q.with(*pipe_q.producer_get_barrier(q_state)), tQg(_, _, _, 2 * w.qb + g),
@@ -298,6 +317,7 @@ __global__ void __launch_bounds__(kThreads, 1)
              tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
         ++state;
       }
+      t = next;
     }
     return;
   }
@@ -334,7 +354,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (wg == 1) named_arrive(1);
   cutlass::PipelineState<2> read_q;
   cutlass::PipelineState<Cfg::kStages> read_k, read_v;
-  for (int t = blockIdx.x; t < p.rows; t += gridDim.x) {
+  for (;;) {
+    cutlass::arch::ClusterBarrier::wait(&ss.row_full[read_q.index()], read_q.phase());
+    const int t = ss.row_slot[read_q.index()];
+    if (t >= p.rows) break;
     const RowWork w = row_work(p, t);
     OnlineSoftmax<decltype(size<0>(o_rc))::value> softmax;
     clear(acc_o);
@@ -444,6 +467,7 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       a.row_offsets,
       a.col_indices,
       a.row_order,
+      a.row_counter,
       0,
       int32_t(a.tokens),
       int32_t(a.heads),
@@ -453,7 +477,7 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       float(a.scale * M_LOG2E)};
   p.rows = int32_t(a.batch * a.heads * p.num_q_blocks);
   if (p.rows == 0) return cudaSuccess;
-  // Persistent: one CTA per SM walks the rows, longest first (row_order), with a stride.
+  // Persistent: one CTA per SM; each starts on row blockIdx.x, then claims rows from the counter.
   int device = 0, sms = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);

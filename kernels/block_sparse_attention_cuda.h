@@ -21,9 +21,10 @@ struct BlockSparseAttentionArgs {
   int64_t q_strides[3], k_strides[3], v_strides[3], out_strides[3];  // (batch, token, head)
   int64_t batch, tokens, heads, head_dim;
   int64_t k_block;                // 64 or 128 tokens per CSR key block (query blocks are 128)
-  const int32_t* row_offsets;     // [R + 1], R = B·H·NQ rows in (b, h, i) order
+  const int32_t* row_offsets;     // [R + 1], R = B·H·NQ rows in (b, h, i) order; null: all blocks
   const int32_t* col_indices;     // ascending key blocks per row
   const int32_t* row_order;       // [R] the order CTAs take rows in: longest first
+  int32_t* row_counter;           // one int, zero at launch (the kernel's row queue)
   float scale;                    // softmax scale applied to q·k
 };
 

@@ -13,7 +13,9 @@ at::Tensor Plan::density(at::Device device) const {
 }
 
 AttentionOutput execute_plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) {
-  if (plan.dense) return dense_attention(q, k, v);
+  if (plan.dense)
+    return block_sparse_attention_uses_kernel(q, k, v, {128, 128}) ? full_attention_kernel(q, k, v)
+                                                                   : dense_attention(q, k, v);
   if (!plan.permutation.defined()) return block_sparse_attention(q, k, v, plan.csr, plan.blocks);
   const at::Tensor& perm = plan.permutation;
   AttentionOutput r = block_sparse_attention(permute_tokens(q, perm), permute_tokens(k, perm),

@@ -175,6 +175,7 @@ TEST(BlockSparseAttention, StridedViewsAndBadMapsAreHandled) {
   EXPECT_TRUE(close(block_sparse_attention(q, k, v, full, {128, 64}).out, dense_attention(q, k, v).out, 1e-5));
   EXPECT_THROW(block_sparse_attention(q, k, v, full, {128, 128}), c10::Error);  // map made for 64-token key blocks
   EXPECT_FALSE(block_sparse_attention_uses_kernel(q, k, v, {128, 64}));         // the kernel is for the GPU
+  EXPECT_THROW(full_attention_kernel(q, k, v), c10::Error);
 }
 
 TEST(DenseAttention, MatchesReferenceOnCpu) {
@@ -308,6 +309,16 @@ TEST(AttentionBlocksCuda, HopperKernelTakesStridedViewsAndMatchesCudnnAtDensityO
     AttentionOutput cudnn = dense_attention(q, k, v);
     EXPECT_LT(relative_error(got.out, cudnn.out), 1e-2) << "kb=" << kb;
     EXPECT_TRUE(close(got.lse, cudnn.lse, 2e-2));
+  }
+  // Dense through the kernel with no block map (the `dense` method's path on Hopper).
+  if (on_hopper()) {
+    AttentionOutput full = full_attention_kernel(q, k, v), cudnn = dense_attention(q, k, v);
+    EXPECT_LT(relative_error(full.out, cudnn.out), 1e-2);
+    EXPECT_TRUE(close(full.lse, cudnn.lse, 2e-2));
+    at::Tensor qh = q.to(at::kHalf), kh = k.to(at::kHalf), vh = v.to(at::kHalf);
+    EXPECT_LT(relative_error(full_attention_kernel(qh, kh, vh).out, dense_attention(qh, kh, vh).out), 1e-2);
+  } else {
+    EXPECT_THROW(full_attention_kernel(q, k, v), c10::Error);
   }
 }
 

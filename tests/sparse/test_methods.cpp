@@ -47,7 +47,8 @@ AttentionContext context() {
 TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
   Qkv x = random_qkv(2, kGrid.tokens(), 3, 64);
   AttentionOutput dense = dense_attention(x.q, x.k, x.v);
-  for (std::string recipe : {"dense", "topk:k=1000", "topk:mass=1", "topk:k=1000:kblock=128", "window3d:t=3:h=7:w=9"}) {
+  for (std::string recipe : {"dense", "dense:kernel=cudnn", "topk:k=1000", "topk:mass=1", "topk:k=1000:kblock=128",
+                             "window3d:t=3:h=7:w=9"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     EXPECT_FLOAT_EQ(plan.density(at::kCPU).item<float>(), 1.0f) << recipe;
@@ -134,6 +135,16 @@ TEST(MethodsCuda, AtDensityOneEveryMethodEqualsDenseOnTheGpu) {
     auto m = method(recipe);
     AttentionOutput got = m->run(x.q, x.k, x.v, m->plan(x.q, x.k, context()));
     EXPECT_TRUE(close(got.out, dense.out, 2e-3)) << recipe;
+  }
+  // bf16, the model's GPU dtype: the Hopper kernel's paths (where it runs) against cuDNN.
+  at::Tensor q = x.q.to(at::kBFloat16), k = x.k.to(at::kBFloat16), v = x.v.to(at::kBFloat16);
+  auto library = method("dense:kernel=cudnn");
+  AttentionOutput cudnn = library->run(q, k, v, library->plan(q, k, context()));
+  for (std::string recipe : {"dense", "topk:k=1000:kblock=128", "topk:k=1000"}) {
+    auto m = method(recipe);
+    at::Tensor got = m->run(q, k, v, m->plan(q, k, context())).out.to(at::kDouble);
+    const double err = (got - cudnn.out.to(at::kDouble)).norm().item<double>() / cudnn.out.to(at::kDouble).norm().item<double>();
+    EXPECT_LT(err, 1e-2) << recipe;
   }
 }
 
