@@ -30,7 +30,7 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
                 uncond_context.defined() ? uncond_context.sizes() : at::IntArrayRef{});
   TORCH_CHECK(options.prediction == "velocity" || options.prediction == "sample",
               "sample: prediction must be \"velocity\" or \"sample\", got \"", options.prediction, "\"");
-  if (attention) attention->check(static_cast<int>(model.config().num_layers), options.steps);
+  if (attention) attention->begin_run(static_cast<int>(model.config().num_layers), options.steps);
 
   auto scheduler = make_flow_scheduler(options.scheduler, options.shift);
   scheduler->set_timesteps(options.steps);

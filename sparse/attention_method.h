@@ -26,6 +26,9 @@ class AttentionMethod {
   virtual AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) {
     return execute_plan(q, k, v, plan);
   }
+
+  // Forget whatever is kept between calls (plans reused across steps): a sampling run begins.
+  virtual void reset() {}
 };
 
 // The methods a recipe can name, with their parameters (what the recipe parser validates against).

@@ -176,6 +176,8 @@ std::optional<double> to_float(const std::string& s) {
 // What is wrong with `value` for `p`, or "" when nothing is.
 std::string value_problem(const MethodSpec& method, const ParamSpec& p, const std::string& value) {
   const std::string what = "parameter '" + p.name + "' of method '" + method.name + "': ";
+  // Rules are checked where they are parsed; only a (disallowed) default reaches here.
+  if (p.type == ParamSpec::Type::kRule) return what + "a rule-valued parameter takes no default";
   // JSON strings must stay writable in the string grammar, so both forms take the same values.
   if (value.empty() || !std::all_of(value.begin(), value.end(), is_value_char))
     return what + "'" + value + "' is not a VALUE ([A-Za-z0-9_.+-]+)";
@@ -387,6 +389,100 @@ void check_keys(const json& object, const std::vector<std::string>& known, const
       json_fail(file, path.empty() ? key : path + "." + key, "unknown key '" + key + "' (known: " + join(known) + ")");
 }
 
+// One rule from the cursor; `nested` for a rule inside '(' ')' (a kRule parameter's value), which
+// takes no conditions.
+RecipeRule parse_rule(Cursor& c, const std::vector<MethodSpec>& methods, bool nested) {
+  RecipeRule rule;
+  rule.position = c.pos();
+  rule.method = c.word();
+  if (rule.method.empty()) c.fail(rule.position, "expected a method name, found " + c.here(rule.position));
+  const MethodSpec* method = find_method(methods, rule.method);
+  if (!method) c.fail(rule.position, unknown_method(methods, rule.method));
+  for (;;) {
+    if (c.accept(":")) {
+      const size_t at = c.pos();
+      const std::string name = c.word();
+      if (name.empty()) c.fail(at, "expected a parameter name after ':', found " + c.here(at));
+      const ParamSpec* param = find_param(*method, name);
+      if (!param) c.fail(at, unknown_param(*method, name));
+      if (rule.params.count(name)) c.fail(at, "parameter '" + name + "' given twice");
+      if (!c.accept("=")) c.fail(c.pos(), "expected '=' after '" + name + "', found " + c.here(c.pos()));
+      const size_t value_at = c.pos();
+      if (param->type == ParamSpec::Type::kRule) {
+        if (!c.accept("("))
+          c.fail(value_at, "parameter '" + name + "' of method '" + method->name +
+                               "' takes a rule in parentheses, such as (topk:k=8); found " + c.here(value_at));
+        const RecipeRule inner = parse_rule(c, methods, true);
+        if (!c.accept(")")) c.fail(c.pos(), "expected ')' to close '" + name + "=(', found " + c.here(c.pos()));
+        rule.params[name] = "(" + to_string(inner) + ")";
+        continue;
+      }
+      const std::string value = c.value();
+      if (value.empty()) c.fail(value_at, "expected a value for '" + name + "', found " + c.here(value_at));
+      const std::string problem = value_problem(*method, *param, value);
+      if (!problem.empty()) c.fail(value_at, problem);
+      rule.params[name] = value;
+    } else if (const size_t cond_at = c.pos(); c.accept("@")) {
+      if (nested) c.fail(cond_at, "a rule in parentheses takes no conditions: put '@...' on the outer rule");
+      const size_t at = c.pos();
+      const std::string axis = c.word();
+      Range* r = axis == "layers" ? &rule.layers : axis == "steps" ? &rule.steps : nullptr;
+      if (!r) c.fail(at, "expected 'steps' or 'layers' after '@', found " + (axis.empty() ? c.here(at) : "'" + axis + "'"));
+      if (r->constrained())
+        c.fail(at, "a second '" + axis + "' condition in one rule; give both ends as " + axis + "=A..B");
+      r->position = at;
+      parse_op(c, *r, axis);
+    } else {
+      break;
+    }
+  }
+  const std::string problem = fill_defaults(*method, rule.params);
+  if (!problem.empty()) c.fail(rule.position, problem);
+  return rule;
+}
+
+// One rule object at `path`; `nested` for a kRule parameter's value, which takes no conditions.
+RecipeRule json_rule(const json& r, const std::vector<MethodSpec>& methods, const std::string& file,
+                     const std::string& path, bool nested) {
+  if (!r.is_object()) json_fail(file, path, "expected an object such as {\"method\": \"dense\"}, found " + r.dump());
+  if (nested)
+    check_keys(r, {"method", "params"}, file, path);
+  else
+    check_keys(r, {"method", "params", "layers", "steps"}, file, path);
+  RecipeRule rule;
+  const auto m = r.find("method");
+  if (m == r.end()) json_fail(file, path + ".method", "missing");
+  if (!m->is_string()) json_fail(file, path + ".method", "expected a string, found " + m->dump());
+  rule.method = m->get<std::string>();
+  const MethodSpec* method = find_method(methods, rule.method);
+  if (!method) json_fail(file, path + ".method", unknown_method(methods, rule.method));
+  if (const auto params = r.find("params"); params != r.end()) {
+    if (!params->is_object()) json_fail(file, path + ".params", "expected an object, found " + params->dump());
+    for (const auto& [name, value] : params->items()) {
+      const std::string at = path + ".params." + name;
+      const ParamSpec* param = find_param(*method, name);
+      if (!param) json_fail(file, at, unknown_param(*method, name));
+      if (param->type == ParamSpec::Type::kRule) {
+        rule.params[name] = "(" + to_string(json_rule(value, methods, file, at, true)) + ")";
+        continue;
+      }
+      if (!value.is_number() && !value.is_string())
+        json_fail(file, at, "expected a number or a string, found " + value.dump());
+      const std::string text = json_value_text(value);
+      const std::string problem = value_problem(*method, *param, text);
+      if (!problem.empty()) json_fail(file, at, problem);
+      rule.params[name] = text;
+    }
+  }
+  const std::string problem = fill_defaults(*method, rule.params);
+  if (!problem.empty()) json_fail(file, path + ".params", problem);
+  if (const auto layers = r.find("layers"); layers != r.end())
+    rule.layers = json_range(*layers, "layers", file, path + ".layers");
+  if (const auto steps = r.find("steps"); steps != r.end())
+    rule.steps = json_range(*steps, "steps", file, path + ".steps");
+  return rule;
+}
+
 }  // namespace
 
 RecipeError::RecipeError(const std::string& message, size_t column, std::string json_path)
@@ -414,6 +510,18 @@ const std::string& RecipeRule::string_param(const std::string& name) const {
     throw std::invalid_argument("recipe rule '" + rule_label(*this) + "': parameter '" + name +
                                 "' is not set (not declared by the method, or optional without a default)");
   return it->second;
+}
+
+RecipeRule RecipeRule::rule_param(const std::string& name, const std::vector<MethodSpec>& methods) const {
+  const std::string& s = string_param(name);
+  if (s.size() < 2 || s.front() != '(' || s.back() != ')')
+    throw std::invalid_argument("recipe rule '" + rule_label(*this) + "': parameter '" + name + "' is '" + s +
+                                "', not a rule in parentheses");
+  Recipe inner = parse_recipe(s.substr(1, s.size() - 2), methods);
+  if (inner.rules.size() != 1 || !inner.rules[0].is_default())
+    throw std::invalid_argument("recipe rule '" + rule_label(*this) + "': parameter '" + name + "' is '" + s +
+                                "', not one rule without conditions");
+  return inner.rules[0];
 }
 
 int64_t RecipeRule::int_param(const std::string& name) const {
@@ -450,43 +558,7 @@ Recipe parse_recipe(const std::string& text, const std::vector<MethodSpec>& meth
   try {
     if (c.at_end()) c.fail(0, "empty recipe");
     do {
-      RecipeRule rule;
-      rule.position = c.pos();
-      rule.method = c.word();
-      if (rule.method.empty()) c.fail(rule.position, "expected a method name, found " + c.here(rule.position));
-      const MethodSpec* method = find_method(methods, rule.method);
-      if (!method) c.fail(rule.position, unknown_method(methods, rule.method));
-      for (;;) {
-        if (c.accept(":")) {
-          const size_t at = c.pos();
-          const std::string name = c.word();
-          if (name.empty()) c.fail(at, "expected a parameter name after ':', found " + c.here(at));
-          const ParamSpec* param = find_param(*method, name);
-          if (!param) c.fail(at, unknown_param(*method, name));
-          if (rule.params.count(name)) c.fail(at, "parameter '" + name + "' given twice");
-          if (!c.accept("=")) c.fail(c.pos(), "expected '=' after '" + name + "', found " + c.here(c.pos()));
-          const size_t value_at = c.pos();
-          const std::string value = c.value();
-          if (value.empty()) c.fail(value_at, "expected a value for '" + name + "', found " + c.here(value_at));
-          const std::string problem = value_problem(*method, *param, value);
-          if (!problem.empty()) c.fail(value_at, problem);
-          rule.params[name] = value;
-        } else if (c.accept("@")) {
-          const size_t at = c.pos();
-          const std::string axis = c.word();
-          Range* r = axis == "layers" ? &rule.layers : axis == "steps" ? &rule.steps : nullptr;
-          if (!r) c.fail(at, "expected 'steps' or 'layers' after '@', found " + (axis.empty() ? c.here(at) : "'" + axis + "'"));
-          if (r->constrained())
-            c.fail(at, "a second '" + axis + "' condition in one rule; give both ends as " + axis + "=A..B");
-          r->position = at;
-          parse_op(c, *r, axis);
-        } else {
-          break;
-        }
-      }
-      const std::string problem = fill_defaults(*method, rule.params);
-      if (!problem.empty()) c.fail(rule.position, problem);
-      recipe.rules.push_back(std::move(rule));
+      recipe.rules.push_back(parse_rule(c, methods, false));
     } while (c.accept(","));
     if (!c.at_end())
       c.fail(c.pos(), "unexpected " + c.here(c.pos()) + " after rule '" + rule_label(recipe.rules.back()) +
@@ -517,40 +589,8 @@ Recipe parse_recipe_json(const std::string& json_text, const std::vector<MethodS
   if (rules == doc.end()) json_fail(file, "rules", "missing");
   if (!rules->is_array()) json_fail(file, "rules", "expected a list of rules, found " + rules->dump());
   if (rules->empty()) json_fail(file, "rules", "empty recipe");
-  for (size_t i = 0; i < rules->size(); ++i) {
-    const json& r = (*rules)[i];
-    const std::string path = "rules[" + std::to_string(i) + "]";
-    if (!r.is_object()) json_fail(file, path, "expected an object such as {\"method\": \"dense\"}, found " + r.dump());
-    check_keys(r, {"method", "params", "layers", "steps"}, file, path);
-    RecipeRule rule;
-    const auto m = r.find("method");
-    if (m == r.end()) json_fail(file, path + ".method", "missing");
-    if (!m->is_string()) json_fail(file, path + ".method", "expected a string, found " + m->dump());
-    rule.method = m->get<std::string>();
-    const MethodSpec* method = find_method(methods, rule.method);
-    if (!method) json_fail(file, path + ".method", unknown_method(methods, rule.method));
-    if (const auto params = r.find("params"); params != r.end()) {
-      if (!params->is_object()) json_fail(file, path + ".params", "expected an object, found " + params->dump());
-      for (const auto& [name, value] : params->items()) {
-        const std::string at = path + ".params." + name;
-        const ParamSpec* param = find_param(*method, name);
-        if (!param) json_fail(file, at, unknown_param(*method, name));
-        if (!value.is_number() && !value.is_string())
-          json_fail(file, at, "expected a number or a string, found " + value.dump());
-        const std::string text = json_value_text(value);
-        const std::string problem = value_problem(*method, *param, text);
-        if (!problem.empty()) json_fail(file, at, problem);
-        rule.params[name] = text;
-      }
-    }
-    const std::string problem = fill_defaults(*method, rule.params);
-    if (!problem.empty()) json_fail(file, path + ".params", problem);
-    if (const auto layers = r.find("layers"); layers != r.end())
-      rule.layers = json_range(*layers, "layers", file, path + ".layers");
-    if (const auto steps = r.find("steps"); steps != r.end())
-      rule.steps = json_range(*steps, "steps", file, path + ".steps");
-    recipe.rules.push_back(std::move(rule));
-  }
+  for (size_t i = 0; i < rules->size(); ++i)
+    recipe.rules.push_back(json_rule((*rules)[i], methods, file, "rules[" + std::to_string(i) + "]", false));
   check_rules(recipe, 0);
   return recipe;
 }
@@ -611,10 +651,14 @@ std::string describe_methods(const std::vector<MethodSpec>& methods) {
   for (const MethodSpec& m : methods) {
     s += m.name + (m.help.empty() ? "" : "  " + m.help) + "\n";
     for (const ParamSpec& p : m.params) {
-      std::string kind = p.type == ParamSpec::Type::kInt ? "int" : p.type == ParamSpec::Type::kFloat ? "float" : "";
+      std::string kind = p.type == ParamSpec::Type::kInt     ? "int"
+                         : p.type == ParamSpec::Type::kFloat ? "float"
+                         : p.type == ParamSpec::Type::kRule  ? "(rule)"
+                                                             : "";
       for (const std::string& choice : p.choices) kind += (kind.empty() ? "" : "|") + choice;
       if (kind.empty()) kind = "string";
-      if (p.type != ParamSpec::Type::kString && (!std::isinf(p.min) || !std::isinf(p.max)))
+      const bool numeric = p.type == ParamSpec::Type::kInt || p.type == ParamSpec::Type::kFloat;
+      if (numeric && (!std::isinf(p.min) || !std::isinf(p.max)))
         kind += " in [" + (std::isinf(p.min) ? "-inf" : number_text(p.min)) + ", " +
                 (std::isinf(p.max) ? "inf" : number_text(p.max)) + "]";
       s += "  :" + p.name + "=<" + kind + ">" +

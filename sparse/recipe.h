@@ -5,7 +5,9 @@
 // String grammar (whitespace is allowed around every token):
 //
 //   recipe := rule { ',' rule }
-//   rule   := METHOD { ':' NAME '=' VALUE | '@' cond }     params and conds in any order
+//   rule   := METHOD { ':' NAME '=' value | '@' cond }     params and conds in any order
+//   value  := VALUE | '(' inner ')'                        '(' inner ')' only for rule-valued parameters
+//   inner  := METHOD { ':' NAME '=' value }                a rule without conditions (they belong outside)
 //   cond   := AXIS OP
 //   AXIS   := 'steps' | 'layers'                           at most one cond per axis in a rule
 //   OP     := '<' N | '<=' N | '>' N | '>=' N | '=' N | '=' N '..' M
@@ -23,6 +25,7 @@
 //   dense@steps<10,svg:density=0.15                dense for steps 0..9, svg elsewhere
 //   dense@steps<20%,dense@layers=0,topk:k=8:diag=1
 //   window3d:t=1:h=2:w=2@layers=1..29@steps>=5
+//   reuse:every=5:inner=(topk:k=8)@steps>=10       a method wrapping another (its `inner` rule)
 //
 // JSON form (load_recipe() reads it from a file):
 //
@@ -30,7 +33,8 @@
 //              {"method": "dense", "layers": [0, 1]},
 //              {"method": "topk", "params": {"k": 8, "diag": 1}}]}
 //
-//   "method" is required; "params" maps NAME to a number or a string; "layers" and "steps" take
+//   "method" is required; "params" maps NAME to a number or a string, or, for a rule-valued
+//   parameter, to an object {"method": ..., "params": {...}} (no "layers"/"steps"); "layers" and "steps" take
 //   either the cond syntax without the axis name ("<10", ">=20%", "=1..30") or [begin, end], each
 //   end an index, a percentage string ("20%", steps only) or null (open), end exclusive.
 //
@@ -72,7 +76,9 @@ class RecipeError : public std::invalid_argument {
 // The schema that recipes are checked against; each attention method declares its own, so the
 // parser knows no method itself.
 struct ParamSpec {
-  enum class Type { kInt, kFloat, kString };
+  // kRule: the value is another method's rule, `(topk:k=8)`, checked against the same table and
+  // stored in its canonical form with the parentheses; it takes no default.
+  enum class Type { kInt, kFloat, kString, kRule };
   std::string name;
   Type type = Type::kFloat;
   double min = -std::numeric_limits<double>::infinity();  // inclusive; numeric types only
@@ -122,6 +128,8 @@ struct RecipeRule {
   int64_t int_param(const std::string& name) const;
   double float_param(const std::string& name) const;
   const std::string& string_param(const std::string& name) const;
+  // A kRule parameter as the rule it holds (parsed again against `methods`).
+  RecipeRule rule_param(const std::string& name, const std::vector<MethodSpec>& methods) const;
 };
 
 struct Recipe {

@@ -16,6 +16,10 @@ class RecipeAttention {
   // Checks the recipe covers every layer and step of a run (call before sampling).
   void check(int num_layers, int num_steps) const { check_recipe(recipe_, num_layers, num_steps); }
 
+  // Starts a sampling run: check(), then every method forgets what it kept from an earlier run
+  // (one RecipeAttention may serve many runs, e.g. dit-adherence's prompts). sample() calls it.
+  void begin_run(int num_layers, int num_steps);
+
   AttentionOutput forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionContext& ctx);
 
   // The method that handles (layer, step) of a run of num_steps steps.

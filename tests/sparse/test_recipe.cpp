@@ -447,5 +447,76 @@ TEST(Recipe, DescribeMethods) {
   EXPECT_NE(help.find("  :order=<fhw|hwf>  default fhw"), std::string::npos) << help;
 }
 
+// The table above plus a method wrapping another, as `reuse` does: a kRule parameter.
+const std::vector<MethodSpec>& wrapping_methods() {
+  static const std::vector<MethodSpec> specs = [] {
+    std::vector<MethodSpec> s = methods();
+    s.push_back({"reuse",
+                 {{"inner", Type::kRule, 0, 0, {}, true, "", "the wrapped method"},
+                  {"every", Type::kInt, 1, 100, {}, false, "5", "re-plan period"}},
+                 "keeps plans"});
+    return s;
+  }();
+  return specs;
+}
+
+TEST(RecipeRules, RuleParameterParsesNestsAndRoundTrips) {
+  const Recipe r = parse_recipe("dense@steps<2, reuse : inner = ( topk:k=8 ) :every=3@steps>=2", wrapping_methods());
+  const RecipeRule& reuse = r.rules.at(1);
+  EXPECT_EQ(reuse.string_param("inner"), "(topk:diag=0:k=8)");  // canonical, defaults filled in
+  EXPECT_EQ(reuse.int_param("every"), 3);
+  const RecipeRule inner = reuse.rule_param("inner", wrapping_methods());
+  EXPECT_EQ(inner.method, "topk");
+  EXPECT_EQ(inner.int_param("k"), 8);
+  EXPECT_THROW(reuse.rule_param("every", wrapping_methods()), std::invalid_argument);
+  EXPECT_EQ(to_string(r), "dense@steps<2,reuse:every=3:inner=(topk:diag=0:k=8)@steps>=2");
+  EXPECT_EQ(to_string(parse_recipe(to_string(r), wrapping_methods())), to_string(r));
+  // Nesting, and the JSON form giving the same rule.
+  const std::string nested = "reuse:inner=(reuse:inner=(svg:density=0.2))";
+  EXPECT_EQ(parse_recipe(nested, wrapping_methods()).rules[0].rule_param("inner", wrapping_methods()).string_param("inner"),
+            "(svg:density=0.2:warmup=0)");
+  const Recipe j = parse_recipe_json(
+      R"({"rules": [{"method": "reuse", "params": {"every": 3, "inner": {"method": "topk", "params": {"k": 8}}}}]})",
+      wrapping_methods());
+  EXPECT_EQ(to_string(j), "reuse:every=3:inner=(topk:diag=0:k=8)");
+  // Rules that differ only inside the parentheses disagree.
+  EXPECT_THROW(parse_recipe("reuse:inner=(topk:k=8)@steps<5,reuse:inner=(topk:k=9)@steps<9,dense", wrapping_methods()),
+               RecipeError);
+  EXPECT_NE(describe_methods(wrapping_methods()).find("  :inner=<(rule)>  required  the wrapped method"),
+            std::string::npos);
+}
+
+TEST(RecipeRules, ErrorsInsideTheParenthesesPointThere) {
+  auto expect_error = [](const std::string& text, size_t column, const std::string& words) {
+    SCOPED_TRACE(text);
+    const RecipeError e = recipe_error([&] { parse_recipe(text, wrapping_methods()); });
+    EXPECT_EQ(e.column(), column) << e.what();
+    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+  };
+  expect_error("reuse:inner=(topk:k=0)", 21, "parameter 'k' of method 'topk': 0 is out of range");
+  expect_error("reuse:inner=(topk:kk=1)", 19, "unknown parameter 'kk' for method 'topk'");
+  expect_error("reuse:inner=(topx)", 14, "unknown method 'topx'");
+  expect_error("reuse:inner=(topk)", 14, "missing required parameter 'k' for method 'topk'");
+  expect_error("reuse:inner=topk", 13, "parameter 'inner' of method 'reuse' takes a rule in parentheses");
+  expect_error("reuse:inner=(topk:k=2@steps<3)", 22, "a rule in parentheses takes no conditions");
+  expect_error("reuse:inner=(topk:k=2", 22, "expected ')' to close 'inner=('");
+  expect_error("reuse:every=3", 1, "missing required parameter 'inner' for method 'reuse'");
+  expect_error("reuse:every=0:inner=(dense)", 13, "parameter 'every' of method 'reuse'");
+}
+
+TEST(RecipeRules, JsonRuleParameterErrorsNameTheirPath) {
+  auto expect_path = [](const std::string& text, const std::string& path) {
+    SCOPED_TRACE(text);
+    const RecipeError e = recipe_error([&] { parse_recipe_json(text, wrapping_methods()); });
+    EXPECT_EQ(e.json_path(), path) << e.what();
+  };
+  expect_path(R"({"rules": [{"method": "reuse", "params": {"inner": {"method": "topk", "params": {"k": "x"}}}}]})",
+              "rules[0].params.inner.params.k");
+  expect_path(R"({"rules": [{"method": "reuse", "params": {"inner": {"method": "dense", "steps": "<3"}}}]})",
+              "rules[0].params.inner.steps");
+  expect_path(R"({"rules": [{"method": "reuse", "params": {"inner": "topk"}}]})", "rules[0].params.inner");
+}
+
+
 }  // namespace
 }  // namespace ditkit

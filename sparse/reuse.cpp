@@ -1,0 +1,96 @@
+// `reuse`: attention patterns change slowly across denoising steps, so a plan made at one step
+// serves the next few. What it keeps: per layer, the inner method's last plan, the step it was
+// made at, the shape it was made for and (with drift) the q/k block means it was made from.
+// RecipeAttention::begin_run() calls reset() at the start of every sampling run, which drops all
+// of it; a call whose step goes back, or whose step count or shape differs, re-plans as well, so
+// callers that drive a method directly never run a plan from another run or another shape.
+#include "sparse/reuse.h"
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <vector>
+
+#include "kernels/block_pool.h"
+#include "sparse/method_registry.h"
+
+namespace ditkit {
+
+namespace {
+
+class ReuseMethod final : public AttentionMethod {
+ public:
+  ReuseMethod(std::unique_ptr<AttentionMethod> inner, ReuseSchedule schedule)
+      : inner_(std::move(inner)), schedule_(schedule) {}
+  std::string name() const override { return "reuse"; }
+
+  Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
+    std::vector<int64_t> shape = q.sizes().vec();
+    shape.insert(shape.end(), {ctx.grid.frames, ctx.grid.height, ctx.grid.width, ctx.num_steps});
+    auto it = kept_.find(ctx.layer);
+    bool replan = it == kept_.end() || it->second.shape != shape || it->second.device != q.device() ||
+                  ctx.step < it->second.step ||
+                  (schedule_.every > 0 && ctx.step - it->second.step >= schedule_.every);
+    at::Tensor summary;
+    if (schedule_.drift > 0) {
+      summary = summarise(q, k);
+      // The one host sync: whether to launch the inner planner is decided on the host.
+      if (!replan)
+        replan = ((summary - it->second.summary).norm() / it->second.summary.norm()).item<double>() > schedule_.drift;
+    }
+    if (replan) kept_[ctx.layer] = Kept{inner_->plan(q, k, ctx), ctx.step, std::move(shape), q.device(), summary};
+    return kept_[ctx.layer].plan;
+  }
+
+  AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) override {
+    return inner_->run(q, k, v, plan);
+  }
+
+  void reset() override {
+    kept_.clear();
+    inner_->reset();
+  }
+
+ private:
+  struct Kept {
+    Plan plan;
+    int step = 0;
+    std::vector<int64_t> shape;  // q's sizes, the grid, num_steps
+    at::Device device = at::kCPU;
+    at::Tensor summary;  // drift only: fp32 block means of q then k, flattened
+  };
+
+  // What the drift is measured on: the 128-token block means that block-score planners rank.
+  static at::Tensor summarise(const at::Tensor& q, const at::Tensor& k) {
+    return at::cat({block_mean_pool(q, 128).flatten(), block_mean_pool(k, 128).flatten()}).to(at::kFloat);
+  }
+
+  std::unique_ptr<AttentionMethod> inner_;
+  ReuseSchedule schedule_;
+  std::map<int, Kept> kept_;  // by layer
+};
+
+}  // namespace
+
+std::unique_ptr<AttentionMethod> make_reuse_method(std::unique_ptr<AttentionMethod> inner, ReuseSchedule schedule) {
+  return std::make_unique<ReuseMethod>(std::move(inner), schedule);
+}
+
+MethodEntry reuse_method_entry() {
+  using T = ParamSpec::Type;
+  MethodSpec spec{
+      "reuse",
+      {
+          {"inner", T::kRule, 0, 0, {}, true, "", "the method whose plans are kept, e.g. (topk:k=8)"},
+          {"every", T::kInt, 0, 1000000, {}, false, "5", "re-plan after this many steps (0: only on drift)"},
+          {"drift", T::kFloat, 0, 1e9, {}, false, "0",
+           "> 0: also re-plan when q/k block means moved this much (relative); one host sync per call"},
+      },
+      "keeps each layer's plan of an inner method across steps, re-planning on a schedule or on drift"};
+  return {spec, [](const RecipeRule& rule) {
+            return make_reuse_method(make_attention_method(rule.rule_param("inner", attention_method_specs())),
+                                     ReuseSchedule{rule.int_param("every"), rule.float_param("drift")});
+          }};
+}
+
+}  // namespace ditkit
