@@ -27,15 +27,14 @@ void check_select_args(const at::Tensor& scores, const BlockGeometry& g, const B
   TORCH_CHECK(s.keep_first >= 0, "select_blocks: keep_first must be >= 0");
 }
 
-// Token count of each key block: all k_block but a partial last one.
+}  // namespace
+
 at::Tensor key_block_sizes(const BlockGeometry& g, at::Device device) {
   // Built on the device: a host-to-device copy would synchronise (and break graph capture).
   at::Tensor n = at::full({g.num_k_blocks()}, static_cast<double>(g.k_block), at::dtype(at::kDouble).device(device));
   if (g.tokens % g.k_block) n.narrow(0, g.num_k_blocks() - 1, 1).fill_(static_cast<double>(g.tokens % g.k_block));
   return n;
 }
-
-}  // namespace
 
 at::Tensor forced_blocks(const BlockGeometry& g, const BlockSelection& s, at::Device device) {
   const int64_t NQ = g.num_q_blocks(), NK = g.num_k_blocks();

@@ -25,6 +25,9 @@ struct BlockGeometry {
   int64_t num_k_blocks() const { return (tokens + k_block - 1) / k_block; }
 };
 
+// Token count of each key block (all k_block but a partial last one): float64 [NK] on `device`.
+at::Tensor key_block_sizes(const BlockGeometry& geometry, at::Device device);
+
 // scores [B, H, NQ, NK] -> bool mask of the same shape. Forced blocks count toward top_k (so a
 // row keeps exactly top_k blocks as long as top_k >= the forced ones). The mass of block j is
 // n_j·exp(score_j) normalised over the row, n_j its token count. Runs on the scores' device with

@@ -20,6 +20,7 @@ AttentionMethod& RecipeAttention::method_for(const AttentionContext& ctx) {
 
 AttentionOutput RecipeAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                          const AttentionContext& ctx) {
+  if (observer_) observer_->observe(q, k, ctx);
   AttentionMethod& method = method_for(ctx);
   return method.run(q, k, v, method.plan(q, k, ctx));
 }

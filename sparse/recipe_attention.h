@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "sparse/attention_method.h"
+#include "sparse/attention_observer.h"
 
 namespace ditkit {
 
@@ -25,9 +26,13 @@ class RecipeAttention {
   // The method that handles (layer, step) of a run of num_steps steps.
   AttentionMethod& method_for(const AttentionContext& ctx);
 
+  // Shown every call's q and k before the method runs; nullptr (the default) for none. Not owned.
+  void set_observer(AttentionObserver* observer) { observer_ = observer; }
+
  private:
   Recipe recipe_;
   std::vector<std::unique_ptr<AttentionMethod>> methods_;  // one per rule, same order
+  AttentionObserver* observer_ = nullptr;
 };
 
 }  // namespace ditkit

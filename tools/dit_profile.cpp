@@ -1,0 +1,155 @@
+// dit-profile: the attention structure of a model, per layer and head.
+// `dit-profile --prompt "..." --out DIR [--model DIR] [--steps-to-profile 0,15,29]`
+//
+// Runs the sampling loop for one prompt with dense attention and, at the chosen steps, measures
+// every layer's self-attention from its exact softmax probabilities: block maps, density at
+// 90/95/99% of the mass, spatial / temporal / other head class (pipelines/attention_profile.h
+// lists the files written). Without --model it profiles the shipped default model.
+#include <ATen/ATen.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "pipelines/attention_profile.h"
+#include "pipelines/model_location.h"
+#include "pipelines/progress.h"
+#include "pipelines/text_to_video.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct ProfileOptions {
+  std::string prompt;
+  std::string out;
+  std::string model;  // empty: the shipped default model
+  std::string device = "auto";
+  std::vector<int> steps_to_profile;  // empty: first, middle and last
+  int k_block = 64;
+  // The model's defaults (ModelDefaults) unless given: only the flags set on the command line count.
+  int width = 0, height = 0, frames = 0, steps = 0;
+  double guidance = 0;
+  int64_t seed = 0;
+};
+
+int fail(const std::string& message, int code = 2) {
+  std::fprintf(stderr, "dit-profile: %s\n", message.c_str());
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ProfileOptions o;
+  CLI::App app{"dit-profile: per layer and head, the attention structure of a video diffusion transformer"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("-p,--prompt", o.prompt, "what the video shows")->required();
+  app.add_option("-o,--out", o.out, "output folder: profile.json, summary.md, step_NNN.png, block_maps.safetensors")
+      ->required();
+  app.add_option("-m,--model", o.model,
+                 "model folder (Wan2.1 diffusers layout, or a shipped-model folder); default: the shipped model")
+      ->envname("DITKIT_MODEL");
+  auto from_model = [&](CLI::Option* option) { return option->default_str("the model's"); };
+  CLI::Option* width =
+      from_model(app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber));
+  CLI::Option* height =
+      from_model(app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber));
+  CLI::Option* frames =
+      from_model(app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber));
+  CLI::Option* steps = from_model(app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber));
+  CLI::Option* guidance = from_model(
+      app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
+  app.add_option("--seed", o.seed, "noise seed");
+  app.add_option("--steps-to-profile", o.steps_to_profile, "step indices to measure, from 0, e.g. 0,15,29")
+      ->delimiter(',')
+      ->default_str("first, middle and last");
+  app.add_option("--kblock", o.k_block, "key block size (query blocks are 128)")->check(CLI::IsMember({64, 128}));
+  app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
+  CLI11_PARSE(app, argc, argv);
+
+  // Before any work: a run that cannot write its results is not worth starting.
+  try {
+    ditkit::prepare_profile_folder(o.out);
+  } catch (const std::exception& e) {
+    return fail("--out: " + std::string(e.what()));
+  }
+  std::string model = o.model;
+  try {
+    if (model.empty()) model = ditkit::find_default_model_folder();
+  } catch (const ditkit::ModelNotFound& e) {
+    return fail(std::string(e.what()) + "\n  pass --model DIR with a shipped-model folder or a Wan2.1 diffusers folder");
+  }
+  if (!fs::is_directory(model)) return fail("--model: '" + model + "' is not a folder");
+
+  const at::Device device = o.device == "auto" ? (at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU))
+                                               : at::Device(o.device);
+  const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<ditkit::TextToVideo> pipeline;
+  try {
+    pipeline = std::make_unique<ditkit::TextToVideo>(ditkit::TextToVideo::load(model, device, dtype));
+  } catch (const std::exception& e) {
+    return fail("--model '" + model + "' cannot be loaded: " + e.what());
+  }
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  ditkit::TextToVideoOptions gen = pipeline->default_options();
+  gen.prompt = o.prompt;
+  if (width->count()) gen.width = o.width;
+  if (height->count()) gen.height = o.height;
+  if (frames->count()) gen.frames = o.frames;
+  if (steps->count()) gen.sampling.steps = o.steps;
+  if (guidance->count()) gen.sampling.guidance = o.guidance;
+  gen.sampling.seed = o.seed;
+  std::vector<int> profile_steps;
+  try {
+    profile_steps = o.steps_to_profile.empty()
+                        ? ditkit::default_profile_steps(gen.sampling.steps)
+                        : ditkit::check_profile_steps(o.steps_to_profile, gen.sampling.steps);
+  } catch (const std::exception& e) {
+    return fail("--steps-to-profile: " + std::string(e.what()));
+  }
+
+  try {
+    std::fprintf(stderr, "dit-profile: %s on %s, %lldx%lld, %lld frames, %d steps, guidance %g; profiling steps",
+                 model.c_str(), device.str().c_str(), static_cast<long long>(gen.width),
+                 static_cast<long long>(gen.height), static_cast<long long>(gen.frames), gen.sampling.steps,
+                 gen.sampling.guidance);
+    for (int s : profile_steps) std::fprintf(stderr, " %d", s);
+    std::fprintf(stderr, "\n");
+
+    ditkit::RecipeAttention attention(ditkit::load_recipe("dense", ditkit::attention_method_specs()));
+    ditkit::AttentionProfiler profiler(profile_steps, ditkit::BlockShape{128, o.k_block});
+    attention.set_observer(&profiler);
+    // Steps after the last profiled one, and the decoder, add nothing: the run stops there.
+    const int last = profile_steps.back();
+    ditkit::Progress progress("profile", last + 1);
+    t0 = std::chrono::steady_clock::now();
+    try {
+      pipeline->generate(gen, &attention, [&](int step, int) {
+        progress.advance();
+        return step < last;
+      });
+    } catch (const ditkit::SamplingCancelled&) {
+    }
+    progress.finish();
+    const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    ditkit::ProfileRun run{model, o.prompt, o.seed, gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
+                           gen.frames, gen.height, gen.width};
+    t0 = std::chrono::steady_clock::now();
+    ditkit::write_attention_profile(o.out, run, profiler);
+    const double write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "dit-profile: wrote %s/summary.md, profile.json, %zu heat maps\n", o.out.c_str(),
+                 profiler.profiles().size());
+    std::fprintf(stderr, "timings (s): load %.2f | text %.2f | %d steps with profiling %.2f | write %.2f\n", load_s,
+                 pipeline->timings().text, last + 1, run_s, write_s);
+  } catch (const std::exception& e) {
+    return fail(e.what(), 1);
+  }
+  return 0;
+}
