@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
   Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});  // (64, D, wg, tile)
   if (warp_group == 0) {
-    cutlass::arch::warpgroup_reg_dealloc<40>();
+    cutlass::arch::warpgroup_reg_dealloc<32>();
     if (threadIdx.x != 0) return;
     auto tma_q = p.tma_q.get_slice(_0{});
     auto tma_k = p.tma_k.get_slice(_0{});
@@ -322,7 +322,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
-  cutlass::arch::warpgroup_reg_alloc<232>();
+  cutlass::arch::warpgroup_reg_alloc<240>();
   const int wg = warp_group - 1;
   const int tid = threadIdx.x % 128;
   typename Cfg::TiledMmaQK mma_qk;
