@@ -269,7 +269,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
   Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});  // (64, D, wg, tile)
   if (warp_group == 0) {
-    cutlass::arch::warpgroup_reg_dealloc<32>();
+    // 24 + 2 x 240 per thread fits the 168 x 3 the CTA launched with: setmaxnreg only hands the
+    // consumers what the producer gave back (32 + 2 x 240 would leave them waiting forever).
+    cutlass::arch::warpgroup_reg_dealloc<24>();
     if (threadIdx.x != 0) return;
     auto tma_q = p.tma_q.get_slice(_0{});
     auto tma_k = p.tma_k.get_slice(_0{});
