@@ -35,6 +35,10 @@ constexpr int kChunk = 64;              // TMA unit: 64 key (or query) rows
 constexpr int kTileN = 128;             // key rows per stage: two chunks
 constexpr int kThreads = 384;           // producer + two consumer warpgroups
 constexpr int kConsumerThreads = 256;
+// setmaxnreg only hands the consumers what the producer gives back: the CTA launches with 168
+// registers a thread (65,536 / 384, rounded down to 8), and 32 + 2 x 240 deadlocked on the H100.
+constexpr int kProducerRegisters = 24, kConsumerRegisters = 240;
+static_assert(kProducerRegisters * 128 + kConsumerRegisters * kConsumerThreads <= 168 * kThreads);
 
 template <class Element, int kHeadDim>
 struct KernelConfig {
@@ -269,9 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
   Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});  // (64, D, wg, tile)
   if (warp_group == 0) {
-    // 24 + 2 x 240 per thread fits the 168 x 3 the CTA launched with: setmaxnreg only hands the
-    // consumers what the producer gave back (32 + 2 x 240 would leave them waiting forever).
-    cutlass::arch::warpgroup_reg_dealloc<24>();
+    cutlass::arch::warpgroup_reg_dealloc<kProducerRegisters>();
     if (threadIdx.x != 0) return;
     auto tma_q = p.tma_q.get_slice(_0{});
     auto tma_k = p.tma_k.get_slice(_0{});
@@ -324,7 +326,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     return;
   }
 
-  cutlass::arch::warpgroup_reg_alloc<240>();
+  cutlass::arch::warpgroup_reg_alloc<kConsumerRegisters>();
   const int wg = warp_group - 1;
   const int tid = threadIdx.x % 128;
   typename Cfg::TiledMmaQK mma_qk;
