@@ -69,14 +69,12 @@ std::optional<cuda::BlockSparseAttentionArgs> kernel_args(const at::Tensor& q, c
   return a;
 }
 
-// Launches the kernel with the block map already in `a`; allocates the output, LSE and row queue.
+// Launches the kernel with the block map (or none) already in `a`; allocates the output and LSE.
 AttentionOutput run_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& q, double scale) {
   at::Tensor out = at::empty(q.sizes(), q.options().memory_format(at::MemoryFormat::Contiguous));
   at::Tensor lse = at::empty({q.size(0), q.size(2), q.size(1)}, q.options().dtype(at::kFloat));
-  at::Tensor counter = at::zeros({1}, q.options().dtype(at::kInt));
   a.out = out.data_ptr();
   a.lse = lse.data_ptr<float>();
-  a.row_counter = counter.data_ptr<int32_t>();
   a.scale = static_cast<float>(scale);
   cudaError_t err = cuda::launch_block_sparse_attention(a, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "block_sparse_attention: CUDA launch failed: ", cudaGetErrorString(err));

@@ -3,11 +3,12 @@
 // the consumers' trip count; there are no per-element masks except on the partial last key chunk
 // and on the unused half of an odd-length row of 64-token blocks.
 //
-// Persistent grid: one CTA per SM claims CSR rows (query blocks) from an atomic counter in
-// longest-first order, so rows of uneven length balance out and the next row's loads overlap the
-// current row's epilogue. CTA = 3 warpgroups. Warpgroup 0 (producer, one
-// thread) issues TMA loads: a row's 128-row Q tile (double-buffered), then per stage a 128-row K
-// tile and V tile, each made of two 64-row chunks (one CSR block of 128, or two blocks of 64). Warpgroups 1 and 2 each own 64 query rows: S = Q·Kᵀ (SS wgmma),
+// One CTA per query block (a CSR row), launched longest row first: the hardware hands out CTAs in
+// index order, so the short rows fill the tail of the grid. (Persistent grids, with a static row
+// stride and with an atomic row queue, measured slower on the H100: docs/kernel.md.)
+// CTA = 3 warpgroups. Warpgroup 0 (producer, one thread) issues TMA loads: the 128-row Q tile
+// once, then per stage a 128-row K tile and V tile, each made of two 64-row chunks (one CSR block
+// of 128, or two blocks of 64). Warpgroups 1 and 2 each own 64 query rows: S = Q·Kᵀ (SS wgmma),
 // online softmax in registers, O += P·V (RS wgmma, P straight from the S registers). The QK GEMM
 // of stage i overlaps the PV GEMM of stage i-1, and a named-barrier ping-pong lets one
 // warpgroup's softmax run while the other's GEMMs occupy the tensor cores.
@@ -22,7 +23,6 @@
 #include <cutlass/numeric_types.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
-#include <algorithm>
 #include <cmath>
 
 namespace ditkit::cuda {
@@ -45,9 +45,8 @@ struct KernelConfig {
   static constexpr int kStages = kHeadDim == 64 ? 4 : 2;
   using HeadDim = Int<kHeadDim>;
   using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
-  // Q: one 64-row slab per consumer warpgroup, two tiles deep (the next row loads during the
-  // current one's epilogue).
-  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kChunk>, HeadDim, _2, _2>{}));
+  // Q: one 64-row slab per consumer warpgroup.
+  using SmemLayoutQ = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kChunk>, HeadDim, _2>{}));
   using SmemLayoutK = decltype(tile_to_shape(SmemAtom{}, Shape<Int<kTileN>, HeadDim, Int<kStages>>{}));
   // Rows [0, 64) of one stage: what one chunk's TMA load fills (the other half is an offset).
   using SmemLayoutChunk = decltype(composition(SmemLayoutK{}, Layout<Shape<Int<kChunk>, HeadDim>, Stride<_1, Int<kTileN>>>{}));
@@ -66,21 +65,17 @@ struct KernelConfig {
   using GmemStride = Stride<int64_t, _1, int64_t, int64_t>;
   using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)), GmemShape{},
                                           GmemStride{}));
-  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{}(_, _, _0{}, _0{})));
+  using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{}(_, _, _0{})));
   using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutChunk{}));
 
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
-  using PipelineQ = cutlass::PipelineTmaAsync<2>;
 
   struct SharedStorage {
     cute::array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> q;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> k;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> v;
     typename Pipeline::SharedStorage pipe_k, pipe_v;
-    typename PipelineQ::SharedStorage pipe_q;
-    // Which row each Q stage holds: the producer claims rows dynamically and tells the consumers.
-    int32_t row_slot[2];
-    uint64_t row_full[2];
+    uint64_t q_full;
   };
 
   struct Params {
@@ -92,8 +87,7 @@ struct KernelConfig {
     const int32_t* row_offsets;  // null: every row takes every key chunk
     const int32_t* col_indices;
     const int32_t* row_order;    // null with row_offsets
-    int32_t* row_counter;        // zero at launch; CTAs claim rows past their first from it
-    int32_t rows, tokens, heads, batch, num_q_blocks;
+    int32_t tokens, heads, batch, num_q_blocks;
     int32_t chunks_per_block;  // 1 for 64-token CSR blocks, 2 for 128
     float scale_log2;
   };
@@ -214,31 +208,6 @@ __device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_p
   return chunks_per_block == 2 ? 2 * __ldg(cols + (t >> 1)) + (t & 1) : __ldg(cols + t);
 }
 
-// One CSR row: which query block of which (batch, head), and its key chunks.
-struct RowWork {
-  int qb, h, b, n_chunks, n_stages;
-  const int32_t* cols;
-};
-
-template <class Params>
-__device__ RowWork row_work(const Params& p, int t) {
-  RowWork w;
-  const int row = p.row_offsets ? __ldg(p.row_order + t) : t;
-  w.qb = row % p.num_q_blocks;
-  w.h = (row / p.num_q_blocks) % p.heads;
-  w.b = row / p.num_q_blocks / p.heads;
-  if (p.row_offsets) {
-    const int begin = __ldg(p.row_offsets + row);
-    w.n_chunks = (__ldg(p.row_offsets + row + 1) - begin) * p.chunks_per_block;
-    w.cols = p.col_indices + begin;
-  } else {
-    w.n_chunks = (p.tokens + kChunk - 1) / kChunk;
-    w.cols = nullptr;
-  }
-  w.n_stages = (w.n_chunks + 1) / 2;
-  return w;
-}
-
 template <class Element, int kHeadDim>
 __global__ void __launch_bounds__(kThreads, 1)
     block_sparse_attention_kernel(const __grid_constant__ typename KernelConfig<Element, kHeadDim>::Params p) {
@@ -251,7 +220,16 @@ __global__ void __launch_bounds__(kThreads, 1)
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
 
   const int warp_group = threadIdx.x / 128;
-  using PipelineQ = typename Cfg::PipelineQ;
+  const int row = p.row_offsets ? __ldg(p.row_order + blockIdx.x) : blockIdx.x;
+  const int qb = row % p.num_q_blocks;
+  const int h = (row / p.num_q_blocks) % p.heads;
+  const int b = row / p.num_q_blocks / p.heads;
+  const int begin = p.row_offsets ? __ldg(p.row_offsets + row) : 0;
+  const int n_chunks = p.row_offsets ? (__ldg(p.row_offsets + row + 1) - begin) * p.chunks_per_block
+                                     : (p.tokens + kChunk - 1) / kChunk;
+  const int n_stages = (n_chunks + 1) / 2;
+  const int32_t* cols = p.row_offsets ? p.col_indices + begin : nullptr;
+
   typename Pipeline::Params pp;
   pp.transaction_bytes = kTileN * kHeadDim * sizeof(Element);
   pp.role = warp_group == 0 ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
@@ -259,69 +237,51 @@ __global__ void __launch_bounds__(kThreads, 1)
   pp.num_consumers = kConsumerThreads;
   Pipeline pipe_k(ss.pipe_k, pp, Shape<_1, _1, _1>{});
   Pipeline pipe_v(ss.pipe_v, pp, Shape<_1, _1, _1>{});
-  typename PipelineQ::Params qp;
-  qp.transaction_bytes = 2 * kChunk * kHeadDim * sizeof(Element);
-  qp.role = warp_group == 0 ? PipelineQ::ThreadCategory::Producer : PipelineQ::ThreadCategory::Consumer;
-  qp.is_leader = threadIdx.x == 0;
-  qp.num_consumers = kConsumerThreads;
-  PipelineQ pipe_q(ss.pipe_q, qp, Shape<_1, _1, _1>{});
-  if (threadIdx.x == 0)
-    for (int i = 0; i < 2; ++i) cutlass::arch::ClusterBarrier::init(&ss.row_full[i], 1);
+  if (threadIdx.x == 0) cutlass::arch::ClusterTransactionBarrier::init(&ss.q_full, 1);
   cutlass::arch::fence_barrier_init();
   __syncthreads();
 
   const auto gmem_shape = make_shape(p.tokens, HeadDim{}, p.heads, p.batch);
-  Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});  // (64, D, wg, tile)
   if (warp_group == 0) {
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegisters>();
     if (threadIdx.x != 0) return;
+    Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});
+    Tensor gQ = local_tile(p.tma_q.get_tma_tensor(gmem_shape)(_, _, h, b), Shape<Int<kChunk>, HeadDim>{},
+                           make_coord(_, _0{}));  // (64, D, query chunks)
     auto tma_q = p.tma_q.get_slice(_0{});
+    Tensor tQg = tma_q.partition_S(gQ);
+    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.q_full, 2 * kChunk * kHeadDim * sizeof(Element));
+    CUTE_UNROLL
+    for (int w = 0; w < 2; ++w)
+      copy(p.tma_q.with(ss.q_full), tQg(_, _, _, 2 * qb + w), tma_q.partition_D(sQ(_, _, w)));
+
     auto tma_k = p.tma_k.get_slice(_0{});
     auto tma_v = p.tma_v.get_slice(_0{});
+    Tensor tKg = tma_k.partition_S(local_tile(p.tma_k.get_tma_tensor(gmem_shape)(_, _, h, b),
+                                              Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+    Tensor tVg = tma_v.partition_S(local_tile(p.tma_v.get_tma_tensor(gmem_shape)(_, _, h, b),
+                                              Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
     auto chunk_dst = [&](Element* base, int stage, int half) {
       // A 1024-byte aligned offset, which the 128-byte swizzle leaves unchanged.
       const int offset = typename Cfg::SmemLayoutK{}.layout_b()(half * kChunk, 0, stage);
       return make_tensor(make_smem_ptr(base + offset), typename Cfg::SmemLayoutChunk{});
     };
-    auto q_state = cutlass::make_producer_start_state<PipelineQ>();
     auto state = cutlass::make_producer_start_state<Pipeline>();
-    for (int t = blockIdx.x;;) {
-      // The Q stage is free once the consumers finished its last row, which they read its slot for.
-      pipe_q.producer_acquire(q_state);
-      ss.row_slot[q_state.index()] = t;
-      cutlass::arch::ClusterBarrier::arrive(&ss.row_full[q_state.index()]);
-      if (t >= p.rows) break;  // the consumers stop at this marker
-      const int next = atomicAdd(p.row_counter, 1) + gridDim.x;
-      const RowWork w = row_work(p, t);
-      auto tile = [&](auto const& tma) {  // (64, D, chunks) of this row's (batch, head)
-        return local_tile(tma.get_tma_tensor(gmem_shape)(_, _, w.h, w.b), Shape<Int<kChunk>, HeadDim>{},
-                          make_coord(_, _0{}));
-      };
-      Tensor tQg = tma_q.partition_S(tile(p.tma_q));
-      Tensor tKg = tma_k.partition_S(tile(p.tma_k));
-      Tensor tVg = tma_v.partition_S(tile(p.tma_v));
-      CUTE_UNROLL
-      for (int g = 0; g < 2; ++g)
-        copy(p.tma_q.with(*pipe_q.producer_get_barrier(q_state)), tQg(_, _, _, 2 * w.qb + g),
-             tma_q.partition_D(sQ(_, _, g, q_state.index())));
-      ++q_state;
-      for (int s = 0; s < w.n_stages; ++s) {
-        // An odd chunk count loads the last chunk twice; the consumers mask the copy.
-        const int c0 = chunk_at(w.cols, 2 * s, p.chunks_per_block);
-        const int c1 = 2 * s + 1 < w.n_chunks ? chunk_at(w.cols, 2 * s + 1, p.chunks_per_block) : c0;
-        pipe_k.producer_acquire(state);
-        copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c0),
-             tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 0)));
-        copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c1),
-             tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 1)));
-        pipe_v.producer_acquire(state);
-        copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c0),
-             tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 0)));
-        copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c1),
-             tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
-        ++state;
-      }
-      t = next;
+    for (int s = 0; s < n_stages; ++s) {
+      // An odd chunk count loads the last chunk twice; the consumers mask the copy.
+      const int c0 = chunk_at(cols, 2 * s, p.chunks_per_block);
+      const int c1 = 2 * s + 1 < n_chunks ? chunk_at(cols, 2 * s + 1, p.chunks_per_block) : c0;
+      pipe_k.producer_acquire(state);
+      copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c0),
+           tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 0)));
+      copy(p.tma_k.with(*pipe_k.producer_get_barrier(state)), tKg(_, _, _, c1),
+           tma_k.partition_D(chunk_dst(ss.k.data(), state.index(), 1)));
+      pipe_v.producer_acquire(state);
+      copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c0),
+           tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 0)));
+      copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c1),
+           tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
+      ++state;
     }
     return;
   }
@@ -333,118 +293,111 @@ __global__ void __launch_bounds__(kThreads, 1)
   typename Cfg::TiledMmaPV mma_pv;
   auto thr_qk = mma_qk.get_thread_slice(tid);
   auto thr_pv = mma_pv.get_thread_slice(tid);
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q.data()), typename Cfg::SmemLayoutQ{});
   Tensor sK = make_tensor(make_smem_ptr(ss.k.data()), typename Cfg::SmemLayoutK{});
   Tensor sVt = make_tensor(make_smem_ptr(ss.v.data()), typename Cfg::SmemLayoutVt{});
-  Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQ(_, _, wg, _)));  // (MMA, M, K, tile)
+  Tensor tSrQ = thr_qk.make_fragment_A(thr_qk.partition_A(sQ(_, _, wg)));
   Tensor tSrK = thr_qk.make_fragment_B(thr_qk.partition_B(sK));
   Tensor tOrV = thr_pv.make_fragment_B(thr_pv.partition_B(sVt));
+
   Tensor acc_o = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
   Tensor o_rc = make_tensor(acc_o.data(), rowcol(acc_o.layout()));
+  clear(acc_o);
   Tensor tScS = thr_qk.partition_C(make_identity_tensor(Shape<Int<kChunk>, Int<kTileN>>{}));
   Tensor cols_rc = make_tensor(tScS.data(), rowcol(tScS.layout()));
-  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunk>, HeadDim>{}));
-  Tensor o_pos = make_tensor(tOcO.data(), rowcol(tOcO.layout()));
+  OnlineSoftmax<decltype(size<0>(o_rc))::value> softmax;
+
+  // Warpgroup 2 lets warpgroup 1 issue first.
+  if (wg == 1) named_arrive(1);
+  cutlass::arch::ClusterTransactionBarrier::wait(&ss.q_full, 0);
+
+  cutlass::PipelineState<Cfg::kStages> read_k, read_v;
+  using FragP = cutlass::Array<Element, decltype(size(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{})))::value>;
+  FragP frag_p;
+  auto p_layout = acc_as_a_operand(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{}).layout());
+  Tensor tOrP = make_tensor(make_rmem_ptr<Element>(frag_p.data()), p_layout);
+  cutlass::NumericArrayConverter<Element, float, FragP::kElements> to_element;
 
   using AccS = decltype(partition_fragment_C(mma_qk, Shape<Int<kChunk>, Int<kTileN>>{}));
-  using FragP = cutlass::Array<Element, decltype(size(AccS{}))::value>;
-  FragP frag_p;
-  Tensor tOrP = make_tensor(make_rmem_ptr<Element>(frag_p.data()), acc_as_a_operand(AccS{}.layout()));
-  cutlass::NumericArrayConverter<Element, float, FragP::kElements> to_element;
+  auto probabilities = [&](AccS& acc_s, int s) {
+    Tensor s_rc = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
+    const int c0 = chunk_at(cols, 2 * s, p.chunks_per_block);
+    const bool dup = 2 * s + 1 >= n_chunks;
+    const int c1 = dup ? c0 : chunk_at(cols, 2 * s + 1, p.chunks_per_block);
+    if (dup || (c0 + 1) * kChunk > p.tokens || (c1 + 1) * kChunk > p.tokens)
+      mask_columns(s_rc, cols_rc, c0, c1, dup, p.tokens);
+    softmax.update(s_rc, p.scale_log2);
+  };
   auto to_operand = [&](AccS const& acc_s) {
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_s.data()));
   };
 
-  // Warpgroup 2 lets warpgroup 1 issue first; the turns then alternate across all rows.
-  if (wg == 1) named_arrive(1);
-  cutlass::PipelineState<2> read_q;
-  cutlass::PipelineState<Cfg::kStages> read_k, read_v;
-  for (;;) {
-    cutlass::arch::ClusterBarrier::wait(&ss.row_full[read_q.index()], read_q.phase());
-    const int t = ss.row_slot[read_q.index()];
-    if (t >= p.rows) break;
-    const RowWork w = row_work(p, t);
-    OnlineSoftmax<decltype(size<0>(o_rc))::value> softmax;
-    clear(acc_o);
-    auto probabilities = [&](AccS& acc_s, int s) {
-      Tensor s_rc = make_tensor(acc_s.data(), rowcol(acc_s.layout()));
-      const int c0 = chunk_at(w.cols, 2 * s, p.chunks_per_block);
-      const bool dup = 2 * s + 1 >= w.n_chunks;
-      const int c1 = dup ? c0 : chunk_at(w.cols, 2 * s + 1, p.chunks_per_block);
-      if (dup || (c0 + 1) * kChunk > p.tokens || (c1 + 1) * kChunk > p.tokens)
-        mask_columns(s_rc, cols_rc, c0, c1, dup, p.tokens);
-      softmax.update(s_rc, p.scale_log2);
-    };
-    pipe_q.consumer_wait(read_q);
-    auto tSrQ_t = tSrQ(_, _, _, read_q.index());
+  // The first stage alone; later ones issue QK of stage s together with PV of stage s - 1.
+  if (n_stages > 0) {
+    AccS acc_s;
+    pipe_k.consumer_wait(read_k);
+    named_sync(1 + wg);
+    issue_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    named_arrive(1 + (1 - wg));
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_s);
+    pipe_k.consumer_release(read_k);
+    ++read_k;
+    probabilities(acc_s, 0);
+    to_operand(acc_s);
+  }
+  CUTE_NO_UNROLL
+  for (int s = 1; s < n_stages; ++s) {
+    AccS acc_s;
+    pipe_k.consumer_wait(read_k);
+    named_sync(1 + wg);
+    issue_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
+    pipe_v.consumer_wait(read_v);
+    issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    named_arrive(1 + (1 - wg));
+    warpgroup_wait<1>();
+    warpgroup_fence_operand(acc_s);
+    pipe_k.consumer_release(read_k);
+    ++read_k;
+    probabilities(acc_s, s);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    warpgroup_fence_operand(tOrP);  // P's registers stay untouched until the PV GEMM is done
+    pipe_v.consumer_release(read_v);
+    ++read_v;
+    softmax.rescale(o_rc);
+    to_operand(acc_s);
+  }
+  if (n_stages > 0) {
+    pipe_v.consumer_wait(read_v);
+    issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_o);
+    warpgroup_fence_operand(tOrP);
+    pipe_v.consumer_release(read_v);
+  }
 
-    // The first stage alone; later ones issue QK of stage s together with PV of stage s - 1.
-    if (w.n_stages > 0) {
-      AccS acc_s;
-      pipe_k.consumer_wait(read_k);
-      named_sync(1 + wg);
-      issue_gemm<true>(mma_qk, tSrQ_t, tSrK(_, _, _, read_k.index()), acc_s);
-      named_arrive(1 + (1 - wg));
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_s);
-      pipe_k.consumer_release(read_k);
-      ++read_k;
-      probabilities(acc_s, 0);
-      to_operand(acc_s);
-    }
-    CUTE_NO_UNROLL
-    for (int s = 1; s < w.n_stages; ++s) {
-      AccS acc_s;
-      pipe_k.consumer_wait(read_k);
-      named_sync(1 + wg);
-      issue_gemm<true>(mma_qk, tSrQ_t, tSrK(_, _, _, read_k.index()), acc_s);
-      pipe_v.consumer_wait(read_v);
-      issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-      named_arrive(1 + (1 - wg));
-      warpgroup_wait<1>();
-      warpgroup_fence_operand(acc_s);
-      pipe_k.consumer_release(read_k);
-      ++read_k;
-      probabilities(acc_s, s);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      warpgroup_fence_operand(tOrP);  // P's registers stay untouched until the PV GEMM is done
-      pipe_v.consumer_release(read_v);
-      ++read_v;
-      softmax.rescale(o_rc);
-      to_operand(acc_s);
-    }
-    pipe_q.consumer_release(read_q);  // every QK GEMM of this row is done
-    ++read_q;
-    if (w.n_stages > 0) {
-      pipe_v.consumer_wait(read_v);
-      issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(acc_o);
-      warpgroup_fence_operand(tOrP);
-      pipe_v.consumer_release(read_v);
-      ++read_v;
-    }
-
-    // Epilogue: O / l in q's dtype, straight from registers; LSE in natural log.
-    const int row0 = w.qb * 128 + wg * kChunk;
+  // Epilogue: O / l in q's dtype, straight from registers; LSE in natural log.
+  Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunk>, HeadDim>{}));
+  Tensor o_pos = make_tensor(tOcO.data(), rowcol(tOcO.layout()));
+  const int row0 = qb * 128 + wg * kChunk;
+  CUTE_UNROLL
+  for (int r = 0; r < decltype(size<0>(o_rc))::value; ++r) {
+    const float sum = quad_sum(softmax.row_sum[r]);
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int token = row0 + get<0>(o_pos(r, 0));
+    if (token >= p.tokens) continue;
+    Element* out = p.out + b * p.out_stride_b + token * p.out_stride_s + h * p.out_stride_h;
     CUTE_UNROLL
-    for (int r = 0; r < decltype(size<0>(o_rc))::value; ++r) {
-      const float sum = quad_sum(softmax.row_sum[r]);
-      const float inv = sum > 0.f ? 1.f / sum : 0.f;
-      const int token = row0 + get<0>(o_pos(r, 0));
-      if (token >= p.tokens) continue;
-      Element* out = p.out + w.b * p.out_stride_b + token * p.out_stride_s + w.h * p.out_stride_h;
-      CUTE_UNROLL
-      for (int j = 0; j < size<1>(o_rc); j += 2) {
-        cutlass::Array<Element, 2> pair;
-        pair[0] = Element(o_rc(r, j) * inv);
-        pair[1] = Element(o_rc(r, j + 1) * inv);
-        *reinterpret_cast<cutlass::Array<Element, 2>*>(out + get<1>(o_pos(r, j))) = pair;
-      }
-      if (tid % 4 == 0)
-        p.lse[(int64_t(w.b) * p.heads + w.h) * p.tokens + token] =
-            sum > 0.f ? (softmax.row_max[r] + log2f(sum)) * float(M_LN2) : -INFINITY;
+    for (int j = 0; j < size<1>(o_rc); j += 2) {
+      cutlass::Array<Element, 2> pair;
+      pair[0] = Element(o_rc(r, j) * inv);
+      pair[1] = Element(o_rc(r, j + 1) * inv);
+      *reinterpret_cast<cutlass::Array<Element, 2>*>(out + get<1>(o_pos(r, j))) = pair;
     }
+    if (tid % 4 == 0)
+      p.lse[(int64_t(b) * p.heads + h) * p.tokens + token] =
+          sum > 0.f ? (softmax.row_max[r] + log2f(sum)) * float(M_LN2) : -INFINITY;
   }
   // Keep warpgroup 1's barrier balanced: warpgroup 2 arrived once more than it synced.
   if (wg == 0) named_sync(1);
@@ -460,7 +413,7 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
                        make_stride(strides[1], _1{}, strides[2], strides[0]));
   };
   typename Cfg::Params p{
-      make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{}, _0{})),
+      make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.k, a.k_strides), typename Cfg::SmemLayoutChunk{}),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.v, a.v_strides), typename Cfg::SmemLayoutChunk{}),
       static_cast<Element*>(a.out),
@@ -471,26 +424,19 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       a.row_offsets,
       a.col_indices,
       a.row_order,
-      a.row_counter,
-      0,
       int32_t(a.tokens),
       int32_t(a.heads),
       int32_t(a.batch),
       int32_t((a.tokens + 127) / 128),
       int32_t(a.k_block / kChunk),
       float(a.scale * M_LOG2E)};
-  p.rows = int32_t(a.batch * a.heads * p.num_q_blocks);
-  if (p.rows == 0) return cudaSuccess;
-  // Persistent: one CTA per SM; each starts on row blockIdx.x, then claims rows from the counter.
-  int device = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
+  const int rows = int(a.batch * a.heads * p.num_q_blocks);
+  if (rows == 0) return cudaSuccess;
   const size_t smem = sizeof(typename Cfg::SharedStorage) + 1024;
   auto kernel = block_sparse_attention_kernel<Element, kHeadDim>;
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
-  kernel<<<std::min(p.rows, sms), kThreads, smem, stream>>>(p);
+  kernel<<<rows, kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -1,8 +1,8 @@
 // Launcher for the Hopper block-sparse flash-attention kernel (ATen-free; block_sparse_attention.cpp
-// holds the checks and the fallback). A persistent CTA per SM takes 128-query blocks longest
-// first: a producer warpgroup loads Q and exactly the listed K/V blocks with TMA, two consumer
-// warpgroups (64 query rows each) run wgmma with an online softmax. Key tiles are 128 tokens:
-// one CSR block of 128, or two of 64.
+// holds the checks and the fallback). One CTA per 128-query block, longest rows first: a
+// producer warpgroup loads Q and exactly the listed K/V blocks with TMA, two consumer warpgroups
+// (64 query rows each) run wgmma with an online softmax. Key tiles are 128 tokens: one CSR block
+// of 128, or two of 64.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -24,7 +24,6 @@ struct BlockSparseAttentionArgs {
   const int32_t* row_offsets;     // [R + 1], R = B·H·NQ rows in (b, h, i) order; null: all blocks
   const int32_t* col_indices;     // ascending key blocks per row
   const int32_t* row_order;       // [R] the order CTAs take rows in: longest first
-  int32_t* row_counter;           // one int, zero at launch (the kernel's row queue)
   float scale;                    // softmax scale applied to q·k
 };
 
