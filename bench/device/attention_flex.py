@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from cuda_timing import median_ms
+
 
 def block_map(H, NQ, NK, density, imbalanced):
     """The same map as block_map() in bench/attention_kernel.cpp: exactly count(i) blocks a row."""
@@ -27,21 +29,6 @@ def block_map(H, NQ, NK, density, imbalanced):
     return (key < count.view(1, NQ, 1)).unsqueeze(0)
 
 
-def median_ms(fn, iters, warmup=5):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=32760)
@@ -56,7 +43,7 @@ def main():
     NQ, NK = (S + 127) // 128, (S + kb - 1) // kb
     q, k, v = (torch.randn(1, H, S, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        dense_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v), a.iters)
+        dense_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v), warmup=5, iters=a.iters)
     print(f"cudnn dense (python): {dense_ms:.3f} ms")
     flex = torch.compile(flex_attention, dynamic=False)
     shape = f"1x{H}x{S}x{D}"
@@ -68,7 +55,7 @@ def main():
             # Every kept block is a full block: no mask_mod work inside them.
             bm = BlockMask.from_kv_blocks(torch.zeros_like(counts), indices, counts, indices,
                                           BLOCK_SIZE=(128, kb), seq_lengths=(S, S))
-            ms = median_ms(lambda: flex(q, k, v, block_mask=bm), a.iters)
+            ms = median_ms(lambda: flex(q, k, v, block_mask=bm), warmup=5, iters=a.iters)
             line = {"bench": "kernel", "device": torch.cuda.get_device_name(),
                     "date": datetime.date.today().isoformat(), "commit": a.commit,
                     "case": f"{shape} d={density:.2f} {'imbalanced' if imbalanced else 'balanced'} kb={kb}",

@@ -8,26 +8,13 @@ Writes {"eager_ms", "compiled_ms", "eager_peak_gib", "compiled_peak_gib"} as JSO
     python3 step_diffusers.py MODEL_DIR OUT_JSON [KERNEL_TABLE.txt]
 """
 import json
-import statistics
 import sys
 
 import torch
 from diffusers import WanTransformer3DModel
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-
-def median_ms(fn, warmup=2, iters=5):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+from cuda_timing import median_ms
 
 
 def main(model_dir, out_json):
@@ -55,12 +42,12 @@ def main(model_dir, out_json):
     with torch.no_grad(), sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         step = lambda m: m(latents, timestep, context, return_dict=False)[0]
         torch.cuda.reset_peak_memory_stats()
-        result["eager_ms"] = median_ms(lambda: step(model))
+        result["eager_ms"] = median_ms(lambda: step(model), warmup=2, iters=5)
         result["eager_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         print("diffusers eager", result, flush=True)
         compiled = torch.compile(model)
         torch.cuda.reset_peak_memory_stats()
-        result["compiled_ms"] = median_ms(lambda: step(compiled))
+        result["compiled_ms"] = median_ms(lambda: step(compiled), warmup=2, iters=5)
         result["compiled_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         if len(sys.argv) > 3:  # where torch.compile's step spends its GPU time, beside ditkit's
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
