@@ -3,7 +3,7 @@
 Builds WanTransformer3DModel at the Wan2.1-T2V-1.3B configuration with RANDOM weights (seeded),
 saves them as a diffusers transformer/ folder so that ditkit's step_time loads the very same
 weights, and times one denoising step (cond + uncond batched, B=2, 480x832, 81 frames) eager and
-torch.compile'd, with cuDNN attention forced as ditkit's dense method does.
+torch.compile'd, with cuDNN attention forced, as ditkit's `dense:kernel=cudnn` runs.
 Writes {"eager_ms", "compiled_ms", "eager_peak_gib", "compiled_peak_gib"} as JSON.
     python3 step_diffusers.py MODEL_DIR OUT_JSON [KERNEL_TABLE.txt]
 """
