@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <numeric>
 #include <tuple>
 
 #include "ditkit_config.h"
@@ -53,6 +56,7 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
   AttentionOutput dense = dense_attention(x.q, x.k, x.v);
   for (std::string recipe : {"dense", "dense:kernel=cudnn", "topk:k=1000", "topk:mass=1", "topk:k=1000:kblock=128",
                              "window3d:t=3:h=7:w=9", "svg:frame_window=2:position_window=62",
+                             "draft:density=1", "draft:pool=4:density=1:kblock=128", "draft:density=0:mass=1",
                              "reuse:inner=(topk:k=1000)"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
@@ -290,6 +294,182 @@ TEST(MethodsSvg, DenseWarmupThenSvgThroughTheRecipe) {
   EXPECT_EQ(attn.forward(x.q, x.k, x.v, ctx).out.sizes(), x.q.sizes());
 }
 
+// Draft cells written out token by token: cell (frame, row / pool, column / pool), numbered
+// frame-major. int64 [S].
+at::Tensor draft_cell_of(const LatentGrid& g, int64_t pool) {
+  const int64_t rows = (g.height + pool - 1) / pool, cols = (g.width + pool - 1) / pool;
+  at::Tensor cell = at::empty({g.tokens()}, at::kLong);
+  auto c = cell.accessor<int64_t, 1>();
+  for (int64_t f = 0, t = 0; f < g.frames; ++f)
+    for (int64_t h = 0; h < g.height; ++h)
+      for (int64_t w = 0; w < g.width; ++w, ++t) c[t] = (f * rows + h / pool) * cols + w / pool;
+  return cell;
+}
+
+TEST(MethodsDraft, PermutationGroupsCellsAndRoundTrips) {
+  at::manual_seed(4);
+  const LatentGrid g{2, 11, 13};
+  Qkv x = random_qkv(1, g.tokens(), 2, 8);
+  AttentionContext ctx;
+  ctx.grid = g;
+  Plan plan = method("draft:pool=4")->plan(x.q, x.k, ctx);
+  ASSERT_EQ(plan.permutation.sizes(), (at::IntArrayRef{g.tokens()}));
+  // Cells in order, each cell's tokens contiguous and in their frame-major order.
+  at::Tensor cell = draft_cell_of(g, 4).index_select(0, plan.permutation);
+  const int64_t cells = 2 * 3 * 4;
+  EXPECT_TRUE(at::equal(cell, at::arange(cells).repeat_interleave(at::bincount(draft_cell_of(g, 4)))));
+  at::Tensor same_cell = cell.narrow(0, 1, g.tokens() - 1) == cell.narrow(0, 0, g.tokens() - 1);
+  EXPECT_TRUE((plan.permutation.diff() > 0).masked_select(same_cell).all().item<bool>());
+  at::Tensor identity = at::arange(g.tokens());
+  EXPECT_TRUE(at::equal(plan.permutation.index_select(0, plan.inverse_permutation), identity));
+  EXPECT_TRUE(at::equal(permute_tokens(permute_tokens(x.v, plan.permutation), plan.inverse_permutation), x.v));
+  AttentionContext bad = ctx;
+  bad.grid.frames = 3;
+  EXPECT_THROW(method("draft")->plan(x.q, x.k, bad), c10::Error);
+}
+
+// The draft selection recomputed in fp64 from the grid alone: cell means, scores + log(cell
+// tokens), top-k (density) or mass per query cell, own cell always kept; then the block map over
+// cell-grouped tokens as "some cell of the query block selected some cell of the key block".
+// Returns the bool block map [B, H, NQ, NK] and the permutation it assumes.
+std::pair<at::Tensor, at::Tensor> draft_oracle(const at::Tensor& q, const at::Tensor& k, const LatentGrid& g,
+                                               int64_t pool, double density, double mass, BlockShape blocks) {
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  at::Tensor cell = draft_cell_of(g, pool);
+  const int64_t C = cell.max().item<int64_t>() + 1;
+  at::Tensor count = at::bincount(cell).to(at::kDouble);
+  auto pooled = [&](const at::Tensor& x) {  // [B, H, C, D]
+    return at::zeros({B, C, H, D}, at::kDouble).index_add_(1, cell, x.to(at::kDouble)).div(count.view({1, C, 1, 1})).transpose(1, 2);
+  };
+  at::Tensor scores = at::matmul(pooled(q), pooled(k).transpose(-1, -2)) / std::sqrt(double(D)) + count.log();
+  at::Tensor sel = at::zeros({B, H, C, C}, at::kBool);
+  auto s = scores.accessor<double, 4>();
+  auto keep = sel.accessor<bool, 4>();
+  const int64_t top = std::clamp<int64_t>(std::llround(density * C), 1, C);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < C; ++i) {
+        std::vector<int64_t> order(C);
+        std::iota(order.begin(), order.end(), 0);
+        std::sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return s[b][h][i][a] > s[b][h][i][c]; });
+        keep[b][h][i][i] = true;
+        if (density > 0) {
+          for (int64_t r = 0, kept = 1; r < C && kept < top; ++r)
+            if (!keep[b][h][i][order[r]]) keep[b][h][i][order[r]] = true, ++kept;
+          continue;
+        }
+        double total = 0, before = 0;
+        for (int64_t j = 0; j < C; ++j) total += std::exp(s[b][h][i][j] - s[b][h][i][order[0]]);
+        for (int64_t r = 0; r < C && before < mass; ++r) {
+          keep[b][h][i][order[r]] = true;
+          before += std::exp(s[b][h][i][order[r]] - s[b][h][i][order[0]]) / total;
+        }
+      }
+  at::Tensor perm = std::get<1>(at::sort(cell * S + at::arange(S)));
+  // Which cells each block of the cell-grouped order touches: [blocks, C].
+  auto cells = cell.accessor<int64_t, 1>();
+  auto order = perm.accessor<int64_t, 1>();
+  auto touches = [&](int64_t block) {
+    at::Tensor m = at::zeros({(S + block - 1) / block, C}, at::kDouble);
+    auto ma = m.accessor<double, 2>();
+    for (int64_t i = 0; i < S; ++i) ma[i / block][cells[order[i]]] = 1.0;
+    return m;
+  };
+  at::Tensor block_map = at::matmul(at::matmul(touches(blocks.q_block), sel.to(at::kDouble)), touches(blocks.k_block).t()) > 0;
+  return {block_map, perm};
+}
+
+TEST(MethodsDraft, RunsExactlyItsDraftSelectionOnAwkwardGrids) {
+  at::manual_seed(5);
+  float sparsest = 1;
+  for (const LatentGrid& g : {LatentGrid{1, 11, 13}, LatentGrid{1, 19, 21}, LatentGrid{2, 9, 10}}) {
+    for (auto [recipe, pool, density, mass] : std::vector<std::tuple<std::string, int64_t, double, double>>{
+             {"draft:pool=4:density=0.1", 4, 0.1, 0},
+             {"draft:pool=8:density=0.5:kblock=128", 8, 0.5, 0},
+             {"draft:pool=3:density=0:mass=0.6", 3, 0, 0.6}}) {
+      SCOPED_TRACE(recipe + " on " + std::to_string(g.frames) + "x" + std::to_string(g.height) + "x" +
+                   std::to_string(g.width));
+      const int64_t B = 2, S = g.tokens(), H = 3;
+      Qkv x = random_qkv(B, S, H, 16);
+      AttentionContext ctx;
+      ctx.grid = g;
+      auto m = method(recipe);
+      Plan plan = m->plan(x.q, x.k, ctx);
+      AttentionOutput got = m->run(x.q, x.k, x.v, plan);
+      // The plan's own CSR over the permuted tokens, mapped back.
+      const at::Tensor& perm = plan.permutation;
+      AttentionOutput want = block_sparse_attention_reference(permute_tokens(x.q, perm), permute_tokens(x.k, perm),
+                                                              permute_tokens(x.v, perm), plan.csr, plan.blocks);
+      EXPECT_TRUE(close(got.out, permute_tokens(want.out, plan.inverse_permutation), 1e-5));
+      EXPECT_TRUE(close(got.lse.transpose(1, 2).unsqueeze(-1),
+                        permute_tokens(want.lse.transpose(1, 2).unsqueeze(-1), plan.inverse_permutation), 1e-5));
+      // The independent oracle: same blocks, and masked attention token by token in fp64.
+      auto [block_map, oracle_perm] = draft_oracle(x.q, x.k, g, pool, density, mass, plan.blocks);
+      ASSERT_TRUE(at::equal(perm, oracle_perm));
+      ASSERT_TRUE(at::equal(csr_to_mask(plan.csr), block_map));
+      sparsest = std::min(sparsest, plan.density(at::kCPU).item<float>());
+      at::Tensor position = invert_permutation(oracle_perm);
+      at::Tensor allowed = block_map.index_select(2, position.div(plan.blocks.q_block, "floor"))
+                               .index_select(3, position.div(plan.blocks.k_block, "floor"));  // [B, H, S, S]
+      auto heads = [](const at::Tensor& t) { return t.to(at::kDouble).transpose(1, 2); };  // [B, H, S, D]
+      at::Tensor scores = at::matmul(heads(x.q), heads(x.k).transpose(-1, -2)) / 4.0;
+      scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
+      at::Tensor out = at::matmul(at::softmax(scores, -1), heads(x.v)).transpose(1, 2);
+      EXPECT_TRUE(close(got.out, out, 1e-5));
+      EXPECT_TRUE(close(got.lse, scores.logsumexp(-1), 1e-5));
+    }
+  }
+  EXPECT_LT(sparsest, 0.7f);  // the grids are small, but not so small that everything is kept
+}
+
+TEST(MethodsDraft, SelectsTheCellsDesignedAttentionConcentratesIn) {
+  at::manual_seed(6);
+  // 2 frames of 2 x 3 cells of 8 x 8 tokens: 64-token key blocks are cells, 128-token query
+  // blocks pairs of cells. Head h's query cell c looks for key cell (c + 5 + h) mod 12.
+  const LatentGrid g{2, 16, 24};
+  const int64_t B = 2, H = 3, D = 64, C = 12;
+  at::Tensor cell = draft_cell_of(g, 8);
+  at::Tensor u = at::randn({C, D});
+  u = u / u.norm(2, -1, true);
+  std::vector<at::Tensor> qs, ks;
+  for (int64_t h = 0; h < H; ++h) {
+    qs.push_back(u.index_select(0, (cell + 5 + h).remainder(C)) * 8);
+    ks.push_back(u.index_select(0, cell));
+  }
+  at::Tensor q = at::stack(qs, 1).unsqueeze(0).expand({B, -1, -1, -1}) + 0.1 * at::randn({B, g.tokens(), H, D});
+  at::Tensor k = at::stack(ks, 1).unsqueeze(0).expand({B, -1, -1, -1}) + 0.1 * at::randn({B, g.tokens(), H, D});
+  AttentionContext ctx;
+  ctx.grid = g;
+  Plan plan = method("draft:density=0.17")->plan(q, k, ctx);  // 2 cells of 12: its own and its target
+  at::Tensor mask = csr_to_mask(plan.csr);
+  ASSERT_EQ(mask.sizes(), (at::IntArrayRef{B, H, C / 2, C}));
+  for (int64_t h = 0; h < H; ++h) {
+    at::Tensor want = at::zeros({C / 2, C}, at::kBool);
+    auto w = want.accessor<bool, 2>();
+    for (int64_t i = 0; i < C / 2; ++i)
+      for (int64_t c : {2 * i, 2 * i + 1}) w[i][c] = w[i][(c + 5 + h) % C] = true;
+    for (int64_t b = 0; b < B; ++b) EXPECT_TRUE(at::equal(mask[b][h], want)) << "head " << h << "\n" << mask[b][h];
+  }
+}
+
+TEST(RecipeAttention, BadDraftParametersNameTheParameter) {
+  for (auto [recipe, name] : std::vector<std::pair<std::string, std::string>>{
+           {"draft:pool=0", "'pool'"},
+           {"draft:pool=2.5", "'pool'"},
+           {"draft:density=1.5", "'density'"},
+           {"draft:mass=-0.1", "'mass'"},
+           {"draft:kblock=96", "'kblock'"},
+           {"draft:density=0:mass=0", "'density'"},
+       }) {
+    try {
+      method(recipe);
+      ADD_FAILURE() << recipe << " accepted";
+    } catch (const RecipeError& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Counts the plan() calls and resets of the method it wraps.
 class Counting final : public AttentionMethod {
  public:
@@ -388,7 +568,8 @@ TEST(MethodsCuda, AtDensityOneEveryMethodEqualsDenseOnTheGpu) {
   Qkv x = random_qkv(2, kGrid.tokens(), 3, 64, at::kCUDA);
   AttentionOutput dense = dense_attention(x.q, x.k, x.v);
   for (std::string recipe : {"topk:k=1000", "topk:mass=1", "window3d:t=3:h=7:w=9",
-                             "svg:frame_window=2:position_window=62", "reuse:inner=(topk:k=1000)"}) {
+                             "svg:frame_window=2:position_window=62", "draft:density=1", "draft:pool=4:density=0:mass=1",
+                             "reuse:inner=(topk:k=1000)"}) {
     auto m = method(recipe);
     AttentionOutput got = m->run(x.q, x.k, x.v, m->plan(x.q, x.k, context()));
     EXPECT_TRUE(close(got.out, dense.out, 2e-3)) << recipe;
@@ -414,7 +595,7 @@ TEST(MethodsCuda, PlansBuildWithoutHostSynchronisation) {
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 64, at::kCUDA);
   // reuse without drift re-plans on its schedule alone; with drift it reads one scalar back by design.
   for (std::string recipe : {"topk:k=2", "topk:mass=0.5:first=1", "window3d:t=1:h=2:w=2", "svg", "svg:kblock=128",
-                             "reuse:every=1:inner=(svg)"}) {
+                             "draft", "draft:pool=4:density=0:mass=0.5:kblock=128", "reuse:every=1:inner=(svg)"}) {
     auto m = method(recipe);
     m->plan(x.q, x.k, context());  // warm-up: allocator pools, cached masks
     at::cuda::CUDAStream stream = at::cuda::getStreamFromPool();
