@@ -22,7 +22,10 @@ AttentionOutput RecipeAttention::forward(const at::Tensor& q, const at::Tensor& 
                                          const AttentionContext& ctx) {
   if (observer_) observer_->observe(q, k, ctx);
   AttentionMethod& method = method_for(ctx);
-  return method.run(q, k, v, method.plan(q, k, ctx));
+  const Plan plan = method.plan(q, k, ctx);
+  AttentionOutput output = method.run(q, k, v, plan);
+  if (observer_) observer_->observe_output(q, k, v, plan, output, ctx);
+  return output;
 }
 
 }  // namespace ditkit

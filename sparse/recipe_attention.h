@@ -26,7 +26,8 @@ class RecipeAttention {
   // The method that handles (layer, step) of a run of num_steps steps.
   AttentionMethod& method_for(const AttentionContext& ctx);
 
-  // Shown every call's q and k before the method runs; nullptr (the default) for none. Not owned.
+  // Shown every call's q and k before the method runs, and its v, plan and output after;
+  // nullptr (the default) for none. Not owned.
   void set_observer(AttentionObserver* observer) { observer_ = observer; }
 
  private:

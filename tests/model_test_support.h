@@ -1,5 +1,6 @@
-// Helpers the model tests share: error measures against goldens, "throws with these words", and
-// a fixture that copies a tiny model folder so a test can break one thing in its own copy.
+// Helpers the model tests share: error measures against goldens, "throws with these words", a
+// fixture that copies a tiny model folder so a test can break one thing in its own copy, and a
+// tiny random shipped model for pipeline tests.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,6 +17,7 @@
 
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
+#include "pipelines/shipped_model.h"
 
 namespace ditkit::testing_support {
 
@@ -81,5 +83,47 @@ class TinyModelCopy : public ::testing::Test {
   nlohmann::json config_;
   std::map<std::string, at::Tensor> tensors_;
 };
+
+// A tiny random shipped model: caption words, transformer, defaults (16x16, 8 frames, 2 Euler
+// steps), and the folder save_shipped_model writes from them.
+inline const std::vector<std::string> kWords = {"a",    "red", "green", "circle", "square", "moves",
+                                                "left", "up",  "on",    "blue",   "gray",   "background"};
+
+inline WanConfig tiny_transformer_config() {
+  WanConfig c;
+  c.num_attention_heads = 2;
+  c.attention_head_dim = 12;
+  c.in_channels = c.out_channels = 192;  // the 4x4x4 codec's channels
+  c.text_dim = 16;
+  c.freq_dim = 16;
+  c.ffn_dim = 32;
+  c.num_layers = 2;
+  return c;
+}
+
+inline ShippedModelIndex tiny_index() {
+  ShippedModelIndex index;
+  index.defaults.width = 16;
+  index.defaults.height = 16;
+  index.defaults.frames = 8;
+  index.defaults.steps = 2;
+  index.defaults.guidance = 3.0;
+  index.defaults.shift = 2.0;
+  index.defaults.scheduler = "euler";
+  return index;
+}
+
+// `words`: the caption encoder's vocabulary (caption_vocabulary() for prompts that are captions).
+inline void write_tiny_shipped_model(const std::string& dir, const ShippedModelIndex& index = tiny_index(),
+                                     const std::vector<std::string>& words = kWords) {
+  CaptionEncoderConfig captions;
+  captions.dim = 16;
+  captions.layers = 1;
+  captions.heads = 2;
+  captions.ffn = 32;
+  captions.max_length = 10;
+  save_shipped_model(dir, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
+                     CaptionEncoder::random(captions, CaptionVocabulary(words), 4, at::kCPU, at::kFloat), index);
+}
 
 }  // namespace ditkit::testing_support

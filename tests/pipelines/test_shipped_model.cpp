@@ -25,32 +25,9 @@ namespace {
 
 using testing_support::throws_with;
 
-const std::vector<std::string> kWords = {"a",    "red", "green", "circle", "square", "moves",
-                                         "left", "up",  "on",    "blue",   "gray",   "background"};
-
-WanConfig tiny_transformer_config() {
-  WanConfig c;
-  c.num_attention_heads = 2;
-  c.attention_head_dim = 12;
-  c.in_channels = c.out_channels = 192;  // the 4x4x4 codec's channels
-  c.text_dim = 16;
-  c.freq_dim = 16;
-  c.ffn_dim = 32;
-  c.num_layers = 2;
-  return c;
-}
-
-ShippedModelIndex tiny_index() {
-  ShippedModelIndex index;
-  index.defaults.width = 16;
-  index.defaults.height = 16;
-  index.defaults.frames = 8;
-  index.defaults.steps = 2;
-  index.defaults.guidance = 3.0;
-  index.defaults.shift = 2.0;
-  index.defaults.scheduler = "euler";
-  return index;
-}
+using testing_support::kWords;
+using testing_support::tiny_index;
+using testing_support::tiny_transformer_config;
 
 class ShippedModel : public ::testing::Test {
  protected:
@@ -65,14 +42,7 @@ class ShippedModel : public ::testing::Test {
   void TearDown() override { remove_tree(root_.string()); }
 
   void write(const ShippedModelIndex& index = tiny_index()) const {
-    CaptionEncoderConfig captions;
-    captions.dim = 16;
-    captions.layers = 1;
-    captions.heads = 2;
-    captions.ffn = 32;
-    captions.max_length = 10;
-    save_shipped_model(dir_, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
-                       CaptionEncoder::random(captions, CaptionVocabulary(kWords), 4, at::kCPU, at::kFloat), index);
+    testing_support::write_tiny_shipped_model(dir_, index);
   }
 
   fs::path root_;
