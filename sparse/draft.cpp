@@ -9,13 +9,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
-#include <tuple>
 
 #include "kernels/block_pool.h"
 #include "kernels/block_scores.h"
 #include "kernels/block_select.h"
 #include "kernels/token_permute.h"
+#include "sparse/grid_cache.h"
 #include "sparse/method_registry.h"
 
 namespace ditkit {
@@ -119,14 +118,11 @@ class DraftMethod final : public AttentionMethod {
 
  private:
   const Layout& layout(const LatentGrid& g, at::Device device) {
-    auto key = std::make_tuple(g.frames, g.height, g.width, device.str());
-    auto it = layouts_.find(key);
-    if (it == layouts_.end()) it = layouts_.emplace(key, make_layout(g, o_, device)).first;
-    return it->second;
+    return layouts_.get(g, device, [&] { return make_layout(g, o_, device); });
   }
 
   DraftOptions o_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, std::string>, Layout> layouts_;
+  GridCache<Layout> layouts_;
 };
 
 }  // namespace

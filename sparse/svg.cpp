@@ -7,10 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
-#include <tuple>
 
 #include "kernels/token_permute.h"
+#include "sparse/grid_cache.h"
 #include "sparse/method_registry.h"
 
 namespace ditkit {
@@ -118,14 +117,11 @@ class SvgMethod final : public AttentionMethod {
 
  private:
   const Layout& layout(const LatentGrid& g, at::Device device) {
-    auto key = std::make_tuple(g.frames, g.height, g.width, device.str());
-    auto it = layouts_.find(key);
-    if (it == layouts_.end()) it = layouts_.emplace(key, make_layout(g, o_, device)).first;
-    return it->second;
+    return layouts_.get(g, device, [&] { return make_layout(g, o_, device); });
   }
 
   SvgOptions o_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, std::string>, Layout> layouts_;
+  GridCache<Layout> layouts_;
 };
 
 }  // namespace
