@@ -19,6 +19,7 @@
 #include "pipelines/model_location.h"
 #include "pipelines/shipped_model.h"
 #include "pipelines/text_to_video.h"
+#include "tools/model_flags.h"
 #include "sparse/attention_method.h"
 
 namespace fs = std::filesystem;
@@ -29,13 +30,8 @@ struct AbFlags {
   std::string recipe;
   std::vector<std::string> prompts{"a red circle moves slowly left on a blue background"};
   std::string out;
-  std::string model;  // empty: the shipped default model
-  std::string device = "auto";
+  ditkit::tools::ModelFlags run;
   int fps = 16;
-  // The model's defaults (ModelDefaults) unless given: only the flags set on the command line count.
-  int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0;
-  int64_t seed = 0;
 };
 
 int fail(const std::string& message, int code = 2) {
@@ -55,22 +51,8 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out", o.out,
                  "output folder: report.json, report.html, psnr_NN.png, layer_error_NN.png, side_by_side_NN.y4m/.mp4")
       ->required();
-  app.add_option("-m,--model", o.model,
-                 "model folder (Wan2.1 diffusers layout, or a shipped-model folder); default: the shipped model")
-      ->envname("DITKIT_MODEL");
-  auto from_model = [&](CLI::Option* option) { return option->default_str("the model's"); };
-  CLI::Option* width =
-      from_model(app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* height =
-      from_model(app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* frames =
-      from_model(app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber));
-  CLI::Option* steps = from_model(app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber));
-  CLI::Option* guidance = from_model(
-      app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
-  app.add_option("--seed", o.seed, "noise seed, the same for both runs");
+  o.run.add_to(app);
   app.add_option("--fps", o.fps, "frames per second of the side-by-side video")->check(CLI::PositiveNumber);
-  app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   app.footer("Attention methods for --recipe (a recipe string or a .json file):\n" +
              ditkit::describe_methods(ditkit::attention_method_specs()));
   CLI11_PARSE(app, argc, argv);
@@ -78,7 +60,7 @@ int main(int argc, char** argv) {
   // Before any work: a recipe that does not parse, or a run that cannot write its results.
   try {
     ditkit::check_recipe(ditkit::load_recipe(o.recipe, ditkit::attention_method_specs()), 1,
-                         steps->count() ? o.steps : 1);
+                         o.run.steps_or(1));
   } catch (const std::exception& e) {
     return fail("--recipe: " + std::string(e.what()));
   }
@@ -87,7 +69,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail("--out: " + std::string(e.what()));
   }
-  std::string model = o.model;
+  std::string model = o.run.model;
   try {
     if (model.empty()) model = ditkit::find_default_model_folder();
   } catch (const ditkit::ModelNotFound& e) {
@@ -97,10 +79,9 @@ int main(int argc, char** argv) {
 
   at::Device device(at::kCPU);
   try {
-    device = o.device == "auto" ? (at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU))
-                                : at::Device(o.device);
+    device = o.run.torch_device();
   } catch (const std::exception&) {
-    return fail("--device: '" + o.device + "' is not auto, cpu or cuda[:N]");
+    return fail("--device: '" + o.run.device + "' is not auto, cpu or cuda[:N]");
   }
   const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   auto t0 = std::chrono::steady_clock::now();
@@ -118,12 +99,7 @@ int main(int argc, char** argv) {
   ab.adherence = ditkit::is_shipped_model_folder(model);
   ditkit::TextToVideoOptions& gen = ab.generation;
   gen = pipeline->default_options();
-  if (width->count()) gen.width = o.width;
-  if (height->count()) gen.height = o.height;
-  if (frames->count()) gen.frames = o.frames;
-  if (steps->count()) gen.sampling.steps = o.steps;
-  if (guidance->count()) gen.sampling.guidance = o.guidance;
-  gen.sampling.seed = o.seed;
+  o.run.apply(gen);
   try {
     ditkit::check_recipe(ditkit::load_recipe(o.recipe, ditkit::attention_method_specs()),
                          static_cast<int>(pipeline->transformer().config().num_layers), gen.sampling.steps);
@@ -134,7 +110,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "dit-ab: '%s' against dense on %s (%s), %lldx%lld, %lld frames, %d steps, guidance %g, seed %lld\n",
                o.recipe.c_str(), model.c_str(), device.str().c_str(), static_cast<long long>(gen.width),
                static_cast<long long>(gen.height), static_cast<long long>(gen.frames), gen.sampling.steps,
-               gen.sampling.guidance, static_cast<long long>(o.seed));
+               gen.sampling.guidance, static_cast<long long>(o.run.seed));
   std::vector<ditkit::PromptComparison> results;
   try {
     results = ditkit::compare_recipe_to_dense(*pipeline, ab,
@@ -146,7 +122,7 @@ int main(int argc, char** argv) {
     return fail(e.what(), 1);
   }
   try {
-    ditkit::AbRun run{model, o.recipe, device.str(), o.seed, gen.sampling.steps, gen.sampling.guidance,
+    ditkit::AbRun run{model, o.recipe, device.str(), o.run.seed, gen.sampling.steps, gen.sampling.guidance,
                       gen.sampling.shift, gen.frames, gen.height, gen.width, o.fps};
     t0 = std::chrono::steady_clock::now();
     const std::vector<std::string> written = ditkit::write_ab_report(o.out, run, results);

@@ -17,6 +17,7 @@
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
 #include "pipelines/video_writer.h"
+#include "tools/model_flags.h"
 #include "sparse/attention_method.h"
 
 namespace fs = std::filesystem;
@@ -27,14 +28,10 @@ struct GenOptions {
   std::string prompt;
   std::string negative_prompt;
   std::string out = "clip.mp4";
-  std::string model;  // empty: the shipped default model
+  ditkit::tools::ModelFlags run;
   std::string attention = "dense";
-  std::string device = "auto";
   int fps = 16, vae_chunk = 1;
-  // The model's defaults (ModelDefaults) unless given: only the flags set on the command line count.
-  int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0, shift = 0;
-  int64_t seed = 0;
+  double shift = 0;  // the model's unless given
 };
 
 void print_system_info() {
@@ -56,26 +53,13 @@ int main(int argc, char** argv) {
   CLI::Option* negative =
       from_model(app.add_option("-n,--negative-prompt", o.negative_prompt, "what to steer away from"));
   app.add_option("-o,--out", o.out, "output: .mp4, .y4m, or a folder/ of PNG frames");
-  app.add_option("-m,--model", o.model,
-                 "model folder (Wan2.1 diffusers layout, or a shipped-model folder); default: the shipped model")
-      ->envname("DITKIT_MODEL");
   app.add_option("-a,--attention", o.attention, "attention recipe, e.g. 'dense@steps<10,svg:density=0.15'");
-  CLI::Option* width =
-      from_model(app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* height =
-      from_model(app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* frames =
-      from_model(app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber));
-  CLI::Option* steps = from_model(app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber));
-  CLI::Option* guidance = from_model(
-      app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
+  o.run.add_to(app);
   CLI::Option* shift =
       from_model(app.add_option("--shift", o.shift, "flow-matching shift")->check(CLI::PositiveNumber));
-  app.add_option("--seed", o.seed, "noise seed (same noise on CPU and GPU)");
   app.add_option("--fps", o.fps, "frames per second of the output")->check(CLI::PositiveNumber);
   app.add_option("--vae-chunk", o.vae_chunk, "latent frames decoded at once (lower uses less memory)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   app.footer("Defaults marked \"the model's\": the shipped model's model_index.json, or diffusers' WanPipeline\n"
              "defaults for a Wan2.1 folder (832x480, 81 frames, 50 steps, guidance 5, its scheduler's shift).\n\n"
              "Attention methods for --attention (a recipe string or a .json file):\n" +
@@ -85,12 +69,12 @@ int main(int argc, char** argv) {
   print_system_info();
   try {
     ditkit::check_recipe(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()), 1,
-                         steps->count() ? o.steps : 1);
+                         o.run.steps_or(1));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());
     return 2;
   }
-  std::string model = o.model;
+  std::string model = o.run.model;
   try {
     if (model.empty()) model = ditkit::find_default_model_folder();
   } catch (const ditkit::ModelNotFound& e) {
@@ -107,8 +91,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const at::Device device = o.device == "auto" ? (at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU))
-                                                 : at::Device(o.device);
+    const at::Device device = o.run.torch_device();
     const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
     auto t0 = std::chrono::steady_clock::now();
     ditkit::TextToVideo pipeline = ditkit::TextToVideo::load(model, device, dtype);
@@ -117,14 +100,9 @@ int main(int argc, char** argv) {
     ditkit::TextToVideoOptions gen = pipeline.default_options();
     gen.prompt = o.prompt;
     if (negative->count()) gen.negative_prompt = o.negative_prompt;
-    if (width->count()) gen.width = o.width;
-    if (height->count()) gen.height = o.height;
-    if (frames->count()) gen.frames = o.frames;
-    if (steps->count()) gen.sampling.steps = o.steps;
-    if (guidance->count()) gen.sampling.guidance = o.guidance;
+    o.run.apply(gen);
     if (shift->count()) gen.sampling.shift = o.shift;
     gen.vae_chunk = o.vae_chunk;
-    gen.sampling.seed = o.seed;
     std::fprintf(stderr,
                  "dit-gen: %s on %s (%s), %lldx%lld, %lld frames, %d steps, guidance %g, shift %g, attention '%s'\n",
                  model.c_str(), device.str().c_str(), c10::toString(dtype), static_cast<long long>(gen.width),

@@ -18,6 +18,7 @@
 #include "pipelines/model_location.h"
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
+#include "tools/model_flags.h"
 
 namespace fs = std::filesystem;
 
@@ -26,14 +27,9 @@ namespace {
 struct ProfileOptions {
   std::string prompt;
   std::string out;
-  std::string model;  // empty: the shipped default model
-  std::string device = "auto";
+  ditkit::tools::ModelFlags run;
   std::vector<int> steps_to_profile;  // empty: first, middle and last
   int k_block = 64;
-  // The model's defaults (ModelDefaults) unless given: only the flags set on the command line count.
-  int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0;
-  int64_t seed = 0;
 };
 
 int fail(const std::string& message, int code = 2) {
@@ -50,25 +46,11 @@ int main(int argc, char** argv) {
   app.add_option("-p,--prompt", o.prompt, "what the video shows")->required();
   app.add_option("-o,--out", o.out, "output folder: profile.json, summary.md, step_NNN.png, block_maps.safetensors")
       ->required();
-  app.add_option("-m,--model", o.model,
-                 "model folder (Wan2.1 diffusers layout, or a shipped-model folder); default: the shipped model")
-      ->envname("DITKIT_MODEL");
-  auto from_model = [&](CLI::Option* option) { return option->default_str("the model's"); };
-  CLI::Option* width =
-      from_model(app.add_option("--width", o.width, "video width in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* height =
-      from_model(app.add_option("--height", o.height, "video height in pixels")->check(CLI::PositiveNumber));
-  CLI::Option* frames =
-      from_model(app.add_option("--frames", o.frames, "number of frames")->check(CLI::PositiveNumber));
-  CLI::Option* steps = from_model(app.add_option("--steps", o.steps, "denoising steps")->check(CLI::PositiveNumber));
-  CLI::Option* guidance = from_model(
-      app.add_option("--guidance", o.guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
-  app.add_option("--seed", o.seed, "noise seed");
+  o.run.add_to(app);
   app.add_option("--steps-to-profile", o.steps_to_profile, "step indices to measure, from 0, e.g. 0,15,29")
       ->delimiter(',')
       ->default_str("first, middle and last");
   app.add_option("--kblock", o.k_block, "key block size (query blocks are 128)")->check(CLI::IsMember({64, 128}));
-  app.add_option("--device", o.device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   CLI11_PARSE(app, argc, argv);
 
   // Before any work: a run that cannot write its results is not worth starting.
@@ -77,7 +59,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail("--out: " + std::string(e.what()));
   }
-  std::string model = o.model;
+  std::string model = o.run.model;
   try {
     if (model.empty()) model = ditkit::find_default_model_folder();
   } catch (const ditkit::ModelNotFound& e) {
@@ -85,8 +67,7 @@ int main(int argc, char** argv) {
   }
   if (!fs::is_directory(model)) return fail("--model: '" + model + "' is not a folder");
 
-  const at::Device device = o.device == "auto" ? (at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU))
-                                               : at::Device(o.device);
+  const at::Device device = o.run.torch_device();
   const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<ditkit::TextToVideo> pipeline;
@@ -99,12 +80,7 @@ int main(int argc, char** argv) {
 
   ditkit::TextToVideoOptions gen = pipeline->default_options();
   gen.prompt = o.prompt;
-  if (width->count()) gen.width = o.width;
-  if (height->count()) gen.height = o.height;
-  if (frames->count()) gen.frames = o.frames;
-  if (steps->count()) gen.sampling.steps = o.steps;
-  if (guidance->count()) gen.sampling.guidance = o.guidance;
-  gen.sampling.seed = o.seed;
+  o.run.apply(gen);
   std::vector<int> profile_steps;
   try {
     profile_steps = o.steps_to_profile.empty()
@@ -139,7 +115,7 @@ int main(int argc, char** argv) {
     progress.finish();
     const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-    ditkit::ProfileRun run{model, o.prompt, o.seed, gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
+    ditkit::ProfileRun run{model, o.prompt, o.run.seed, gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
                            gen.frames, gen.height, gen.width};
     t0 = std::chrono::steady_clock::now();
     ditkit::write_attention_profile(o.out, run, profiler);
