@@ -23,6 +23,8 @@
 #include <cutlass/numeric_types.h>
 #include <cutlass/pipeline/sm90_pipeline.hpp>
 
+#include <array>
+#include <atomic>
 #include <cmath>
 
 namespace ditkit::cuda {
@@ -443,12 +445,17 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
 }  // namespace
 
 bool block_sparse_attention_kernel_available() {
-  int device = 0, major = 0, minor = 0;
+  int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
-    return false;
-  return major == 9 && minor == 0;
+  // Asked on every attention call; a device's answer never changes, so it is looked up once.
+  static std::array<std::atomic<int8_t>, 64> known{};  // 0: not asked yet, 1: no, 2: yes
+  if (device < int(known.size()) && known[device] != 0) return known[device] == 2;
+  int major = 0, minor = 0;
+  const bool sm90 = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+                    major == 9 && minor == 0;
+  if (device < int(known.size())) known[device] = sm90 ? 2 : 1;
+  return sm90;
 }
 
 bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {

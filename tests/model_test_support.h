@@ -113,15 +113,16 @@ inline ShippedModelIndex tiny_index() {
   return index;
 }
 
-// `words`: the caption encoder's vocabulary (caption_vocabulary() for prompts that are captions).
+// `words`: the caption encoder's vocabulary (caption_vocabulary() for prompts that are captions,
+// with a `max_length` that holds them).
 inline void write_tiny_shipped_model(const std::string& dir, const ShippedModelIndex& index = tiny_index(),
-                                     const std::vector<std::string>& words = kWords) {
+                                     const std::vector<std::string>& words = kWords, int64_t max_length = 10) {
   CaptionEncoderConfig captions;
   captions.dim = 16;
   captions.layers = 1;
   captions.heads = 2;
   captions.ffn = 32;
-  captions.max_length = 10;
+  captions.max_length = max_length;
   save_shipped_model(dir, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
                      CaptionEncoder::random(captions, CaptionVocabulary(words), 4, at::kCPU, at::kFloat), index);
 }

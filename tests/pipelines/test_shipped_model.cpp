@@ -88,15 +88,7 @@ TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
 // measure_adherence on a random model: which prompts it draws, what it counts, that it stops
 // when asked. (A random model draws nothing right; the checker's own proof is elsewhere.)
 TEST_F(ShippedModel, AdherenceGeneratesTheSplitsPromptsAndCountsTheRightOnes) {
-  CaptionEncoderConfig captions;
-  captions.dim = 16;
-  captions.layers = 1;
-  captions.heads = 2;
-  captions.ffn = 32;
-  captions.max_length = 32;
-  save_shipped_model(dir_, WanTransformer::random(tiny_transformer_config(), 3, at::kCPU, at::kFloat),
-                     CaptionEncoder::random(captions, CaptionVocabulary(caption_vocabulary()), 4, at::kCPU, at::kFloat),
-                     tiny_index());
+  testing_support::write_tiny_shipped_model(dir_, tiny_index(), caption_vocabulary(), 32);
   TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
   AdherenceOptions o;
   o.count = 3;
