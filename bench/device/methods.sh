@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# On the GPU machine: the attention methods measured for issue 9, in one call.
+#   1. each method's attention at the Wan2.1-1.3B shape against cuDNN dense (bench/method_attention.cpp)
+#   2. end-to-end denoising, 50 steps at the 1.3B shape, recipes against ditkit dense (bench/denoise_time.cpp)
+#   3. quality on the shipped model: dit-ab of each recipe against dense, same prompts and seeds
+# Builds what it needs into $BUILD_DIR (configure as build_and_test.sh does). carry: [".deps"]
+#   bash bench/device/methods.sh <commit>   -> $OUT/methods-h100.jsonl, denoise-h100.jsonl, ab/<n>/report.json
+# PARTS="attention denoise quality" picks the parts to run.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT="${OUT:-$ROOT/out/device}"
+BUILD="${BUILD_DIR:-$ROOT/build-device}"
+PARTS="${PARTS:-attention denoise quality}"
+mkdir -p "$OUT"
+commit="${1:-unknown}"
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+
+cutlass="$(bash "$ROOT/bench/device/unpack_cutlass.sh" "$BUILD")" || exit 1
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF \
+  -DDITKIT_CUTLASS_DIR="$cutlass" -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" \
+  -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >/dev/null || exit 1
+cmake --build "$BUILD" -j "$(nproc)" --target method_attention denoise_time dit-ab || exit 1
+
+# Per-method recipes at the 1.3B shape: key blocks of 128 (the kernel's faster tile), densities
+# near 10% and 5% where the method has a knob for it.
+if has attention; then
+  "$BUILD/bench/method_attention" --commit "$commit" --out "$OUT/methods-h100.jsonl" \
+    "dense:kernel=cudnn" "dense" \
+    "topk:k=26:kblock=128" "topk:k=13:kblock=128" \
+    "svg:kblock=128" "svg:frame_window=0:kblock=128" \
+    "draft:density=0.1:kblock=128" "draft:density=0.05:kblock=128" \
+    "window3d:t=1:h=6:w=8:kblock=128" \
+    ${EXTRA_METHODS:-} \
+    "reuse:every=5:inner=(topk:k=13:kblock=128)" "reuse:every=5:inner=(svg:frame_window=0:kblock=128)" \
+    "reuse:every=5:inner=(draft:density=0.05:kblock=128)"
+fi
+
+if has denoise; then
+  "$BUILD/bench/denoise_time" --commit "$commit" --out "$OUT/denoise-h100.jsonl" \
+    "topk:k=13:kblock=128" \
+    "dense@steps<2,reuse:every=10:inner=(topk:k=13:kblock=128)" \
+    "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0:kblock=128)" \
+    "dense@steps<2,reuse:every=10:inner=(draft:density=0.05:kblock=128)" \
+    "dense@steps<10%,svg:kblock=128" \
+    ${EXTRA_DENOISE:-}
+fi
+
+# The shipped model: 8x16x16 = 2,048 tokens, 16 query blocks x 32 key blocks of 64, so the
+# densities differ from the 1.3B shape's; each report.json says the density that ran.
+if has quality; then
+  prompts=(-p "a red circle moves left on a blue background"
+           -p "a green square moves right on a black background"
+           -p "a yellow triangle moves up on a white background"
+           -p "a blue circle moves down on a gray background")
+  n=0
+  for recipe in "topk:k=2" "topk:k=4" "topk:mass=0.9" "svg" "svg:frame_window=0" \
+                "draft:density=0.1" "draft:density=0.05" "window3d" \
+                "reuse:every=5:inner=(topk:k=4)" "dense@steps<10%,topk:k=4" \
+                "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0)" ${EXTRA_QUALITY:-}; do
+    n=$((n + 1))
+    echo "== quality $n: $recipe"
+    "$BUILD/tools/dit-ab" --recipe "$recipe" "${prompts[@]}" --device cuda --out "$OUT/ab/$n" >"$OUT/ab-$n.log" 2>&1 \
+      || { echo "dit-ab failed:"; tail -5 "$OUT/ab-$n.log"; }
+    rm -f "$OUT"/ab/$n/side_by_side_*.y4m  # too large to bring back; report.json and the charts stay
+  done
+fi

@@ -1,0 +1,106 @@
+// Each attention method against cuDNN dense attention at the Wan2.1-1.3B self-attention shape
+// (B=2 cond+uncond, 12 heads of 128, 21x30x52 latent tokens = 32,760), measured in one run:
+//   method_attention [--out results.jsonl] [--commit C] [--steps N] RECIPE...
+// A RECIPE is one recipe rule (e.g. `topk:k=13:kblock=128`, `reuse:every=5:inner=(svg)`). Each
+// is timed as the sampler calls it: plan() then run() for N consecutive steps (default 10) of
+// one layer, after reset(), so a reuse wrapper re-plans exactly when it would in a real run; the
+// value is the mean per call. Also: the plan alone and the run alone (first step's plan), and the
+// density the plans actually kept. q, k, v are random, so data-driven selections (topk, draft)
+// find no structure to follow: only their cost and the density they keep are measured here.
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/device_bench.h"
+#include "kernels/dense_attention.h"
+#include "sparse/attention_method.h"
+
+int main(int argc, char** argv) {
+  std::string out_path = "methods.jsonl", commit = "unknown";
+  int steps = 10;
+  std::vector<std::string> recipes;
+  for (int a = 1; a < argc; ++a) {
+    const std::string flag = argv[a];
+    if (flag.rfind("--", 0) != 0) {
+      recipes.push_back(flag);
+      continue;
+    }
+    if (a + 1 >= argc) {
+      std::fprintf(stderr, "method_attention: %s needs a value\n", argv[a]);
+      return 2;
+    }
+    const std::string value = argv[++a];
+    if (flag == "--out") out_path = value;
+    else if (flag == "--commit") commit = value;
+    else if (flag == "--steps") steps = std::stoi(value);
+    else {
+      std::fprintf(stderr, "method_attention: unknown flag %s\n", flag.c_str());
+      return 2;
+    }
+  }
+  if (recipes.empty() || steps < 1 || !at::hasCUDA()) {
+    std::fprintf(stderr, "method_attention: needs at least one RECIPE, --steps >= 1 and a CUDA GPU\n");
+    return 2;
+  }
+  const ditkit::LatentGrid grid{21, 30, 52};
+  const int64_t B = 2, S = grid.tokens(), H = 12, D = 128;
+  auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+  at::Tensor q = at::randn({B, S, H, D}, opts), k = at::randn({B, S, H, D}, opts), v = at::randn({B, S, H, D}, opts);
+  auto time = [](const std::function<void()>& fn) { return ditkit::bench::median_ms(fn, 2, 10); };
+  const double dense_ms = time([&] { ditkit::dense_attention(q, k, v); });
+  std::printf("cudnn dense: %.3f ms\n", dense_ms);
+
+  for (const std::string& text : recipes) {
+    const ditkit::Recipe recipe = ditkit::parse_recipe(text, ditkit::attention_method_specs());
+    if (recipe.rules.size() != 1) {
+      std::fprintf(stderr, "method_attention: %s: give one rule per argument\n", text.c_str());
+      return 2;
+    }
+    auto method = ditkit::make_attention_method(recipe.rules[0]);
+    ditkit::AttentionContext ctx;
+    ctx.grid = grid;
+    ctx.num_steps = steps;
+    ctx.text_length = 512;
+    // The density pass is apart from the timed one: plan.density() is a reduction of its own.
+    auto run_steps = [&](at::Tensor* density_sum) {
+      method->reset();
+      for (int s = 0; s < steps; ++s) {
+        ctx.step = s;
+        ctx.timestep = 1000.0 * (steps - s) / steps;
+        ditkit::Plan plan = method->plan(q, k, ctx);
+        method->run(q, k, v, plan);
+        if (density_sum) *density_sum += plan.density(q.device());
+      }
+    };
+    const double per_call_ms = time([&] { run_steps(nullptr); }) / steps;
+    at::Tensor density_sum = at::zeros({}, at::dtype(at::kFloat).device(at::kCUDA));
+    run_steps(&density_sum);
+    const double density = density_sum.item<double>() / steps;
+    method->reset();
+    ctx.step = 0;
+    ditkit::Plan first;
+    const double plan_ms = time([&] {
+      method->reset();
+      first = method->plan(q, k, ctx);
+    });
+    const double run_ms = time([&] { method->run(q, k, v, first); });
+    std::printf("%s: %.3f ms a call (plan %.3f, run %.3f), density %.4f, %.2fx cuDNN\n", text.c_str(), per_call_ms,
+                plan_ms, run_ms, density, dense_ms / per_call_ms);
+    ditkit::bench::record(out_path, "method-attention", commit,
+                          {{"case", "wan2.1-1.3b self-attention B=2 H=12 S=32760 D=128 bf16, " +
+                                        std::to_string(steps) + " steps of one layer"},
+                           {"impl", "ditkit"},
+                           {"recipe", ditkit::to_string(recipe)},
+                           {"value", per_call_ms},
+                           {"unit", "ms"},
+                           {"plan_ms", plan_ms},
+                           {"run_ms", run_ms},
+                           {"density", density},
+                           {"baseline_impl", "cudnn-dense"},
+                           {"baseline_value", dense_ms},
+                           {"ratio", dense_ms / per_call_ms}});
+  }
+  return 0;
+}
