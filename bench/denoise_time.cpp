@@ -3,8 +3,9 @@
 // dense pipeline timed in the same run:
 //   denoise_time [--steps N] [--out results.jsonl] [--commit C] RECIPE...
 // Times the whole sample() call (every step, dense warm-up steps and re-plans included) from the
-// same noise and text embeddings, after an untimed two-step run of the same recipe (kernel set-up,
-// allocator), and records each step's GPU time so warm-up, plan and reuse steps can be told apart.
+// same noise and text embeddings, after the first two steps of an untimed run of the same recipe
+// (kernel set-up, allocator), and records each step's GPU time so that warm-up, plan and reuse
+// steps can be told apart.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -33,10 +34,12 @@ Timed time_sampling(const ditkit::WanTransformer& model, const std::string& reci
   options.guidance = 5.0;
   options.shift = 3.0;
   options.seed = 0;
-  options.steps = 2;
-  ditkit::sample(model, shape, context, uncond, options, &attention);
-
   options.steps = steps;
+  try {  // the warm-up: the same run cancelled after two steps, so the recipe sees the real step count
+    ditkit::sample(model, shape, context, uncond, options, &attention, [](int step, int) { return step < 1; });
+  } catch (const ditkit::SamplingCancelled&) {
+  }
+
   auto stream = at::cuda::getCurrentCUDAStream();
   std::vector<cudaEvent_t> events(steps + 1);
   for (auto& e : events) cudaEventCreate(&e);

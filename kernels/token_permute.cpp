@@ -4,6 +4,14 @@
 
 #include <algorithm>
 
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/token_permute_cuda.h"
+#endif
+
 namespace ditkit {
 
 namespace {
@@ -15,6 +23,30 @@ void check_permute_args(const at::Tensor& x, const at::Tensor& perm) {
                   (perm.dim() == 2 && perm.size(0) == x.size(2) && perm.size(1) == x.size(1)),
               "permute_tokens: permutation ", perm.sizes(), " fits neither [S] nor [H, S] for x ", x.sizes());
 }
+
+#if DITKIT_HAVE_CUDA
+// The vector kernel's conditions: 16-byte rows and strides, 16-byte aligned data.
+bool permute_kernel_applies(const at::Tensor& x, const at::Tensor& perm) {
+  const int64_t es = x.element_size();
+  const auto aligned16 = [&](int64_t elements) { return (elements * es) % 16 == 0; };
+  return x.is_cuda() && perm.device() == x.device() && x.stride(3) == 1 && aligned16(x.size(3)) &&
+         aligned16(x.stride(0)) && aligned16(x.stride(1)) && aligned16(x.stride(2)) &&
+         reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+}
+
+at::Tensor permute_tokens_cuda(const at::Tensor& x, const at::Tensor& perm_in) {
+  at::Tensor perm = perm_in.contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options());
+  const int64_t es = x.element_size();
+  c10::cuda::CUDAGuard guard(x.device());
+  const cuda::TokenPermuteArgs args{x.data_ptr(), out.data_ptr(), perm.data_ptr<int64_t>(), perm.dim() == 2,
+                                    x.size(0), x.size(1), x.size(2), x.size(3) * es,
+                                    x.stride(0) * es, x.stride(1) * es, x.stride(2) * es};
+  const cudaError_t err = cuda::launch_token_permute(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "permute_tokens: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+#endif
 
 }  // namespace
 
@@ -40,6 +72,9 @@ at::Tensor invert_permutation(const at::Tensor& perm) {
 
 at::Tensor permute_tokens(const at::Tensor& x, const at::Tensor& perm) {
   check_permute_args(x, perm);
+#if DITKIT_HAVE_CUDA
+  if (permute_kernel_applies(x, perm)) return permute_tokens_cuda(x, perm);
+#endif
   if (perm.dim() == 1) return x.index_select(1, perm);
   // [H, S] -> index [B, S, H, D] for gather along S.
   at::Tensor index = perm.t().unsqueeze(0).unsqueeze(-1).expand(x.sizes());

@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
 
   // Before any work: a recipe that does not parse, or a run that cannot write its results.
   try {
-    ditkit::check_recipe(ditkit::load_recipe(o.recipe, ditkit::attention_method_specs()), 1,
-                         o.run.steps_or(1));
+    // Only parsed here: layers and percentages of steps are checked once the model is known.
+    ditkit::load_recipe(o.recipe, ditkit::attention_method_specs());
   } catch (const std::exception& e) {
     return fail("--recipe: " + std::string(e.what()));
   }

@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
 
   print_system_info();
   try {
-    ditkit::check_recipe(ditkit::load_recipe(o.attention, ditkit::attention_method_specs()), 1,
-                         o.run.steps_or(1));
+    // Only parsed here: layers and percentages of steps are checked once the model is known.
+    ditkit::load_recipe(o.attention, ditkit::attention_method_specs());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());
     return 2;

@@ -28,19 +28,19 @@ if has attention; then
     "dense:kernel=cudnn" "dense" \
     "topk:k=26:kblock=128" "topk:k=13:kblock=128" \
     "svg:kblock=128" "svg:frame_window=0:kblock=128" \
-    "draft:density=0.1:kblock=128" "draft:density=0.05:kblock=128" \
+    "draft:density=0.1:kblock=128" "draft:density=0.05:kblock=128" "draft:density=0.05" "draft:density=0.02" \
     "window3d:t=1:h=6:w=8:kblock=128" \
     ${EXTRA_METHODS:-} \
     "reuse:every=5:inner=(topk:k=13:kblock=128)" "reuse:every=5:inner=(svg:frame_window=0:kblock=128)" \
-    "reuse:every=5:inner=(draft:density=0.05:kblock=128)"
+    "reuse:every=5:inner=(draft:density=0.05)"
 fi
 
 if has denoise; then
   "$BUILD/bench/denoise_time" --commit "$commit" --out "$OUT/denoise-h100.jsonl" \
-    "topk:k=13:kblock=128" \
-    "dense@steps<2,reuse:every=10:inner=(topk:k=13:kblock=128)" \
+    "dense@steps<1,reuse:every=10:inner=(topk:k=13:kblock=128)" \
+    "dense@steps<2,reuse:every=10:inner=(topk:k=10:kblock=128)" \
     "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0:kblock=128)" \
-    "dense@steps<2,reuse:every=10:inner=(draft:density=0.05:kblock=128)" \
+    "dense@steps<2,reuse:every=10:inner=(draft:density=0.05)" \
     "dense@steps<10%,svg:kblock=128" \
     ${EXTRA_DENOISE:-}
 fi
@@ -53,14 +53,19 @@ if has quality; then
            -p "a yellow triangle moves up on a white background"
            -p "a blue circle moves down on a gray background")
   n=0
-  for recipe in "topk:k=2" "topk:k=4" "topk:mass=0.9" "svg" "svg:frame_window=0" \
-                "draft:density=0.1" "draft:density=0.05" "window3d" \
+  mkdir -p "$OUT/ab"
+  for recipe in "topk:k=2" "topk:k=4" "topk:k=8" "topk:k=16" "topk:mass=0.9" "topk:mass=0.95" \
+                "svg" "svg:frame_window=0" "svg:frame_window=2" \
+                "draft:density=0.1" "draft:density=0.05" "draft:density=0.25" "window3d" \
                 "reuse:every=5:inner=(topk:k=4)" "dense@steps<10%,topk:k=4" \
                 "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0)" ${EXTRA_QUALITY:-}; do
     n=$((n + 1))
     echo "== quality $n: $recipe"
-    "$BUILD/tools/dit-ab" --recipe "$recipe" "${prompts[@]}" --device cuda --out "$OUT/ab/$n" >"$OUT/ab-$n.log" 2>&1 \
-      || { echo "dit-ab failed:"; tail -5 "$OUT/ab-$n.log"; }
+    "$BUILD/tools/dit-ab" --recipe "$recipe" "${prompts[@]}" --device cuda --out "$OUT/ab/$n" >"$OUT/ab/$n.log" 2>&1 \
+      || { echo "dit-ab failed:"; tail -5 "$OUT/ab/$n.log"; }
     rm -f "$OUT"/ab/$n/side_by_side_*.y4m  # too large to bring back; report.json and the charts stay
   done
+  python3 "$ROOT/bench/device/ab_table.py" "$OUT"/ab/*/report.json | tee "$OUT/quality-table.md"
+  # The device tool brings back a limited number of files: one archive instead of many.
+  tar czf "$OUT/ab.tgz" -C "$OUT" ab && rm -rf "$OUT/ab"
 fi
