@@ -39,15 +39,14 @@ class SlaMethod final : public AttentionMethod {
 
   // The plan is discrete (which blocks), so it is built outside autograd; only the projection it
   // carries takes part in training.
-  Plan plan(const at::Tensor& q_in, const at::Tensor& k_in, const AttentionContext& ctx) override {
-    at::Tensor q = q_in.detach(), k = k_in.detach();
+  Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
+    at::NoGradGuard no_grad;
     const int64_t S = q.size(1), D = q.size(3);
     BlockGeometry geometry{S, blocks_.q_block, blocks_.k_block};
     const int64_t NK = geometry.num_k_blocks();
     Plan p;
     p.blocks = blocks_;
     p.linear_projection = projection(ctx.layer, D, q.device());
-    at::NoGradGuard no_grad;
     // The token mean from the block means, each weighted by its block's token count (the partial
     // last block has fewer).
     at::Tensor k_pooled = block_mean_pool(k, blocks_.k_block).to(at::kFloat);  // [B, NK, H, D]
@@ -82,13 +81,14 @@ class SlaMethod final : public AttentionMethod {
   }
 
  private:
-  // The layer's projection on `device` in fp32, zeros if it has none yet.
+  // The layer's projection on `device` in fp32, zeros if it has none yet: a leaf autograd never
+  // records, whatever the caller's grad mode.
   at::Tensor projection(int layer, int64_t head_dim, at::Device device) {
+    at::NoGradGuard no_grad;
     at::Tensor& w = projections_[layer];
     if (!w.defined()) {
       w = at::zeros({head_dim, head_dim}, at::dtype(at::kFloat).device(device));
     } else if (w.device() != device || w.scalar_type() != at::kFloat) {
-      at::NoGradGuard no_grad;
       w = w.to(device, at::kFloat);  // once per run on a new device: a file's weights load on the CPU
     }
     TORCH_CHECK(w.size(0) == head_dim, "sla: weight '", projection_key(layer), "' is ", w.sizes(),
