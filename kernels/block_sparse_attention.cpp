@@ -32,12 +32,12 @@ double check_attention_args(const at::Tensor& q, const at::Tensor& k, const at::
   return scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 }
 
-// Expands a block map [NQ, NK] to tokens [S, S].
+// Expands a block map [..., NQ, NK] to tokens [..., S, S].
 at::Tensor token_mask(const at::Tensor& block_mask, int64_t S, BlockShape blocks) {
-  return block_mask.repeat_interleave(blocks.q_block, 0)
-      .narrow(0, 0, S)
-      .repeat_interleave(blocks.k_block, 1)
-      .narrow(1, 0, S);
+  return block_mask.repeat_interleave(blocks.q_block, -2)
+      .narrow(-2, 0, S)
+      .repeat_interleave(blocks.k_block, -1)
+      .narrow(-1, 0, S);
 }
 
 #if DITKIT_HAVE_CUDA
@@ -131,6 +131,15 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
       lse[b][h].copy_(row_lse.squeeze(-1));
     }
   return {out, lse};
+}
+
+AttentionOutput block_sparse_attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const BlockCsr& csr, BlockShape blocks, double scale) {
+  scale = check_attention_args(q, k, v, csr, blocks, scale);
+  at::Tensor mask = token_mask(csr_to_mask(csr), q.size(1), blocks);  // [B, H, S, S]
+  at::Tensor out = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask,
+                                                    0.0, false, scale);
+  return {out.transpose(1, 2), {}};
 }
 
 AttentionOutput full_attention_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {

@@ -36,6 +36,15 @@ bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k
 AttentionOutput full_attention_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       double scale = 0.0);
 
+// The same attention in ATen ops that autograd differentiates, for training: SDPA under the block
+// map expanded to a token mask [B, H, S, S] (on the GPU the memory-efficient backend, which keeps
+// no probabilities). Memory: the bool mask, S² bytes per (batch, head), and the backend's copy of it
+// as an additive bias (2·S² bytes in bf16) kept for backward; at the shipped model's 2,048 tokens
+// and 4 heads, 48 MiB per clip and layer. Returns `out` only (lse undefined): a loss reads nothing
+// else. Rows with no blocks are not defined here (the planners all keep a block in every row).
+AttentionOutput block_sparse_attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
+
 // The oracle: per (batch, head, query block) it gathers exactly the listed key tokens and runs
 // softmax attention over them in fp64 on the CPU.
 AttentionOutput block_sparse_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -16,10 +16,12 @@ void check_linear_args(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 
 }  // namespace
 
+at::Tensor softmax_feature_map(const at::Tensor& x, at::ScalarType dtype) { return at::softmax(x.to(dtype), -1); }
+
 at::Tensor linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   check_linear_args(q, k, v);
-  at::Tensor fq = at::softmax(q.to(at::kFloat), -1);
-  at::Tensor fk = at::softmax(k.to(at::kFloat), -1);
+  at::Tensor fq = softmax_feature_map(q);
+  at::Tensor fk = softmax_feature_map(k);
   at::Tensor kv = at::einsum("bshd,bshe->bhde", {fk, v.to(at::kFloat)});
   at::Tensor z = fk.sum(1);                                       // [B, H, D]
   at::Tensor num = at::einsum("bshd,bhde->bshe", {fq, kv});
@@ -29,8 +31,8 @@ at::Tensor linear_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 at::Tensor linear_attention_reference(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in) {
   check_linear_args(q_in, k_in, v_in);
-  at::Tensor fq = at::softmax(q_in.to(at::kCPU, at::kDouble), -1).contiguous();
-  at::Tensor fk = at::softmax(k_in.to(at::kCPU, at::kDouble), -1).contiguous();
+  at::Tensor fq = softmax_feature_map(q_in.to(at::kCPU), at::kDouble).contiguous();
+  at::Tensor fk = softmax_feature_map(k_in.to(at::kCPU), at::kDouble).contiguous();
   at::Tensor v = v_in.to(at::kCPU, at::kDouble).contiguous();
   const int64_t B = fq.size(0), SQ = fq.size(1), SK = fk.size(1), H = fq.size(2), D = fq.size(3), E = v.size(3);
   at::Tensor out = at::zeros({B, SQ, H, E}, at::kDouble);

@@ -7,6 +7,10 @@
 
 namespace ditkit {
 
+// φ(x) = softmax(x) over the head dimension (the last), computed and returned in `dtype`: the
+// feature map of every linear branch here.
+at::Tensor softmax_feature_map(const at::Tensor& x, at::ScalarType dtype = at::kFloat);
+
 // q, k, v [B, S, H, D] -> [B, S, H, D] in q's dtype; computed in fp32 as φ(q)(φ(k)ᵀV) with the
 // normaliser φ(q)·Σφ(k), so the cost is linear in S.
 at::Tensor linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);

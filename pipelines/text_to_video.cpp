@@ -12,6 +12,7 @@
 
 #include "dit/caption_encoder.h"
 #include "dit/config_json.h"
+#include "dit/safetensors.h"
 #include "dit/umt5_encoder.h"
 #include "dit/video_codec.h"
 #include "dit/wan_vae.h"
@@ -151,6 +152,16 @@ class CodecDecoder : public FrameDecoder {
 }  // namespace
 
 TextToVideo TextToVideo::load(const std::string& dir, at::Device device, at::ScalarType dtype) {
+  TextToVideo model = load_model(dir, device, dtype);
+  const std::filesystem::path weights = std::filesystem::path(dir) / kAttentionWeightsFile;
+  if (std::filesystem::exists(weights)) {
+    SafetensorsFile file(weights.string());
+    for (const std::string& key : file.keys()) model.attention_weights_[key] = file.get(key).clone();
+  }
+  return model;
+}
+
+TextToVideo TextToVideo::load_model(const std::string& dir, at::Device device, at::ScalarType dtype) {
   if (!std::filesystem::is_directory(dir)) throw std::runtime_error("model folder '" + dir + "' does not exist");
 
   if (is_shipped_model_folder(dir)) {
@@ -248,6 +259,7 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   // latent_shape is [1, C, F, H, W]
   const int64_t tokens = latent_shape[2] / p[0] * (latent_shape[3] / p[1]) * (latent_shape[4] / p[2]);
   timings_ = {};
+  if (attention && !attention_weights_.empty()) attention->load_weights(attention_weights_);
 
   auto t0 = std::chrono::steady_clock::now();
   const bool guided = o.sampling.guidance > 1.0;

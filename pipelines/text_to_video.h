@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -51,6 +52,11 @@ struct TextToVideoTimings {
   double text = 0, denoise = 0, decode = 0;
 };
 
+// A model folder may hold learned weights of attention methods (sla's projections after
+// `dit-train --recipe`, by the keys AttentionMethod::weights uses) in this file; generate() hands
+// them to the recipe it runs, whose methods take the keys they use.
+constexpr const char* kAttentionWeightsFile = "attention_weights.safetensors";
+
 class TextEncoder;   // prompts -> the DiT's text context
 class FrameDecoder;  // latents -> uint8 frames
 
@@ -82,6 +88,7 @@ class TextToVideo {
   const WanTransformer& transformer() const { return transformer_; }
 
  private:
+  static TextToVideo load_model(const std::string& dir, at::Device device, at::ScalarType dtype);
   TextToVideo(std::shared_ptr<TextEncoder> text_encoder, WanTransformer transformer,
               std::shared_ptr<const FrameDecoder> decoder, ModelDefaults defaults, std::string prediction)
       : text_encoder_(std::move(text_encoder)),
@@ -95,6 +102,7 @@ class TextToVideo {
   std::shared_ptr<const FrameDecoder> decoder_;
   ModelDefaults defaults_;
   std::string prediction_;  // SamplingOptions::prediction, a property of the model
+  std::map<std::string, at::Tensor> attention_weights_;  // from kAttentionWeightsFile, on the CPU
   TextToVideoTimings timings_;
 };
 

@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include "pipelines/progress.h"
 #include "pipelines/sampler.h"
 #include "pipelines/shipped_model.h"
+#include "sparse/recipe_attention.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -71,10 +73,24 @@ at::Device parse_device(const std::string& name) {
   return *device;
 }
 
+// The training recipe, checked: training picks one rule per layer, so step conditions are refused.
+Recipe training_recipe(const TrainOptions& o) {
+  Recipe recipe = load_recipe(o.recipe, attention_method_specs());
+  for (const RecipeRule& rule : recipe.rules)
+    if (rule.steps.constrained())
+      throw std::invalid_argument("--recipe '" + o.recipe + "': rule " + rule.method +
+                                  " has a step condition; a training batch mixes noise levels, so rules may "
+                                  "pick layers only");
+  const ModelPreset preset = model_preset(o.preset);
+  check_recipe(recipe, static_cast<int>(preset.transformer.num_layers), 1);
+  return recipe;
+}
+
 void check_options(const TrainOptions& o) {
   auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
   if (o.out_dir.empty()) fail("--out: a run folder is required (checkpoints and the loss log go there)");
   model_preset(o.preset);
+  if (!o.recipe.empty()) training_recipe(o);
   if (o.steps < 0) fail("--steps must be >= 0, got " + std::to_string(o.steps));
   if (o.batch < 1) fail("--batch must be >= 1, got " + std::to_string(o.batch));
   if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr must be > 0, got " + std::to_string(o.lr));
@@ -103,10 +119,14 @@ void check_options(const TrainOptions& o) {
 
 // The settings that make a run what it is; a resume must not change them.
 json run_identity(const TrainOptions& o) {
-  return {{"preset", o.preset},   {"batch", o.batch},   {"seed", o.seed},
-          {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"pure_noise", o.pure_noise},
-          {"prediction", o.prediction}};
+  json j = {{"preset", o.preset},   {"batch", o.batch},   {"seed", o.seed},
+            {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"pure_noise", o.pure_noise},
+            {"prediction", o.prediction}};
+  // Only when set, so that runs from before recipes existed still resume.
+  if (!o.recipe.empty()) j["recipe"] = o.recipe;
+  return j;
 }
+
 
 json all_settings(const TrainOptions& o) {
   json j = run_identity(o);
@@ -207,6 +227,7 @@ struct Trainer::State {
   // weights the optimiser updates, their EMA, and the weights forward and backward run on (the
   // masters themselves in fp32, a bf16 copy otherwise).
   Named params, ema, compute;
+  std::unique_ptr<RecipeAttention> attention;  // with options.recipe; else dense attention
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t step = 0;
   double elapsed_before = 0;  // wall time of earlier sessions of this run
@@ -229,6 +250,18 @@ struct Trainer::State {
     params = named(transformer, captions);
     ema = named(ema_transformer, ema_captions);
     compute = named(compute_transformer, compute_captions);
+    if (!options.recipe.empty()) {
+      const WanConfig& c = preset.transformer;
+      attention = std::make_unique<RecipeAttention>(training_recipe(options));
+      attention->begin_run(static_cast<int>(c.num_layers), 1);
+      for (const auto& [key, w] : attention->weights(static_cast<int>(c.num_layers), c.attention_head_dim, device)) {
+        // The method applies its weights in fp32 whatever the compute dtype, so the master is
+        // also the compute copy.
+        params.emplace_back("attention." + key, w);
+        compute.emplace_back("attention." + key, w);
+        ema.emplace_back("attention." + key, w.detach().clone());
+      }
+    }
     std::vector<at::Tensor> decay, no_decay;
     for (auto& [name, t] : params) {
       t.requires_grad_(true);  // in bf16 the masters get their gradients from the copy
@@ -304,7 +337,7 @@ struct Trainer::State {
     const at::Tensor s = sigma.view({B, 1, 1, 1, 1});
     const at::Tensor x_t = (1 - s) * x0 + s * noise;
     const at::Tensor context = compute_captions.encode(compute_captions.tokenize(prompts).ids);
-    const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context).to(at::kFloat);
+    const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context, attention.get()).to(at::kFloat);
     const at::Tensor velocity =
         o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
     return (velocity - (noise - x0)).square().mean();
@@ -316,7 +349,8 @@ struct Trainer::State {
     const bool copy = compute_dtype != at::kFloat;
     if (copy) {
       at::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) compute[i].second.copy_(params[i].second);
+      for (size_t i = 0; i < params.size(); ++i)
+        if (!compute[i].second.is_same(params[i].second)) compute[i].second.copy_(params[i].second);
     }
     optimizer->zero_grad();
     for (auto& [name, t] : compute) t.mutable_grad().reset();
@@ -394,11 +428,14 @@ struct Trainer::State {
       throw std::runtime_error(path + ": unreadable metadata: " + e.what());
     }
     const json now = run_identity(options);
-    for (const auto& [key, value] : now.items())
-      if (!saved.contains(key) || saved[key] != value)
+    // Both ways: a setting recorded only when given (the recipe) may be missing from either.
+    json keys = now;
+    keys.update(saved);
+    for (const auto& [key, ignored] : keys.items())
+      if (!saved.contains(key) || !now.contains(key) || saved[key] != now[key])
         throw std::runtime_error(path + ": this run folder was started with " + key + " = " +
-                                 (saved.contains(key) ? saved[key].dump() : std::string("(unset)")) +
-                                 ", not " + value.dump() +
+                                 (saved.contains(key) ? saved[key].dump() : std::string("(unset)")) + ", not " +
+                                 (now.contains(key) ? now[key].dump() : std::string("(unset)")) +
                                  "; resume with the same setting, or start a new run in another --out folder");
     std::set<std::string> expected;
     at::NoGradGuard no_grad;
@@ -443,11 +480,14 @@ struct Trainer::State {
     const Named loaded =
         named(WanTransformer::load((fs::path(dir) / "transformer").string(), device, at::kFloat), text);
     std::map<std::string, at::Tensor> by_name(loaded.begin(), loaded.end());
-    if (by_name.size() != params.size())
+    // The attention methods' weights (after the model's in `params`) keep their initial values.
+    const size_t model_weights = params.size() - (attention ? attention_weight_count() : 0);
+    if (by_name.size() != model_weights)
       throw std::runtime_error(where + ": it has " + std::to_string(by_name.size()) + " weights, preset '" +
                                preset.name + "' has " + std::to_string(params.size()));
     at::NoGradGuard no_grad;
-    for (auto& [name, t] : params) {
+    for (size_t i = 0; i < model_weights; ++i) {
+      auto& [name, t] = params[i];
       auto it = by_name.find(name);
       if (it == by_name.end() || !it->second.sizes().equals(t.sizes()))
         throw std::runtime_error(where + ": weight '" + name + "' " +
@@ -456,6 +496,12 @@ struct Trainer::State {
                                  ", preset '" + preset.name + "' needs " + shape_text(t.sizes()));
       t.copy_(it->second);
     }
+  }
+
+  size_t attention_weight_count() const {
+    return static_cast<size_t>(std::count_if(params.begin(), params.end(), [](const auto& p) {
+      return p.first.rfind("attention.", 0) == 0;
+    }));
   }
 
   // Keeps the log lines of steps the checkpoint holds: later ones came from a session whose
@@ -593,6 +639,11 @@ void Trainer::export_model(const std::string& dir) const {
   index.defaults.negative_prompt = "";  // what caption dropout trained as the unconditional prompt
   index.prediction = s_->options.prediction;
   save_shipped_model(dir, s_->ema_transformer, s_->ema_captions, index, at::kBFloat16);
+  std::map<std::string, at::Tensor> attention_weights;
+  for (const auto& [name, t] : s_->ema)
+    if (name.rfind("attention.", 0) == 0) attention_weights[name.substr(10)] = t.to(at::kCPU);
+  if (!attention_weights.empty())
+    save_safetensors((fs::path(dir) / kAttentionWeightsFile).string(), attention_weights, {});
 }
 
 int64_t Trainer::step() const { return s_->step; }

@@ -104,6 +104,12 @@ struct TrainOptions {
   // survived (a device call returns the export, not the checkpoint). Give it another seed, so
   // that it sees other clips than the run it continues.
   std::string init_from;
+  // Self-attention through this recipe (sparse/recipe.h) instead of dense attention, e.g.
+  // "sla:keep=0.05": fine-tuning a model for a sparse method. Gradients reach every weight
+  // through the method's differentiable path (execute_plan), and the method's learned weights
+  // (sla's projections) train with the model as "attention.<key>". Rules may pick layers but not
+  // steps (a training batch mixes noise levels). "" is dense attention.
+  std::string recipe;
 };
 
 // What one loss.jsonl line says.
@@ -154,7 +160,9 @@ class Trainer {
 
   void save_checkpoint();
   // Writes the shipped model folder (pipelines/shipped_model.h) at `dir` from the EMA weights,
-  // stored as bfloat16; model_index.json says what the DiT predicts.
+  // stored as bfloat16; model_index.json says what the DiT predicts. With a recipe whose methods
+  // learn weights, their EMA goes to `dir`/attention_weights.safetensors (fp32), which
+  // TextToVideo hands to the recipe it generates with.
   void export_model(const std::string& dir) const;
 
   int64_t step() const;

@@ -5,8 +5,10 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sparse/plan.h"
@@ -29,6 +31,19 @@ class AttentionMethod {
 
   // Forget whatever is kept between calls (plans reused across steps): a sampling run begins.
   virtual void reset() {}
+
+  // Learned weights the method computes with (sla's projections), by key, e.g.
+  // "blocks.3.attn1.sla_proj.weight", for `layers`: created at their initial values where missing,
+  // float32 on `device`. They are the very tensors plans carry, so a trainer may set requires_grad
+  // on them and update them in place. Most methods have none.
+  virtual std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
+                                                                  at::Device device) {
+    return {};
+  }
+
+  // Adopts the tensors of `weights` whose keys it uses as its own (shared, not copied; moved to
+  // the run's device on first use there) and returns those keys; other keys are left alone.
+  virtual std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights) { return {}; }
 };
 
 // The methods a recipe can name, with their parameters (what the recipe parser validates against).

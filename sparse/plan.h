@@ -36,14 +36,21 @@ struct Plan {
   at::Tensor permutation;          // optional int64 [S] or [H, S]: run() attends over x[perm]
   at::Tensor inverse_permutation;  // present exactly when `permutation` is
   at::Tensor head_class;           // optional int8 [H], method-defined (e.g. spatial / temporal)
-  BlockCsr linear_blocks;          // optional: blocks a linear branch covers (sparse-linear hybrid)
+  // Optional linear branch (sla): linear attention over exactly the key blocks `csr` does not list
+  // (kernels/complement_linear_attention.h), through this float32 [D, D] projection, added to the
+  // softmax branch: out = O_s + O_l·Wᵀ. The blocks it covers follow from `csr`, so the plan holds
+  // only the weight: the layer's own tensor, which a trainer updates in place.
+  at::Tensor linear_projection;
 
   // Kept share of the key blocks averaged over rows: a float32 device scalar (1 for dense).
   at::Tensor density(at::Device device) const;
 };
 
-// Runs a plan: permute q, k, v if the plan says so, block-sparse (or dense) attention, restore
-// the original token order. Every method's default run().
+// Runs a plan: permute q, k, v if the plan says so, block-sparse (or dense) attention plus the
+// linear branch if the plan has one, restore the original token order. Every method's default
+// run(). When autograd records (grad mode on and q, k, v or the projection require grad) the
+// block-sparse part runs as block_sparse_attention_autograd, so the output is differentiable on
+// every device, and `lse` is left undefined except for dense plans.
 AttentionOutput execute_plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan);
 
 }  // namespace ditkit

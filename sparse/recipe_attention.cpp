@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <set>
+
 namespace ditkit {
 
 RecipeAttention::RecipeAttention(Recipe recipe) : recipe_(std::move(recipe)) {
@@ -16,6 +19,32 @@ void RecipeAttention::begin_run(int num_layers, int num_steps) {
 AttentionMethod& RecipeAttention::method_for(const AttentionContext& ctx) {
   const RecipeRule& rule = recipe_.rule_for(ctx.layer, ctx.step, ctx.num_steps);
   return *methods_[static_cast<size_t>(&rule - recipe_.rules.data())];
+}
+
+std::vector<std::pair<std::string, at::Tensor>> RecipeAttention::weights(int num_layers, int64_t head_dim,
+                                                                          at::Device device) {
+  std::vector<std::pair<std::string, at::Tensor>> all;
+  std::map<std::string, at::Tensor> first;
+  for (size_t i = 0; i < methods_.size(); ++i) {
+    const auto [begin, end] = recipe_.rules[i].layers.resolve(0);  // layer bounds are never percentages
+    std::vector<int> layers;
+    for (int layer = begin; layer < std::min(end, num_layers); ++layer) layers.push_back(layer);
+    for (auto& [key, tensor] : methods_[i]->weights(layers, head_dim, device)) {
+      auto [it, inserted] = first.emplace(key, tensor);
+      if (inserted)
+        all.emplace_back(key, tensor);
+      else if (!it->second.is_same(tensor))
+        methods_[i]->load_weights({{key, it->second}});
+    }
+  }
+  return all;
+}
+
+std::vector<std::string> RecipeAttention::load_weights(const std::map<std::string, at::Tensor>& weights) {
+  std::set<std::string> taken;
+  for (const auto& method : methods_)
+    for (std::string& key : method->load_weights(weights)) taken.insert(std::move(key));
+  return {taken.begin(), taken.end()};
 }
 
 AttentionOutput RecipeAttention::forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -2,7 +2,10 @@
 // each rule's method is built once and kept, so methods may cache plans across calls.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "sparse/attention_method.h"
@@ -25,6 +28,17 @@ class RecipeAttention {
 
   // The method that handles (layer, step) of a run of num_steps steps.
   AttentionMethod& method_for(const AttentionContext& ctx);
+
+  // Every method's learned weights (AttentionMethod::weights), one tensor per key, for the layers
+  // of a model with num_layers layers its rule may run (a rule's layer range; every layer for the
+  // default rule), created where missing: what a trainer optimises besides the model. Where two
+  // rules' methods use one key (sla at two sparsities), they share the first one's tensor.
+  std::vector<std::pair<std::string, at::Tensor>> weights(int num_layers, int64_t head_dim, at::Device device);
+
+  // Hands `weights` (e.g. a fine-tuned model's sla_proj.safetensors) to every method; returns the
+  // keys some method took. Keys none takes are not an error: a dense recipe may run a model tuned
+  // for sla.
+  std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights);
 
   // Shown every call's q and k before the method runs, and its v, plan and output after;
   // nullptr (the default) for none. Not owned.

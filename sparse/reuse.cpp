@@ -51,6 +51,14 @@ class ReuseMethod final : public AttentionMethod {
     inner_->reset();
   }
 
+  std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
+                                                          at::Device device) override {
+    return inner_->weights(layers, head_dim, device);
+  }
+  std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights) override {
+    return inner_->load_weights(weights);
+  }
+
  private:
   struct Kept {
     Plan plan;

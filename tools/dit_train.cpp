@@ -36,6 +36,9 @@ void print_start(const ditkit::Trainer& trainer) {
   std::fprintf(stderr, "ditkit %s | LibTorch %s | CUDA kernels %s | GPU %s | %d CPU threads\n", DITKIT_VERSION_STRING,
                TORCH_VERSION, DITKIT_HAVE_CUDA ? "built" : "not built", at::hasCUDA() ? "available" : "none",
                at::get_num_threads());
+  if (!o.recipe.empty())
+    std::fprintf(stderr, "dit-train: self-attention through recipe '%s', its learned weights %.4fM parameters\n",
+                 o.recipe.c_str(), millions(count(params, "attention.")));
   std::fprintf(stderr,
                "dit-train: preset '%s': DiT %.2fM parameters (dim %lld = %lld heads x %lld, %lld layers, ffn %lld), "
                "caption encoder %.2fM (dim %lld, %lld layers); %.1f MiB as bf16\n",
@@ -97,6 +100,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU threads (0: ATen's default)")->check(CLI::NonNegativeNumber);
   app.add_option("--init-from", o.init_from,
                  "a new run starts from this shipped model folder's weights (e.g. an earlier --export)");
+  app.add_option("--recipe", o.recipe,
+                 "train through this attention recipe, e.g. sla:keep=0.05 (layer conditions only; \"\": dense); "
+                 "its learned weights train too and export beside the model");
   app.add_option("--export", export_dir, "after training, write the shipped model folder here (EMA weights, bf16)");
   app.footer("Resuming: the same command with --resume continues where the checkpoint left off and takes the\n"
              "same steps as an uninterrupted run. `--resume --steps 0 --export DIR` only exports.");

@@ -1,0 +1,107 @@
+#include "kernels/complement_linear_attention.h"
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+#include "kernels/linear_attention.h"
+
+namespace ditkit {
+
+namespace {
+
+void check_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const BlockCsr& csr,
+                BlockShape blocks) {
+  TORCH_CHECK(q.dim() == 4 && k.sizes() == q.sizes() && v.sizes() == q.sizes(),
+              "complement_linear_attention: q, k, v must share one [B, S, H, D] shape, got ", q.sizes(), " ",
+              k.sizes(), " ", v.sizes());
+  TORCH_CHECK(blocks.q_block > 0 && blocks.k_block > 0, "complement_linear_attention: block sizes must be positive");
+  const int64_t S = q.size(1);
+  TORCH_CHECK(csr.batch == q.size(0) && csr.heads == q.size(2) &&
+                  csr.num_q_blocks == (S + blocks.q_block - 1) / blocks.q_block &&
+                  csr.num_k_blocks == (S + blocks.k_block - 1) / blocks.k_block,
+              "complement_linear_attention: block map [", csr.batch, ", ", csr.heads, ", ", csr.num_q_blocks, ", ",
+              csr.num_k_blocks, "] does not fit q ", q.sizes(), " in blocks of ", blocks.q_block, "x",
+              blocks.k_block);
+}
+
+// x [B, S, H, D] -> [B, N, block, H, D], zero tokens appended up to N·block. Zero feature rows add
+// nothing to a summary, so the padding is exact for keys; padded query rows are cut off after.
+at::Tensor split_blocks(const at::Tensor& x, int64_t block) {
+  const int64_t S = x.size(1), N = (S + block - 1) / block;
+  at::Tensor padded = N * block == S ? x : at::constant_pad_nd(x, {0, 0, 0, 0, 0, N * block - S});
+  return padded.reshape({x.size(0), N, block, x.size(2), x.size(3)});
+}
+
+}  // namespace
+
+at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const BlockCsr& critical, BlockShape blocks) {
+  check_args(q, k, v, critical, blocks);
+  const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  const at::ScalarType dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const bool low_precision_gemm = q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16);
+  const at::ScalarType gemm_dtype = low_precision_gemm ? q.scalar_type() : dtype;
+
+  at::Tensor fk = split_blocks(softmax_feature_map(k, dtype), blocks.k_block);  // [B, NK, kb, H, D]
+  at::Tensor vb = split_blocks(v.to(dtype), blocks.k_block);
+  at::Tensor h = at::einsum("bnthd,bnthe->bhnde", {fk, vb});  // [B, H, NK, D, D]
+  at::Tensor z = fk.sum(2).permute({0, 2, 1, 3});               // [B, H, NK, D]
+  at::Tensor summaries = at::cat({h.flatten(3), z}, -1).to(gemm_dtype);
+
+  at::Tensor complement = csr_to_mask(critical).logical_not().to(gemm_dtype);  // [B, H, NQ, NK]
+  at::Tensor sums = at::matmul(complement, summaries).to(dtype);               // [B, H, NQ, D·D + D]
+  const int64_t NQ = critical.num_q_blocks;
+  at::Tensor hc = sums.narrow(-1, 0, D * D).view({B, H, NQ, D, D});
+  at::Tensor zc = sums.narrow(-1, D * D, D);
+
+  at::Tensor fq = split_blocks(softmax_feature_map(q, dtype), blocks.q_block);  // [B, NQ, qb, H, D]
+  at::Tensor num = at::einsum("bnthd,bhnde->bnthe", {fq, hc});
+  at::Tensor den = at::einsum("bnthd,bhnd->bnth", {fq, zc}).unsqueeze(-1);
+  // φ > 0, so den is 0 exactly where the complement is empty, and num is 0 there too.
+  at::Tensor out = num / at::where(den > 0, den, at::ones_like(den));
+  return out.reshape({B, NQ * blocks.q_block, H, D}).narrow(1, 0, S).to(q.scalar_type());
+}
+
+at::Tensor complement_linear_attention_reference(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                 const at::Tensor& v_in, const BlockCsr& critical,
+                                                 BlockShape blocks) {
+  check_args(q_in, k_in, v_in, critical, blocks);
+  at::Tensor fq = softmax_feature_map(q_in.to(at::kCPU), at::kDouble).contiguous();
+  at::Tensor fk = softmax_feature_map(k_in.to(at::kCPU), at::kDouble).contiguous();
+  at::Tensor v = v_in.to(at::kCPU, at::kDouble).contiguous();
+  at::Tensor offsets = critical.row_offsets.to(at::kCPU, at::kLong), cols = critical.col_indices.to(at::kCPU, at::kLong);
+  auto off = offsets.accessor<int64_t, 1>();
+  auto col = cols.accessor<int64_t, 1>();
+  const int64_t B = fq.size(0), S = fq.size(1), H = fq.size(2), D = fq.size(3);
+  const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
+  at::Tensor out = at::zeros({B, S, H, D}, at::kDouble);
+  auto qa = fq.accessor<double, 4>();
+  auto ka = fk.accessor<double, 4>();
+  auto va = v.accessor<double, 4>();
+  auto oa = out.accessor<double, 4>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < NQ; ++i) {
+        const int64_t r = (b * H + h) * NQ + i;
+        std::vector<bool> is_critical(NK, false);
+        for (int64_t e = off[r]; e < off[r + 1]; ++e) is_critical[col[e]] = true;
+        for (int64_t t = i * blocks.q_block; t < std::min(S, (i + 1) * blocks.q_block); ++t) {
+          double den = 0;
+          for (int64_t j = 0; j < NK; ++j) {
+            if (is_critical[j]) continue;
+            for (int64_t s = j * blocks.k_block; s < std::min(S, (j + 1) * blocks.k_block); ++s) {
+              double w = 0;
+              for (int64_t d = 0; d < D; ++d) w += qa[b][t][h][d] * ka[b][s][h][d];
+              den += w;
+              for (int64_t e = 0; e < D; ++e) oa[b][t][h][e] += w * va[b][s][h][e];
+            }
+          }
+          if (den > 0)
+            for (int64_t e = 0; e < D; ++e) oa[b][t][h][e] /= den;
+        }
+      }
+  return out.to(q_in.scalar_type());
+}
+
+}  // namespace ditkit

@@ -1,0 +1,40 @@
+// The linear branch of the sparse-linear hybrid (SLA): for each query block, linear attention
+// (softmax feature map over the head dimension, kernels/linear_attention.h) over exactly the key
+// blocks its block-sparse softmax branch does not visit, so the two branches split the keys.
+//
+// Per key block j: h_j = φ(K_j)ᵀV_j [D, D] and z_j = Σ_t φ(k_t) [D]. For the query block of CSR
+// row r, with C(r) the critical blocks the CSR lists:
+//   H_c = Σ_{j ∉ C(r)} h_j = H_total − Σ_{j ∈ C(r)} h_j,   Z_c likewise,
+//   O_l = φ(q) H_c / (φ(q)·Z_c)                                  (0 where the complement is empty)
+// The right-hand identity is what a fused kernel would use (subtract each summary as it visits a
+// critical block). Here the complement sums are one batched GEMM of the complement's 0/1 block map
+// [NQ, NK] against the stacked summaries [NK, D·D + D], per (batch, head). The GEMM reads each
+// summary once per 128-row output tile (twice per head at 256 query blocks), where gathering the
+// critical blocks' summaries row by row reads one once per row that lists it (26 blocks x 256
+// rows = 6,656 summary reads per head at 5% of 512 key blocks, against 1,024): less memory
+// traffic for a few GFLOP the tensor cores absorb. And a 0/1 GEMM over the complement needs no
+// subtraction, so an empty complement sums to exactly zero.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "kernels/block_csr.h"
+#include "kernels/block_sparse_attention.h"
+
+namespace ditkit {
+
+// q, k, v [B, S, H, D] (self-attention, strided views fine); `critical` lists per (batch, head,
+// query block) the key blocks the softmax branch covers, in `blocks`. Returns O_l [B, S, H, D] in
+// q's dtype. Computed in fp64 for fp64 inputs, else fp32, except that on the GPU half and
+// bfloat16 inputs run the complement GEMM in their own dtype (fp32 accumulation; the 0/1 map is
+// exact, the summaries round to the inputs' precision). ATen ops only: the same code runs on
+// every device, under autograd too, and never synchronises with the host.
+at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const BlockCsr& critical, BlockShape blocks);
+
+// The oracle: per query token, the quadratic form Σ_s (φ(q)·φ(k_s)) v_s / Σ_s φ(q)·φ(k_s) over
+// the tokens of the key blocks the row does not list, explicit loops in fp64 on the CPU.
+at::Tensor complement_linear_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 const BlockCsr& critical, BlockShape blocks);
+
+}  // namespace ditkit

@@ -1,0 +1,125 @@
+// `sla`: sparse-linear attention (Zhang et al., "SLA: Beyond Sparsity in Diffusion Transformers via
+// Fine-Tunable Sparse-Linear Attention", 2025). Per query block, the top `keep` share of key blocks
+// by block score is critical and gets exact block-sparse softmax attention; every other block
+// gets linear attention (kernels/complement_linear_attention.h), whose output passes through a
+// learned D×D projection and is added: out = O_s + O_l·Wᵀ. W starts at zero, so an untuned model
+// runs exactly top-k sparse attention, and fine-tuning teaches W (and the model) to use the
+// linear branch.
+//
+// Block scores are q̄_i·(k̄_j − k̄)/√D: q mean-pooled per query block, k mean-pooled per key block
+// and centred on its mean over all tokens (per batch and head), as SLA scores. Within a row the
+// centring shifts every score by the same q̄_i·k̄, so the ranking (and the plan) is what uncentred
+// scores give; what it changes is the scores' range.
+//
+// The projection: one [D, D] weight per layer shared by the heads (the paper's one Linear over
+// the head dimension per attention layer), keyed "blocks.{layer}.attn1.sla_proj.weight", float32.
+// A layer without one gets zeros on first use; load_weights() adopts tuned ones.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+#include <regex>
+
+#include "kernels/block_pool.h"
+#include "kernels/block_scores.h"
+#include "kernels/block_select.h"
+#include "sparse/method_registry.h"
+
+namespace ditkit {
+
+namespace {
+
+std::string projection_key(int layer) { return "blocks." + std::to_string(layer) + ".attn1.sla_proj.weight"; }
+
+class SlaMethod final : public AttentionMethod {
+ public:
+  SlaMethod(BlockShape blocks, double keep, bool keep_diagonal)
+      : blocks_(blocks), keep_(keep), keep_diagonal_(keep_diagonal) {}
+  std::string name() const override { return "sla"; }
+
+  // The plan is discrete (which blocks), so it is built outside autograd; only the projection it
+  // carries takes part in training.
+  Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
+    at::NoGradGuard no_grad;
+    const int64_t S = q.size(1), D = q.size(3);
+    BlockGeometry geometry{S, blocks_.q_block, blocks_.k_block};
+    const int64_t NK = geometry.num_k_blocks();
+    Plan p;
+    p.blocks = blocks_;
+    p.linear_projection = projection(ctx.layer, D, q.device());
+    // The token mean from the block means, each weighted by its block's token count (the partial
+    // last block has fewer).
+    at::Tensor k_pooled = block_mean_pool(k, blocks_.k_block).to(at::kFloat);  // [B, NK, H, D]
+    at::Tensor counts = key_block_sizes(geometry, q.device()).to(at::kFloat).view({1, NK, 1, 1});
+    at::Tensor k_mean = (k_pooled * counts).sum(1, /*keepdim=*/true) / static_cast<float>(S);
+    at::Tensor scores = block_scores(block_mean_pool(q, blocks_.q_block), k_pooled - k_mean,
+                                     1.0 / std::sqrt(static_cast<double>(D)));
+    const auto top_k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(keep_ * NK - 1e-9)));
+    p.csr = select_blocks_csr(scores, geometry, BlockSelection{top_k, 0.0, keep_diagonal_, 0});
+    return p;
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
+                                                          at::Device device) override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (int layer : layers) out.emplace_back(projection_key(layer), projection(layer, head_dim, device));
+    return out;
+  }
+
+  std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights) override {
+    static const std::regex key_pattern(R"(blocks\.(\d+)\.attn1\.sla_proj\.weight)");
+    std::vector<std::string> taken;
+    for (const auto& [key, tensor] : weights) {
+      std::smatch m;
+      if (!std::regex_match(key, m, key_pattern)) continue;
+      TORCH_CHECK(tensor.dim() == 2 && tensor.size(0) == tensor.size(1), "sla: weight '", key,
+                  "' must be a square [D, D] matrix, got ", tensor.sizes());
+      projections_[std::stoi(m[1].str())] = tensor;
+      taken.push_back(key);
+    }
+    return taken;
+  }
+
+ private:
+  // The layer's projection on `device` in fp32, zeros if it has none yet: a leaf autograd never
+  // records, whatever the caller's grad mode.
+  at::Tensor projection(int layer, int64_t head_dim, at::Device device) {
+    at::NoGradGuard no_grad;
+    at::Tensor& w = projections_[layer];
+    if (!w.defined()) {
+      w = at::zeros({head_dim, head_dim}, at::dtype(at::kFloat).device(device));
+    } else if (w.device() != device || w.scalar_type() != at::kFloat) {
+      w = w.to(device, at::kFloat);  // once per run on a new device: a file's weights load on the CPU
+    }
+    TORCH_CHECK(w.size(0) == head_dim, "sla: weight '", projection_key(layer), "' is ", w.sizes(),
+                ", the model's head dim is ", head_dim);
+    return w;
+  }
+
+  BlockShape blocks_;
+  double keep_;
+  bool keep_diagonal_;
+  std::map<int, at::Tensor> projections_;  // by layer
+};
+
+}  // namespace
+
+MethodEntry sla_method_entry() {
+  using T = ParamSpec::Type;
+  MethodSpec spec{
+      "sla",
+      {
+          {"keep", T::kFloat, 0.0001, 1, {}, false, "0.05",
+           "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
+          {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"},
+          {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
+      },
+      "sparse-linear attention: softmax on the top-scoring key blocks, learned-projection linear attention on "
+      "the rest"};
+  return {spec, [](const RecipeRule& rule) {
+            BlockShape blocks{128, std::stoll(rule.string_param("kblock"))};
+            return std::make_unique<SlaMethod>(blocks, rule.float_param("keep"), rule.int_param("diag") != 0);
+          }};
+}
+
+}  // namespace ditkit

@@ -1,0 +1,176 @@
+// `sla`: its plan is top-k's (centring k does not change a row's ranking), untuned it is top-k
+// sparse attention, tuned it adds the projected linear branch over exactly the other blocks; its
+// autograd path has the inference path's forward and the gradients of finite differences; its
+// projections are shared per key across rules and load from tensors by key.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <utility>
+
+#include "kernels/block_sparse_attention.h"
+#include "kernels/complement_linear_attention.h"
+#include "sparse/attention_method.h"
+#include "sparse/recipe_attention.h"
+
+namespace ditkit {
+namespace {
+
+bool close(const at::Tensor& a, const at::Tensor& b, double tol) {
+  return at::allclose(a.to(at::kCPU, at::kDouble), b.to(at::kCPU, at::kDouble), tol, tol);
+}
+
+std::unique_ptr<AttentionMethod> method(const std::string& recipe) {
+  return make_attention_method(parse_recipe(recipe, attention_method_specs()).rules.at(0));
+}
+
+AttentionContext layer(int index) {
+  AttentionContext ctx;
+  ctx.layer = index;
+  return ctx;
+}
+
+// 700 tokens: 6 query blocks (the last partial), 11 key blocks of 64 (the last partial).
+const int64_t kB = 2, kS = 700, kH = 3, kD = 16;
+
+TEST(MethodsSla, PlanIsTopkAndUntunedRunIsTopkSparseAttention) {
+  at::Tensor q = at::randn({kB, kS, kH, kD}), k = at::randn({kB, kS, kH, kD}) + 0.5, v = at::randn({kB, kS, kH, kD});
+  auto sla = method("sla:keep=0.2");
+  Plan plan = sla->plan(q, k, layer(0));
+  ASSERT_TRUE(plan.linear_projection.defined());
+  EXPECT_TRUE(at::equal(plan.linear_projection, at::zeros({kD, kD})));
+  EXPECT_TRUE(plan.csr.row_offsets.diff().eq(3).all().item<bool>());  // ceil(0.2 · 11)
+  auto topk = method("topk:k=3");
+  Plan want = topk->plan(q, k, layer(0));
+  EXPECT_TRUE(at::equal(plan.csr.row_offsets, want.csr.row_offsets));
+  EXPECT_TRUE(at::equal(plan.csr.col_indices, want.csr.col_indices));
+  EXPECT_TRUE(close(sla->run(q, k, v, plan).out, topk->run(q, k, v, want).out, 1e-6));
+}
+
+TEST(MethodsSla, TunedRunAddsTheProjectedComplementBranch) {
+  for (const std::string recipe : {"sla:keep=0.3", "sla:keep=0.1:kblock=128:diag=0"}) {
+    at::Tensor q = at::randn({kB, kS, kH, kD}), k = at::randn({kB, kS, kH, kD}), v = at::randn({kB, kS, kH, kD});
+    auto sla = method(recipe);
+    at::Tensor w = at::randn({kD, kD}) * 0.3;
+    EXPECT_EQ(sla->load_weights({{"blocks.2.attn1.sla_proj.weight", w}, {"blocks.2.attn1.to_q.weight", w}}),
+              std::vector<std::string>{"blocks.2.attn1.sla_proj.weight"});
+    Plan plan = sla->plan(q, k, layer(2));
+    AttentionOutput got = sla->run(q, k, v, plan);
+    AttentionOutput sparse = block_sparse_attention_reference(q, k, v, plan.csr, plan.blocks);
+    at::Tensor linear = complement_linear_attention_reference(q, k, v, plan.csr, plan.blocks);
+    at::Tensor want = sparse.out.to(at::kDouble) + at::matmul(linear.to(at::kDouble), w.to(at::kDouble).t());
+    EXPECT_TRUE(close(got.out, want, 1e-5)) << recipe;
+    EXPECT_TRUE(close(got.lse, sparse.lse, 1e-5)) << recipe;  // the softmax branch's
+    // Another layer has no tuned weight: top-k attention there.
+    EXPECT_TRUE(at::equal(sla->plan(q, k, layer(1)).linear_projection, at::zeros({kD, kD})));
+  }
+}
+
+// Training's path (autograd records) against the inference path, and its gradients against
+// central finite differences in fp64 with the plan held fixed (it is discrete).
+TEST(MethodsSla, AutogradPathMatchesInferenceAndFiniteDifferences) {
+  auto sla = method("sla:keep=0.3");
+  at::Tensor w = at::randn({kD, kD}) * 0.5;
+  sla->load_weights({{"blocks.0.attn1.sla_proj.weight", w}});
+  {
+    at::Tensor q = at::randn({kB, kS, kH, kD}), k = at::randn({kB, kS, kH, kD}), v = at::randn({kB, kS, kH, kD});
+    Plan plan = sla->plan(q, k, layer(0));
+    at::Tensor inference = sla->run(q, k, v, plan).out;
+    at::Tensor qg = q.clone().requires_grad_(true);
+    at::Tensor trained = sla->run(qg, k, v, plan).out;
+    ASSERT_TRUE(trained.requires_grad());
+    EXPECT_TRUE(close(trained, inference, 1e-5));
+  }
+  const int64_t B = 1, S = 150, H = 2, D = 8;  // 2 query blocks, 3 key blocks, both partial
+  at::Tensor q = at::randn({B, S, H, D}, at::kDouble), k = at::randn({B, S, H, D}, at::kDouble),
+             v = at::randn({B, S, H, D}, at::kDouble);
+  Plan plan = method("sla:keep=0.4")->plan(q, k, layer(0));  // 2 of 3 key blocks per row
+  plan.linear_projection = at::randn({D, D}, at::kDouble);
+  at::Tensor weights_out = at::randn({B, S, H, D}, at::kDouble);
+  std::vector<at::Tensor> inputs{q, k, v, plan.linear_projection};
+  // Always through the autograd path (its inputs require grad): the inference path on the CPU
+  // computes in fp32, too coarse for finite differences.
+  auto loss = [&](const std::vector<at::Tensor>& x) {
+    std::vector<at::Tensor> leaves;
+    for (const at::Tensor& t : x) leaves.push_back(t.detach().requires_grad_(true));
+    Plan p = plan;
+    p.linear_projection = leaves[3];
+    return std::make_pair((execute_plan(leaves[0], leaves[1], leaves[2], p).out * weights_out).sum(), leaves);
+  };
+  auto [total, leaves] = loss(inputs);
+  total.backward();
+  const double eps = 1e-6;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    at::Tensor grad = leaves[i].grad();
+    ASSERT_TRUE(grad.defined()) << "input " << i;
+    EXPECT_GT(grad.abs().max().item<double>(), 0) << "input " << i;
+    at::Tensor flat = inputs[i].view(-1);
+    for (int64_t n : {int64_t{0}, flat.numel() / 3, flat.numel() / 2, flat.numel() - 1}) {
+      std::vector<at::Tensor> plus = inputs, minus = inputs;
+      plus[i] = inputs[i].clone(), minus[i] = inputs[i].clone();
+      plus[i].view(-1)[n] += eps;
+      minus[i].view(-1)[n] -= eps;
+      const double numeric = (loss(plus).first - loss(minus).first).item<double>() / (2 * eps);
+      EXPECT_NEAR(grad.view(-1)[n].item<double>(), numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
+          << "input " << i << " element " << n;
+    }
+  }
+}
+
+TEST(MethodsSla, WeightsAreOnePerKeyAcrossRulesAndLoadByKey) {
+  RecipeAttention attn(parse_recipe("sla:keep=0.1@steps<2,reuse:inner=(sla:keep=0.2)@layers=1..2@steps>=2,sla",
+                                    attention_method_specs()));
+  auto weights = attn.weights(3, kD, at::kCPU);
+  ASSERT_EQ(weights.size(), 3u);
+  EXPECT_EQ(weights[0].first, "blocks.0.attn1.sla_proj.weight");
+  EXPECT_EQ(weights[2].first, "blocks.2.attn1.sla_proj.weight");
+  at::Tensor q = at::randn({1, 200, 2, kD}), k = at::randn({1, 200, 2, kD});
+  // Every rule that runs layer 1 computes with the one tensor the trainer sees.
+  for (int step : {0, 5}) {
+    AttentionContext ctx = layer(1);
+    ctx.step = step;
+    ctx.num_steps = 10;
+    EXPECT_TRUE(attn.method_for(ctx).plan(q, k, ctx).linear_projection.is_same(weights[1].second)) << step;
+  }
+  at::Tensor tuned = at::randn({kD, kD});
+  EXPECT_EQ(attn.load_weights({{"blocks.1.attn1.sla_proj.weight", tuned}, {"other", tuned}}),
+            std::vector<std::string>{"blocks.1.attn1.sla_proj.weight"});
+  AttentionContext ctx = layer(1);
+  ctx.num_steps = 10;
+  EXPECT_TRUE(at::equal(attn.method_for(ctx).plan(q, k, ctx).linear_projection, tuned));
+  // Wrong shapes are refused, naming the weight.
+  EXPECT_THROW(attn.load_weights({{"blocks.0.attn1.sla_proj.weight", at::zeros({kD, kD + 1})}}), c10::Error);
+  auto sla = method("sla");
+  sla->load_weights({{"blocks.0.attn1.sla_proj.weight", at::zeros({kD + 1, kD + 1})}});
+  try {
+    sla->plan(q, k, layer(0));
+    FAIL() << "a head-dim mismatch must throw";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.0.attn1.sla_proj.weight"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MethodsSlaCuda, TunedRunMatchesReferencesOnTheGpu) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::Tensor q = at::randn({1, kS, kH, 64}), k = at::randn({1, kS, kH, 64}), v = at::randn({1, kS, kH, 64});
+  at::Tensor w = at::randn({64, 64}) * 0.1;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    auto sla = method("sla:keep=0.2");
+    sla->load_weights({{"blocks.0.attn1.sla_proj.weight", w}});
+    at::Tensor qc = q.cuda().to(dtype), kc = k.cuda().to(dtype), vc = v.cuda().to(dtype);
+    Plan plan = sla->plan(qc, kc, layer(0));
+    EXPECT_EQ(plan.linear_projection.device().type(), at::kCUDA);
+    at::Tensor got = sla->run(qc, kc, vc, plan).out;
+    BlockCsr csr{plan.csr.row_offsets.cpu(), plan.csr.col_indices.cpu(), plan.csr.batch, plan.csr.heads,
+                 plan.csr.num_q_blocks, plan.csr.num_k_blocks};
+    at::Tensor qr = qc.cpu(), kr = kc.cpu(), vr = vc.cpu();
+    at::Tensor want = block_sparse_attention_reference(qr, kr, vr, csr, plan.blocks).out.to(at::kDouble) +
+                      at::matmul(complement_linear_attention_reference(qr, kr, vr, csr, plan.blocks).to(at::kDouble),
+                                 w.to(at::kDouble).t());
+    EXPECT_TRUE(close(got, want, dtype == at::kFloat ? 2e-3 : 3e-2)) << dtype;
+  }
+}
+
+}  // namespace
+}  // namespace ditkit
