@@ -1,6 +1,6 @@
-// The c10d headers need compile definitions (USE_C10D_GLOO, USE_C10D_NCCL, USE_DISTRIBUTED) that
-// dit/CMakeLists.txt sets on this file alone, so that no other file sees the Gloo or NCCL headers
-// and the precompiled header stays the same for every target.
+// The only file that includes c10d's backend headers. LibTorch's CMake targets define the macros
+// that unlock them (USE_DISTRIBUTED, USE_C10D_GLOO, USE_C10D_NCCL); what may be missing is Gloo's
+// and NCCL's own headers, which ditkit_config.h reports (dit/CMakeLists.txt, cmake/Dependencies.cmake).
 #include "dit/sequence_parallel.h"
 
 #include <ATen/ATen.h>
@@ -82,7 +82,7 @@ c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::St
   if (device.is_cuda()) {
 #if DITKIT_HAVE_NCCL
     set_multicast_off_environment();
-    c10::cuda::set_device(device.index());
+    c10::cuda::set_device(device.has_index() ? device.index() : c10::cuda::current_device());
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = kTimeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, options);
@@ -200,9 +200,10 @@ at::Tensor SequenceParallel::gather_sequence(const at::Tensor& shard, const Sequ
                                 shape_str(shard.sizes()));
   const int64_t B = shard.size(0), C = shard.size(2);
   at::Tensor send = shard.contiguous();
-  at::Tensor recv = at::empty({int64_t(world()), B, p.shard, C}, shard.options());
+  // The ranks' shards one after another along dim 0, as _allgather_base lays them out.
+  at::Tensor recv = at::empty({world() * B, p.shard, C}, shard.options());
   group_->backend->_allgather_base(recv, send)->wait();
-  return recv.permute({1, 0, 2, 3}).reshape({B, p.padded(), C}).narrow(1, 0, p.tokens);
+  return recv.view({world(), B, p.shard, C}).permute({1, 0, 2, 3}).reshape({B, p.padded(), C}).narrow(1, 0, p.tokens);
 }
 
 void SequenceParallel::barrier() const { group_->backend->barrier()->wait(); }
