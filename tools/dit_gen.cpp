@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "dit-gen: %s on %s%s (%s), %lldx%lld, %lld frames, %d steps, guidance %g, shift %g, attention '%s'\n",
                    model.c_str(), device.str().c_str(),
-                   place ? (" and " + std::to_string(place->world - 1) + " more ranks").c_str() : "",
+                   place ? (", rank 0 of " + std::to_string(place->world)).c_str() : "",
                    c10::toString(dtype), static_cast<long long>(gen.width), static_cast<long long>(gen.height),
                    static_cast<long long>(gen.frames), gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
                    o.attention.c_str());
