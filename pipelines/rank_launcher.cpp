@@ -65,23 +65,8 @@ void stop_ranks(std::vector<pid_t>& running, double grace_seconds) {
   }
 }
 
-}  // namespace
-
-std::optional<RankPlace> rank_place_from_environment() {
-  const std::optional<int> world = int_variable("WORLD_SIZE", 1, 1 << 16);
-  const std::optional<int> rank = int_variable("RANK", 0, 1 << 16);
-  if (!world || !rank) return std::nullopt;
-  if (*rank >= *world)
-    throw std::invalid_argument("RANK=" + std::to_string(*rank) + " is not below WORLD_SIZE=" + std::to_string(*world));
-  RankPlace place;
-  place.rank = *rank;
-  place.world = *world;
-  place.local_rank = int_variable("LOCAL_RANK", 0, 1 << 16).value_or(*rank);
-  place.master_port = int_variable("MASTER_PORT", 1, 65535).value_or(place.master_port);
-  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) place.master_addr = addr;
-  return place;
-}
-
+// A TCP port on 127.0.0.1 that is free now (the kernel's choice; another process could take it
+// before rank 0 binds it, which on a machine of our own does not happen in practice).
 int free_local_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error(std::string("free_local_port: socket: ") + std::strerror(errno));
@@ -98,6 +83,23 @@ int free_local_port() {
   }
   ::close(fd);
   return ntohs(address.sin_port);
+}
+
+}  // namespace
+
+std::optional<RankPlace> rank_place_from_environment() {
+  const std::optional<int> world = int_variable("WORLD_SIZE", 1, 1 << 16);
+  const std::optional<int> rank = int_variable("RANK", 0, 1 << 16);
+  if (!world || !rank) return std::nullopt;
+  if (*rank >= *world)
+    throw std::invalid_argument("RANK=" + std::to_string(*rank) + " is not below WORLD_SIZE=" + std::to_string(*world));
+  RankPlace place;
+  place.rank = *rank;
+  place.world = *world;
+  place.local_rank = int_variable("LOCAL_RANK", 0, 1 << 16).value_or(*rank);
+  place.master_port = int_variable("MASTER_PORT", 1, 65535).value_or(place.master_port);
+  if (const char* addr = std::getenv("MASTER_ADDR"); addr && *addr) place.master_addr = addr;
+  return place;
 }
 
 LaunchResult launch_ranks(const std::vector<std::string>& argv, int world, double grace_seconds) {

@@ -38,8 +38,4 @@ struct LaunchResult {
 // stopped first).
 LaunchResult launch_ranks(const std::vector<std::string>& argv, int world, double grace_seconds = 10);
 
-// A TCP port on 127.0.0.1 that is free now (the kernel's choice; another process could take it
-// before rank 0 binds it, which on a machine of our own does not happen in practice).
-int free_local_port();
-
 }  // namespace ditkit
