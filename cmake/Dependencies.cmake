@@ -128,6 +128,35 @@ if(NOT DITKIT_HAVE_SENTENCEPIECE)
   message(STATUS "ditkit: sentencepiece not found: tokenizing prompts is off (the text encoder still builds)")
 endif()
 
+# --- c10d's collective backends, for sequence parallelism (dit/sequence_parallel.cpp) ---------
+# LibTorch has both compiled in (Gloo in libtorch_cpu, NCCL in libtorch_cuda), but its c10d
+# headers include Gloo's and NCCL's own: Gloo's come from Debian's libgloo-dev (the GPU machine has
+# none: its ranks use NCCL), nccl.h from the nvidia-nccl wheel that torch pulls in.
+find_path(DITKIT_GLOO_INCLUDE gloo/algorithm.h)
+set(DITKIT_HAVE_GLOO OFF)
+if(DITKIT_GLOO_INCLUDE)
+  set(DITKIT_HAVE_GLOO ON)
+else()
+  message(STATUS "ditkit: gloo headers (Debian libgloo-dev) not found: sequence parallelism on CPU ranks is off")
+endif()
+set(DITKIT_HAVE_NCCL OFF)
+if(DITKIT_HAVE_CUDA)
+  set(_nccl_hint "")
+  if(NOT _py)
+    find_program(_py NAMES python3 python)
+  endif()
+  if(_py)
+    execute_process(COMMAND "${_py}" -c "import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])"
+                    OUTPUT_VARIABLE _nccl_hint OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  endif()
+  find_path(DITKIT_NCCL_INCLUDE nccl.h HINTS "${_nccl_hint}/include")
+  if(DITKIT_NCCL_INCLUDE)
+    set(DITKIT_HAVE_NCCL ON)
+  else()
+    message(STATUS "ditkit: nccl.h not found: sequence parallelism on GPUs is off")
+  endif()
+endif()
+
 find_package(ZLIB QUIET)  # PNG compression; without it PNGs are written uncompressed
 if(ZLIB_FOUND)
   set(ZLIB_FOUND_01 1)

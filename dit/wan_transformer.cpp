@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -91,6 +92,14 @@ struct RotaryEmb {
   at::Tensor cos, sin;  // fp32 [1, S, 1, D/2]
 };
 
+// A forward over sequence shards: the group and how this call's tokens split over it. The rotary
+// tables, the activations and the output are each rank's shard; only self-attention sees all
+// tokens (for its heads).
+struct Sharding {
+  const SequenceParallel& group;
+  SequencePartition partition;
+};
+
 struct WanAttention {
   int64_t heads;
   double eps;
@@ -108,13 +117,24 @@ struct WanAttention {
         norm_k(w(prefix + ".norm_k.weight", {c.inner_dim()}, Init::kOnes)) {}
 
   // x [B, S, dim] -> [B, S, dim]; q, k, v are [B, S, H, D] views for the AttentionMethod.
+  // Sharded, x and the result are this rank's tokens; the RMSNorm spans all heads, so it (and
+  // RoPE, by the shard's global positions) runs before the all-to-all, and the method sees every
+  // token for heads / ranks heads.
   at::Tensor self_attention(const at::Tensor& x, const RotaryEmb& rope, RecipeAttention* attention,
-                            const AttentionContext& ctx) const {
+                            const AttentionContext& ctx, const Sharding* sharding) const {
     at::Tensor q = rms_norm_rope(to_q(x), norm_q, eps, heads, rope.cos, rope.sin);
     at::Tensor k = rms_norm_rope(to_k(x), norm_k, eps, heads, rope.cos, rope.sin);
     at::Tensor v = split_heads(to_v(x));
+    const at::ScalarType dtype = q.scalar_type();
+    if (sharding) {
+      std::vector<at::Tensor> qkv = sharding->group.to_head_shards({q, k, v}, sharding->partition);
+      q = qkv[0], k = qkv[1], v = qkv[2];
+    }
     at::Tensor out = attention ? attention->forward(q, k, v, ctx).out : dense_attention(q, k, v).out;
-    return to_out(out.flatten(2, 3).to(q.scalar_type()));
+    q.reset(), k.reset(), v.reset();
+    out = out.to(dtype);
+    if (sharding) out = sharding->group.to_sequence_shard(out, sharding->partition);
+    return to_out(out.flatten(2, 3));
   }
 
   // x [B, S, dim], text [B, L, dim] -> [B, S, dim]; plain SDPA, as diffusers calls it.
@@ -236,14 +256,14 @@ struct WanTransformerBlock {
   // caller moves its tensor in, and peak memory holds one residual stream, not two.
   // timestep_proj_f32: the condition embedder's [B, 6, dim] in fp32 (cast once for all blocks).
   at::Tensor forward(at::Tensor x, const at::Tensor& text, const at::Tensor& timestep_proj_f32, const RotaryEmb& rope,
-                     RecipeAttention* attention, const AttentionContext& ctx) const {
+                     RecipeAttention* attention, const AttentionContext& ctx, const Sharding* sharding) const {
     std::vector<at::Tensor> m = (scale_shift_table + timestep_proj_f32).chunk(6, 1);  // [B, 1, dim] each
     const at::Tensor &shift_msa = m[0], &scale_msa = m[1], &gate_msa = m[2];
     const at::Tensor &c_shift_msa = m[3], &c_scale_msa = m[4], &c_gate_msa = m[5];
 
     // 1. Self-attention
     at::Tensor attn_out = attn1.self_attention(modulated_layer_norm(x, {}, {}, scale_msa, shift_msa, eps), rope,
-                                               attention, ctx);
+                                               attention, ctx, sharding);
     x = gated_residual(x, attn_out, gate_msa);
     attn_out.reset();
 
@@ -363,7 +383,7 @@ LatentGrid WanTransformer::token_grid(int64_t frames, int64_t height, int64_t wi
 
 at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tensor& timestep_in,
                                    const at::Tensor& context_in, RecipeAttention* attention, int step,
-                                   int num_steps) const {
+                                   int num_steps, const SequenceParallel* parallel) const {
   const Model& m = *model_;
   const WanConfig& c = m.config;
   if (latents_in.dim() != 5 || latents_in.size(1) != c.in_channels)
@@ -379,6 +399,12 @@ at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tenso
                                 std::to_string(c.text_dim) + "] (text_dim " + std::to_string(c.text_dim) + "), got " +
                                 shape_str(context_in.sizes()));
 
+  std::optional<Sharding> sharding;
+  if (parallel) {
+    parallel->check_heads(c.num_attention_heads);
+    sharding.emplace(Sharding{*parallel, parallel->partition(grid.tokens())});
+  }
+
   const at::Tensor latents = latents_in.to(m.device, m.dtype);
   const at::Tensor timestep = timestep_in.to(m.device, at::kFloat);
   const at::Tensor context = context_in.to(m.device, m.dtype);
@@ -390,21 +416,29 @@ at::Tensor WanTransformer::forward(const at::Tensor& latents_in, const at::Tenso
   ctx.grid = grid;
   ctx.text_length = context.size(1);
 
-  const RotaryEmb rope = m.rope(grid);
+  RotaryEmb rope = m.rope(grid);
   const auto& p = c.patch_size;
   at::Tensor x = at::conv3d(latents, m.patch_embedding_weight, m.patch_embedding_bias, {p[0], p[1], p[2]});
   x = x.flatten(2).transpose(1, 2).contiguous();  // [B, S, dim], frame-major tokens
+  if (sharding) {  // from here on this rank's tokens: the rotary tables' rows are global positions
+    const SequencePartition& part = sharding->partition;
+    rope = {part.take(rope.cos, 1).contiguous(), part.take(rope.sin, 1).contiguous()};
+    x = part.take(x, 1).contiguous();
+  }
+  const Sharding* shards = sharding ? &*sharding : nullptr;
 
   const Conditions cond = m.condition_embedder(timestep, context);
   const at::Tensor timestep_proj_f32 = cond.timestep_proj.to(at::kFloat);
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ctx.layer = int(i);
-    x = m.blocks[i].forward(std::move(x), cond.text, timestep_proj_f32, rope, attention, ctx);
+    x = m.blocks[i].forward(std::move(x), cond.text, timestep_proj_f32, rope, attention, ctx, shards);
   }
 
   std::vector<at::Tensor> shift_scale = (m.scale_shift_table + cond.temb.unsqueeze(1)).chunk(2, 1);  // fp32
   x = modulated_layer_norm(x, {}, {}, shift_scale[1], shift_scale[0], c.eps);
   x = m.proj_out(x);  // [B, S, p_t * p_h * p_w * C_out]
+  // Gathered after the output projection, where a token is p_t·p_h·p_w·C_out values, not dim.
+  if (sharding) x = sharding->group.gather_sequence(x, sharding->partition);
 
   // Unpatchify: [B, F', H', W', p_t, p_h, p_w, C] -> [B, C, F' p_t, H' p_h, W' p_w].
   x = x.reshape({B, grid.frames, grid.height, grid.width, p[0], p[1], p[2], -1}).permute({0, 7, 1, 4, 2, 5, 3, 6});

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "dit/sequence_parallel.h"
 #include "dit/wan_config.h"
 #include "sparse/plan.h"
 #include "sparse/recipe_attention.h"
@@ -37,8 +38,13 @@ class WanTransformer {
   // Self-attention runs through `attention` with AttentionContext {layer, step, num_steps,
   // timestep (of batch entry 0, read once per call), grid, text length}; nullptr means
   // dense_attention(). Bad shapes throw std::invalid_argument naming the input.
+  // With `parallel`, this rank computes its shard of the tokens (dit/sequence_parallel.h): every
+  // rank passes the same inputs and gets the same whole output; self-attention sees the whole
+  // sequence with heads / ranks heads; heads that do not divide over the ranks throw
+  // std::invalid_argument. All ranks must call it together.
   at::Tensor forward(const at::Tensor& latents, const at::Tensor& timestep, const at::Tensor& context,
-                     RecipeAttention* attention = nullptr, int step = 0, int num_steps = 1) const;
+                     RecipeAttention* attention = nullptr, int step = 0, int num_steps = 1,
+                     const SequenceParallel* parallel = nullptr) const;
 
   // The token grid latents of this shape give after patching; throws std::invalid_argument when
   // the patch size or RoPE's range cannot take F, H or W.

@@ -16,7 +16,7 @@ at::Tensor seeded_noise(at::IntArrayRef shape, int64_t seed, at::Device device, 
 
 at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
                   const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention,
-                  const StepCallback& on_step) {
+                  const StepCallback& on_step, const SequenceParallel* parallel) {
   TORCH_CHECK(latent_shape.size() == 5, "sample: latent shape must be [B, C, F, H, W], got ", latent_shape.size(),
               " dimensions");
   TORCH_CHECK(options.steps > 0, "sample: steps must be positive, got ", options.steps);
@@ -42,7 +42,7 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     const double t = scheduler->timesteps()[i];
     at::Tensor x = (guided ? at::cat({latents, latents}) : latents).to(model.dtype());
     at::Tensor timestep = at::full({x.size(0)}, t, at::dtype(at::kFloat).device(model.device()));
-    at::Tensor velocity = model.forward(x, timestep, model_ctx, attention, i, options.steps).to(at::kFloat);
+    at::Tensor velocity = model.forward(x, timestep, model_ctx, attention, i, options.steps, parallel).to(at::kFloat);
     if (guided) {
       auto halves = velocity.chunk(2);
       velocity = halves[1] + options.guidance * (halves[0] - halves[1]);  // uncond + g·(cond − uncond)

@@ -45,8 +45,12 @@ struct SamplingCancelled : std::runtime_error {
 
 // latent_shape [B, C, F, H, W]; context / uncond_context [B, L, text_dim] (uncond is ignored
 // without guidance). Returns the final latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
+// With `parallel`, every rank calls it with the same arguments: each draws the same noise from
+// the seed and runs the same scheduler on the whole latents, while the model's forward splits
+// its tokens over the ranks and hands every rank the whole velocity; so all ranks hold the same
+// latents after every step and return them.
 at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
                   const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention = nullptr,
-                  const StepCallback& on_step = {});
+                  const StepCallback& on_step = {}, const SequenceParallel* parallel = nullptr);
 
 }  // namespace ditkit

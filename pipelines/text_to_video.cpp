@@ -252,7 +252,8 @@ auto with_memory_advice(const char* part, const TextToVideoOptions& o, int64_t t
 
 }  // namespace
 
-at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* attention, const StepCallback& on_step) {
+at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* attention, const StepCallback& on_step,
+                                 const SequenceParallel* parallel) {
   const std::vector<int64_t> latent_shape = decoder_->latent_shape(o.frames, o.height, o.width);
   const at::Device device = transformer_.device();
   const auto& p = transformer_.config().patch_size;
@@ -277,9 +278,11 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   at::Tensor latents = with_memory_advice(
       "denoising", o, tokens,
       "lower the frames, width or height (the tokens grow with each), or use a sparse attention recipe.", [&] {
-        return sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step);
+        return sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step, parallel);
       });
   timings_.denoise = seconds_since(t0, device);
+  // Every rank holds the same latents; decoding them once is enough (the VAE is not split).
+  if (parallel && parallel->rank() != 0) return {};
 
   t0 = std::chrono::steady_clock::now();
   at::Tensor frames = with_memory_advice(

@@ -72,8 +72,11 @@ class TextToVideo {
   // is used. Sizes the model cannot take are errors that say which
   // it can (Wan: width and height multiples of 16, frames 1 + 4k; the shipped model: multiples
   // of 8 and frames multiples of 4).
+  // With `parallel` (every rank calls it with the same options; the pipeline was loaded on the
+  // rank's device), denoising splits the tokens over the ranks (sample()) and only rank 0
+  // decodes: the other ranks return an undefined tensor.
   at::Tensor generate(const TextToVideoOptions& options, RecipeAttention* attention = nullptr,
-                      const StepCallback& on_step = {});
+                      const StepCallback& on_step = {}, const SequenceParallel* parallel = nullptr);
 
   // The text contexts the DiT sees, one row per prompt: [N, max_sequence_length, text_dim]
   // (max_sequence_length 0: the model's). One batch, so a GPU run moves umT5 there once for the

@@ -13,12 +13,15 @@ CUTLASS_VERSION="4.2.0.0"
 
 log() { printf '\033[1m[ditkit]\033[0m %s\n' "$*" >&2; }
 
+# libgloo-dev: the Gloo headers that c10d's CPU backend header includes (sequence parallelism on
+# CPU ranks, tested here; the library itself is inside libtorch_cpu).
 APT_PACKAGES=(
   cmake ninja-build pkg-config ccache python3-venv
   libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev libopencv-videoio-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev zlib1g-dev
   googletest libgtest-dev libbenchmark-dev clang libclang-rt-14-dev
+  libgloo-dev
 )
 
 install_debian_packages() {
