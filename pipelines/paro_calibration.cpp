@@ -13,7 +13,7 @@
 
 namespace ditkit {
 
-using nlohmann::json;
+using nlohmann::ordered_json;
 
 ParoCalibrator::ParoCalibrator(std::vector<int> steps, BlockShape blocks, double mass)
     : steps_(std::move(steps)), blocks_(blocks), mass_(mass) {
@@ -72,12 +72,16 @@ std::vector<std::vector<std::string>> best_paro_orders(const at::Tensor& mean_de
 }
 
 std::string paro_recipe_json(const std::vector<std::vector<std::string>>& orders, double mass, int64_t k_block) {
-  json rules = json::array();
-  for (size_t l = 0; l < orders.size(); ++l)
-    rules.push_back({{"method", "paro"},
-                     {"layers", {l, l + 1}},
-                     {"params", {{"order", paro_order_value(orders[l])}, {"mass", mass}, {"kblock", std::to_string(k_block)}}}});
-  return json{{"rules", rules}}.dump(2) + "\n";
+  // One rule a line, keys in the order a reader looks for them.
+  std::string text = "{\"rules\": [\n";
+  for (size_t l = 0; l < orders.size(); ++l) {
+    const ordered_json rule = {
+        {"method", "paro"},
+        {"layers", {l, l + 1}},
+        {"params", {{"order", paro_order_value(orders[l])}, {"mass", mass}, {"kblock", std::to_string(k_block)}}}};
+    text += "  " + rule.dump() + (l + 1 < orders.size() ? ",\n" : "\n");
+  }
+  return text + "]}\n";
 }
 
 namespace {
@@ -93,11 +97,12 @@ std::string paro_calibration_report_json(const ParoCalibrationRun& run, const Pa
   const LatentGrid& g = calibrator.grid();
   const BlockGeometry geometry{g.tokens(), calibrator.blocks().q_block, calibrator.blocks().k_block};
   auto d = density.accessor<double, 3>();
-  json layers = json::array();
+  // Keys in the order a reader looks for them: the run, then the measurements.
+  ordered_json layers = ordered_json::array();
   for (int64_t l = 0; l < density.size(0); ++l) {
-    json heads = json::array();
+    ordered_json heads = ordered_json::array();
     for (int64_t h = 0; h < density.size(1); ++h) {
-      json per_order, blocks;
+      ordered_json per_order, blocks;
       for (size_t o = 0; o < kAxisOrders.size(); ++o) {
         per_order[kAxisOrders[o]] = rounded(d[l][h][o]);
         blocks[kAxisOrders[o]] = rounded(d[l][h][o] * static_cast<double>(geometry.num_k_blocks()));
@@ -106,7 +111,7 @@ std::string paro_calibration_report_json(const ParoCalibrationRun& run, const Pa
     }
     layers.push_back({{"layer", l}, {"order", paro_order_value(best[l])}, {"heads", heads}});
   }
-  json j;
+  ordered_json j;
   j["model"] = run.model;
   j["recipe"] = run.recipe_file;
   j["prompts"] = run.prompts;

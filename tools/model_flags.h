@@ -35,9 +35,6 @@ struct ModelFlags {
     app.add_option("--device", device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   }
 
-  // --steps if given, else `fallback` (recipes are checked before the model is loaded).
-  int steps_or(int fallback) const { return steps_->count() ? steps : fallback; }
-
   // The flags given, over the model's defaults in `gen`.
   void apply(TextToVideoOptions& gen) const {
     if (width_->count()) gen.width = width;
