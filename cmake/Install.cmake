@@ -5,7 +5,7 @@ include(CMakePackageConfigHelpers)
 
 set(DITKIT_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/ditkit")
 set(_tools)
-foreach(_tool dit-gen dit-ab dit-profile dit-bench dit-train dit-adherence)
+foreach(_tool dit-gen dit-ab dit-profile dit-calibrate dit-bench dit-train dit-adherence)
   if(TARGET ${_tool})
     list(APPEND _tools ${_tool})
   endif()

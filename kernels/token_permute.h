@@ -4,9 +4,14 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <string>
 
 namespace ditkit {
+
+// The six orders of the F, H, W axes, from the outermost axis to the innermost; frame-major
+// (fhw, the identity) first.
+inline constexpr std::array<const char*, 6> kAxisOrders{"fhw", "fwh", "hfw", "hwf", "wfh", "whf"};
 
 // A permutation of S = F·H·W frame-major tokens that lists them in `order`, a string of the
 // letters f, h, w from the outermost axis to the innermost: "fhw" is the identity, "hwf" puts

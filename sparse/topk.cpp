@@ -1,62 +1,69 @@
 // `topk`: per query block, the key blocks with the highest scores between block means — a fixed
 // number of them (k) or the fewest that cover a share of the estimated softmax mass — plus
 // blocks always kept (the diagonal, the first blocks).
+#include "sparse/topk.h"
+
 #include <ATen/ATen.h>
 
 #include <cmath>
 
 #include "kernels/block_pool.h"
 #include "kernels/block_scores.h"
-#include "kernels/block_select.h"
 #include "sparse/method_registry.h"
 
 namespace ditkit {
+
+std::vector<ParamSpec> topk_params() {
+  using T = ParamSpec::Type;
+  return {
+      {"k", T::kInt, 0, 4096, {}, false, "0", "key blocks kept per query block (0: use mass)"},
+      {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
+      {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
+      {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
+      {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
+  };
+}
+
+TopkSelection topk_selection(const RecipeRule& rule) {
+  TopkSelection t{BlockShape{128, std::stoll(rule.string_param("kblock"))},
+                  BlockSelection{rule.int_param("k"), rule.float_param("mass"), rule.int_param("diag") != 0,
+                                 rule.int_param("first")}};
+  if (t.selection.top_k == 0 && t.selection.mass <= 0)
+    throw RecipeError(rule.method + " needs k > 0 or mass > 0 (at rule " + std::to_string(rule.position) + ")");
+  return t;
+}
+
+BlockCsr topk_block_csr(const at::Tensor& q, const at::Tensor& k, const TopkSelection& topk) {
+  const BlockShape& b = topk.blocks;
+  at::Tensor scores = block_scores(block_mean_pool(q, b.q_block), block_mean_pool(k, b.k_block),
+                                   1.0 / std::sqrt(static_cast<double>(q.size(3))));
+  return select_blocks_csr(scores, BlockGeometry{q.size(1), b.q_block, b.k_block}, topk.selection);
+}
 
 namespace {
 
 class TopkMethod final : public AttentionMethod {
  public:
-  TopkMethod(BlockShape blocks, BlockSelection selection) : blocks_(blocks), selection_(selection) {}
+  explicit TopkMethod(TopkSelection topk) : topk_(topk) {}
   std::string name() const override { return "topk"; }
 
   Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext&) override {
-    const int64_t S = q.size(1);
-    BlockGeometry geometry{S, blocks_.q_block, blocks_.k_block};
-    at::Tensor scores = block_scores(block_mean_pool(q, blocks_.q_block), block_mean_pool(k, blocks_.k_block),
-                                     1.0 / std::sqrt(static_cast<double>(q.size(3))));
     Plan p;
-    p.blocks = blocks_;
-    p.csr = select_blocks_csr(scores, geometry, selection_);
+    p.blocks = topk_.blocks;
+    p.csr = topk_block_csr(q, k, topk_);
     return p;
   }
 
  private:
-  BlockShape blocks_;
-  BlockSelection selection_;
+  TopkSelection topk_;
 };
 
 }  // namespace
 
 MethodEntry topk_method_entry() {
-  using T = ParamSpec::Type;
-  MethodSpec spec{
-      "topk",
-      {
-          {"k", T::kInt, 0, 4096, {}, false, "0", "key blocks kept per query block (0: use mass)"},
-          {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
-          {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
-          {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
-          {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
-      },
-      "block-sparse attention on the top-scoring key blocks of each 128-token query block"};
-  return {spec, [](const RecipeRule& rule) {
-            BlockShape blocks{128, std::stoll(rule.string_param("kblock"))};
-            BlockSelection sel{rule.int_param("k"), rule.float_param("mass"), rule.int_param("diag") != 0,
-                               rule.int_param("first")};
-            if (sel.top_k == 0 && sel.mass <= 0)
-              throw RecipeError("topk needs k > 0 or mass > 0 (at rule " + std::to_string(rule.position) + ")");
-            return std::make_unique<TopkMethod>(blocks, sel);
-          }};
+  MethodSpec spec{"topk", topk_params(),
+                  "block-sparse attention on the top-scoring key blocks of each 128-token query block"};
+  return {spec, [](const RecipeRule& rule) { return std::make_unique<TopkMethod>(topk_selection(rule)); }};
 }
 
 }  // namespace ditkit

@@ -59,7 +59,9 @@ int main(int argc, char** argv) {
 
   // Before any work: a recipe that does not parse, or a run that cannot write its results.
   try {
-    // Only parsed here: layers and percentages of steps are checked once the model is known.
+    // Only what needs no model: syntax, methods, parameters, absolute ranges. Which layers and
+    // steps the rules must cover is checked once the model is loaded (a check against one layer
+    // here refused every recipe with rules for later layers, such as dit-calibrate's).
     ditkit::load_recipe(o.recipe, ditkit::attention_method_specs());
   } catch (const std::exception& e) {
     return fail("--recipe: " + std::string(e.what()));

@@ -116,7 +116,9 @@ int main(int argc, char** argv) {
   const bool rank0 = !place || place->rank == 0;
   if (rank0) print_system_info();
   try {
-    // Only parsed here: layers and percentages of steps are checked once the model is known.
+    // Only what needs no model: syntax, methods, parameters, absolute ranges. Which layers and
+    // steps the rules must cover is checked once the model is loaded (a check against one layer
+    // here refused every recipe with rules for later layers, such as dit-calibrate's).
     ditkit::load_recipe(o.attention, ditkit::attention_method_specs());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dit-gen: --attention: %s\n", e.what());

@@ -57,7 +57,9 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
   for (std::string recipe : {"dense", "dense:kernel=cudnn", "topk:k=1000", "topk:mass=1", "topk:k=1000:kblock=128",
                              "window3d:t=3:h=7:w=9", "svg:frame_window=2:position_window=62",
                              "draft:density=1", "draft:pool=4:density=1:kblock=128", "draft:density=0:mass=1",
-                             "reuse:inner=(topk:k=1000)", "sla:keep=1", "sla:keep=1:kblock=128"}) {
+                             "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000:kblock=128",
+                             "reuse:inner=(topk:k=1000)", "sla:keep=1",
+                             "sla:keep=1:kblock=128"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     EXPECT_FLOAT_EQ(plan.density(at::kCPU).item<float>(), 1.0f) << recipe;
@@ -569,7 +571,8 @@ TEST(MethodsCuda, AtDensityOneEveryMethodEqualsDenseOnTheGpu) {
   AttentionOutput dense = dense_attention(x.q, x.k, x.v);
   for (std::string recipe : {"topk:k=1000", "topk:mass=1", "window3d:t=3:h=7:w=9",
                              "svg:frame_window=2:position_window=62", "draft:density=1", "draft:pool=4:density=0:mass=1",
-                             "reuse:inner=(topk:k=1000)", "sla:keep=1"}) {
+                             "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000", "reuse:inner=(topk:k=1000)",
+                             "sla:keep=1"}) {
     auto m = method(recipe);
     AttentionOutput got = m->run(x.q, x.k, x.v, m->plan(x.q, x.k, context()));
     EXPECT_TRUE(close(got.out, dense.out, 2e-3)) << recipe;
@@ -595,8 +598,9 @@ TEST(MethodsCuda, PlansBuildWithoutHostSynchronisation) {
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 64, at::kCUDA);
   // reuse without drift re-plans on its schedule alone; with drift it reads one scalar back by design.
   for (std::string recipe : {"topk:k=2", "topk:mass=0.5:first=1", "window3d:t=1:h=2:w=2", "svg", "svg:kblock=128",
-                             "draft", "draft:pool=4:density=0:mass=0.5:kblock=128", "reuse:every=1:inner=(svg)",
-                             "sla", "sla:keep=0.3:kblock=128"}) {
+                             "draft", "draft:pool=4:density=0:mass=0.5:kblock=128", "paro:order=hwf.whf:mass=0.5",
+                             "reuse:every=1:inner=(svg)", "sla",
+                             "sla:keep=0.3:kblock=128"}) {
     auto m = method(recipe);
     m->plan(x.q, x.k, context());  // warm-up: allocator pools, cached masks
     at::cuda::CUDAStream stream = at::cuda::getStreamFromPool();
