@@ -30,6 +30,10 @@ if has attention; then
     "svg:kblock=128" "svg:frame_window=0:kblock=128" \
     "draft:density=0.1:kblock=128" "draft:density=0.05:kblock=128" "draft:density=0.05" "draft:density=0.02" \
     "window3d:t=1:h=6:w=8:kblock=128" \
+    "paro:order=hwf:k=13:kblock=128" "paro:order=hwf.whf.fhw.wfh.hfw.fwh.hwf.whf.fhw.wfh.hfw.fwh:k=13:kblock=128" \
+    "sla:keep=0.05:kblock=128" "sla:keep=0.1:kblock=128" "sla:keep=0.05" \
+    "topk:k=64:kblock=128" "svg:frame_window=2:kblock=128" "draft:density=0.25" \
+    "paro:order=hwf.whf.fhw.wfh.hfw.fwh.hwf.whf.fhw.wfh.hfw.fwh:k=64:kblock=128" \
     ${EXTRA_METHODS:-} \
     "reuse:every=5:inner=(topk:k=13:kblock=128)" "reuse:every=5:inner=(svg:frame_window=0:kblock=128)" \
     "reuse:every=5:inner=(draft:density=0.05)"
@@ -54,11 +58,18 @@ if has quality; then
            -p "a blue circle moves down on a gray background")
   n=0
   mkdir -p "$OUT/ab"
+  # The calibrated paro recipe with a fixed number of key blocks instead of its mass.
+  paro="$ROOT/assets/default-model/paro.recipe.json"
+  for k in 2 4 8; do sed "s/\"mass\":0.9/\"k\":$k/" "$paro" >"/tmp/paro_k$k.json"; done
   for recipe in "topk:k=2" "topk:k=4" "topk:k=8" "topk:k=16" "topk:mass=0.9" "topk:mass=0.95" \
                 "svg" "svg:frame_window=0" "svg:frame_window=2" \
                 "draft:density=0.1" "draft:density=0.05" "draft:density=0.25" "window3d" \
                 "reuse:every=5:inner=(topk:k=4)" "dense@steps<10%,topk:k=4" \
-                "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0)" ${EXTRA_QUALITY:-}; do
+                "dense@steps<2,reuse:every=10:inner=(svg:frame_window=0)" \
+                "$paro" /tmp/paro_k2.json /tmp/paro_k4.json /tmp/paro_k8.json "paro:order=wfh:k=4" \
+                "sla:keep=0.0625" "sla:keep=0.25" \
+                "dense@steps<1,reuse:every=10:inner=(topk:k=2)" "dense@steps<1,reuse:every=10:inner=(topk:k=13)" \
+                ${EXTRA_QUALITY:-}; do
     n=$((n + 1))
     echo "== quality $n: $recipe"
     "$BUILD/tools/dit-ab" --recipe "$recipe" "${prompts[@]}" --device cuda --out "$OUT/ab/$n" >"$OUT/ab/$n.log" 2>&1 \
