@@ -39,28 +39,43 @@ at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k,
                                        const BlockCsr& critical, BlockShape blocks) {
   check_args(q, k, v, critical, blocks);
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2), D = q.size(3);
+  const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
   const at::ScalarType dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const bool low_precision_gemm = q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16);
-  const at::ScalarType gemm_dtype = low_precision_gemm ? q.scalar_type() : dtype;
+  // On the GPU, half and bfloat16 inputs keep their dtype through the GEMMs (fp32 accumulation)
+  // and the feature map (softmax accumulates in fp32 and rounds once): the branch is memory-bound,
+  // and fp32 operands would double its traffic and leave the tensor cores idle.
+  const bool low_precision = q.is_cuda() && (q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16);
+  const at::ScalarType gemm_dtype = low_precision ? q.scalar_type() : dtype;
 
-  at::Tensor fk = split_blocks(softmax_feature_map(k, dtype), blocks.k_block);  // [B, NK, kb, H, D]
-  at::Tensor vb = split_blocks(v.to(dtype), blocks.k_block);
-  at::Tensor h = at::einsum("bnthd,bnthe->bhnde", {fk, vb});  // [B, H, NK, D, D]
-  at::Tensor z = fk.sum(2).permute({0, 2, 1, 3});               // [B, H, NK, D]
-  at::Tensor summaries = at::cat({h.flatten(3), z}, -1).to(gemm_dtype);
+  // x in a new contiguous layout and dtype, in one copy (to() could keep a permuted layout).
+  auto relaid = [](const at::Tensor& x, at::ScalarType type) {
+    return at::empty(x.sizes(), x.options().dtype(type)).copy_(x);
+  };
+  // Blocks as GEMM batches, [B, H, N, block, D].
+  auto blocked = [&](const at::Tensor& x, int64_t block) {
+    return relaid(split_blocks(x, block).permute({0, 3, 1, 2, 4}), gemm_dtype);
+  };
+  // The feature map before the blocking, so that padded tokens are zero features, not φ(0).
+  auto features = [&](const at::Tensor& x, int64_t block) {
+    return blocked(softmax_feature_map(x, gemm_dtype), block);
+  };
+  at::Tensor fk = features(k, blocks.k_block);                                  // [B, H, NK, kb, D]
+  at::Tensor h = at::matmul(fk.transpose(-1, -2), blocked(v, blocks.k_block));  // [B, H, NK, D, D]
+  at::Tensor z = fk.sum({3}, /*keepdim=*/false, dtype).to(gemm_dtype);          // [B, H, NK, D]
+  fk.reset();
 
+  // Complement sums: one 0/1 GEMM each over the stacked summaries.
   at::Tensor complement = csr_to_mask(critical).logical_not().to(gemm_dtype);  // [B, H, NQ, NK]
-  at::Tensor sums = at::matmul(complement, summaries).to(dtype);               // [B, H, NQ, D·D + D]
-  const int64_t NQ = critical.num_q_blocks;
-  at::Tensor hc = sums.narrow(-1, 0, D * D).view({B, H, NQ, D, D});
-  at::Tensor zc = sums.narrow(-1, D * D, D);
+  at::Tensor hc = at::matmul(complement, h.view({B, H, NK, D * D})).view({B, H, NQ, D, D});
+  at::Tensor zc = at::matmul(complement, z).unsqueeze(-1);  // [B, H, NQ, D, 1]
+  h.reset();
 
-  at::Tensor fq = split_blocks(softmax_feature_map(q, dtype), blocks.q_block);  // [B, NQ, qb, H, D]
-  at::Tensor num = at::einsum("bnthd,bhnde->bnthe", {fq, hc});
-  at::Tensor den = at::einsum("bnthd,bhnd->bnth", {fq, zc}).unsqueeze(-1);
+  at::Tensor fq = features(q, blocks.q_block);  // [B, H, NQ, qb, D]
+  at::Tensor num = at::matmul(fq, hc);
+  at::Tensor den = at::matmul(fq, zc);
   // φ > 0, so den is 0 exactly where the complement is empty, and num is 0 there too.
-  at::Tensor out = num / at::where(den > 0, den, at::ones_like(den));
-  return out.reshape({B, NQ * blocks.q_block, H, D}).narrow(1, 0, S).to(q.scalar_type());
+  at::Tensor out = num / at::where(den > 0, den, at::ones_like(den));  // [B, H, NQ, qb, D]
+  return relaid(out.permute({0, 2, 3, 1, 4}), q.scalar_type()).view({B, NQ * blocks.q_block, H, D}).narrow(1, 0, S);
 }
 
 at::Tensor complement_linear_attention_reference(const at::Tensor& q_in, const at::Tensor& k_in,

@@ -26,8 +26,9 @@ namespace ditkit {
 // q, k, v [B, S, H, D] (self-attention, strided views fine); `critical` lists per (batch, head,
 // query block) the key blocks the softmax branch covers, in `blocks`. Returns O_l [B, S, H, D] in
 // q's dtype. Computed in fp64 for fp64 inputs, else fp32, except that on the GPU half and
-// bfloat16 inputs run the complement GEMM in their own dtype (fp32 accumulation; the 0/1 map is
-// exact, the summaries round to the inputs' precision). ATen ops only: the same code runs on
+// bfloat16 inputs stay in their dtype throughout (feature maps, summaries, GEMMs with fp32
+// accumulation; the 0/1 map is exact, every intermediate rounds to the inputs' precision): the
+// branch is memory-bound, and fp32 intermediates would double its traffic. ATen ops only: the same code runs on
 // every device, under autograd too, and never synchronises with the host.
 at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& critical, BlockShape blocks);
