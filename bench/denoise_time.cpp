@@ -64,28 +64,10 @@ Timed time_sampling(const ditkit::WanTransformer& model, const std::string& reci
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string out_path = "denoise.jsonl", commit = "unknown";
-  int steps = 50;
-  std::vector<std::string> recipes;
-  for (int a = 1; a < argc; ++a) {
-    const std::string flag = argv[a];
-    if (flag.rfind("--", 0) != 0) {
-      recipes.push_back(flag);
-      continue;
-    }
-    if (a + 1 >= argc) {
-      std::fprintf(stderr, "denoise_time: %s needs a value\n", argv[a]);
-      return 2;
-    }
-    const std::string value = argv[++a];
-    if (flag == "--out") out_path = value;
-    else if (flag == "--commit") commit = value;
-    else if (flag == "--steps") steps = std::stoi(value);
-    else {
-      std::fprintf(stderr, "denoise_time: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  const auto parsed =
+      ditkit::bench::parse_recipe_bench_args(argc, argv, "denoise_time", {"denoise.jsonl", "unknown", 50, {}});
+  if (!parsed) return 2;
+  const auto& [out_path, commit, steps, recipes] = *parsed;
   if (recipes.empty() || steps < 2 || !at::hasCUDA()) {
     std::fprintf(stderr, "denoise_time: needs at least one RECIPE, --steps >= 2 and a CUDA GPU\n");
     return 2;

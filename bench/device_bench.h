@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,38 @@ inline void record(const std::string& path, const std::string& bench, const std:
   line.update(fields);
   std::puts(line.dump().c_str());
   std::ofstream(path, std::ios::app) << line.dump() << "\n";
+}
+
+// The command line of the benchmarks that time recipes: RECIPE... [--out F] [--commit C]
+// [--steps N]. nullopt (after a message naming the program) for an unknown or incomplete flag.
+struct RecipeBenchArgs {
+  std::string out_path, commit = "unknown";
+  int steps = 0;
+  std::vector<std::string> recipes;
+};
+
+inline std::optional<RecipeBenchArgs> parse_recipe_bench_args(int argc, char** argv, const char* program,
+                                                              RecipeBenchArgs args) {
+  for (int a = 1; a < argc; ++a) {
+    const std::string flag = argv[a];
+    if (flag.rfind("--", 0) != 0) {
+      args.recipes.push_back(flag);
+      continue;
+    }
+    if (a + 1 >= argc) {
+      std::fprintf(stderr, "%s: %s needs a value\n", program, argv[a]);
+      return std::nullopt;
+    }
+    const std::string value = argv[++a];
+    if (flag == "--out") args.out_path = value;
+    else if (flag == "--commit") args.commit = value;
+    else if (flag == "--steps") args.steps = std::stoi(value);
+    else {
+      std::fprintf(stderr, "%s: unknown flag %s\n", program, flag.c_str());
+      return std::nullopt;
+    }
+  }
+  return args;
 }
 
 }  // namespace ditkit::bench

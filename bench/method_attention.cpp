@@ -18,28 +18,10 @@
 #include "sparse/attention_method.h"
 
 int main(int argc, char** argv) {
-  std::string out_path = "methods.jsonl", commit = "unknown";
-  int steps = 10;
-  std::vector<std::string> recipes;
-  for (int a = 1; a < argc; ++a) {
-    const std::string flag = argv[a];
-    if (flag.rfind("--", 0) != 0) {
-      recipes.push_back(flag);
-      continue;
-    }
-    if (a + 1 >= argc) {
-      std::fprintf(stderr, "method_attention: %s needs a value\n", argv[a]);
-      return 2;
-    }
-    const std::string value = argv[++a];
-    if (flag == "--out") out_path = value;
-    else if (flag == "--commit") commit = value;
-    else if (flag == "--steps") steps = std::stoi(value);
-    else {
-      std::fprintf(stderr, "method_attention: unknown flag %s\n", flag.c_str());
-      return 2;
-    }
-  }
+  const auto parsed =
+      ditkit::bench::parse_recipe_bench_args(argc, argv, "method_attention", {"methods.jsonl", "unknown", 10, {}});
+  if (!parsed) return 2;
+  const auto& [out_path, commit, steps, recipes] = *parsed;
   if (recipes.empty() || steps < 1 || !at::hasCUDA()) {
     std::fprintf(stderr, "method_attention: needs at least one RECIPE, --steps >= 1 and a CUDA GPU\n");
     return 2;

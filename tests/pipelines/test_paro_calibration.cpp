@@ -16,24 +16,14 @@
 #include "pipelines/paro_calibration.h"
 #include "sparse/attention_method.h"
 #include "tests/model_test_support.h"
+#include "tests/sparse/method_test_support.h"
 
 namespace ditkit {
 namespace {
 
-using testing_support::throws_with;
+using testing_support::nested_loop_order;
 
-// The frame-major index of every token, listed by nested loops over the axes of `order`, the
-// first letter the outermost loop. int64 [S].
-at::Tensor nested_loop_order(const LatentGrid& g, const std::string& order) {
-  std::map<char, int64_t> size{{'f', g.frames}, {'h', g.height}, {'w', g.width}};
-  std::vector<int64_t> tokens;
-  std::map<char, int64_t> at;
-  for (at[order[0]] = 0; at[order[0]] < size[order[0]]; ++at[order[0]])
-    for (at[order[1]] = 0; at[order[1]] < size[order[1]]; ++at[order[1]])
-      for (at[order[2]] = 0; at[order[2]] < size[order[2]]; ++at[order[2]])
-        tokens.push_back((at['f'] * g.height + at['h']) * g.width + at['w']);
-  return at::tensor(tokens, at::kLong);
-}
+using testing_support::throws_with;
 
 // float64 [B, H]: over the tokens listed in `order`, per query block the fewest key blocks whose
 // exact attention mass (summed over the block's rows, divided by its rows) reaches `mass`, as a

@@ -22,17 +22,13 @@
 #include "sparse/attention_method.h"
 #include "sparse/recipe_attention.h"
 #include "sparse/reuse.h"
+#include "tests/sparse/method_test_support.h"
 
 namespace ditkit {
 namespace {
 
-bool close(const at::Tensor& a, const at::Tensor& b, double tol) {
-  return at::allclose(a.to(at::kCPU, at::kDouble), b.to(at::kCPU, at::kDouble), tol, tol);
-}
-
-std::unique_ptr<AttentionMethod> method(const std::string& recipe) {
-  return make_attention_method(parse_recipe(recipe, attention_method_specs()).rules.at(0));
-}
+using testing_support::close;
+using testing_support::method;
 
 struct Qkv {
   at::Tensor q, k, v;

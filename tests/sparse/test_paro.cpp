@@ -18,32 +18,16 @@
 #include "sparse/attention_method.h"
 #include "sparse/paro.h"
 #include "tests/model_test_support.h"
+#include "tests/sparse/method_test_support.h"
 
 namespace ditkit {
 namespace {
 
+using testing_support::close;
+using testing_support::method;
+using testing_support::nested_loop_order;
+
 using testing_support::throws_with;
-
-std::unique_ptr<AttentionMethod> method(const std::string& recipe) {
-  return make_attention_method(parse_recipe(recipe, attention_method_specs()).rules.at(0));
-}
-
-bool close(const at::Tensor& a, const at::Tensor& b, double tol) {
-  return at::allclose(a.to(at::kCPU, at::kDouble), b.to(at::kCPU, at::kDouble), tol, tol);
-}
-
-// The frame-major index of every token, listed by nested loops over the axes of `order`, the
-// first letter the outermost loop. int64 [S].
-at::Tensor nested_loop_order(const LatentGrid& g, const std::string& order) {
-  std::map<char, int64_t> size{{'f', g.frames}, {'h', g.height}, {'w', g.width}};
-  std::vector<int64_t> tokens;
-  std::map<char, int64_t> at;
-  for (at[order[0]] = 0; at[order[0]] < size[order[0]]; ++at[order[0]])
-    for (at[order[1]] = 0; at[order[1]] < size[order[1]]; ++at[order[1]])
-      for (at[order[2]] = 0; at[order[2]] < size[order[2]]; ++at[order[2]])
-        tokens.push_back((at['f'] * g.height + at['h']) * g.width + at['w']);
-  return at::tensor(tokens, at::kLong);
-}
 
 std::string grid_name(const LatentGrid& g) {
   return std::to_string(g.frames) + "x" + std::to_string(g.height) + "x" + std::to_string(g.width);
