@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -62,7 +63,10 @@ std::vector<ProfileCandidate> parse_profile_candidates(const std::vector<std::st
 }
 
 AttentionProfiler::AttentionProfiler(std::vector<int> steps, BlockShape blocks, std::vector<ProfileCandidate> candidates)
-    : steps_(std::move(steps)), blocks_(blocks), candidates_(std::move(candidates)) {
+    : steps_(std::move(steps)),
+      blocks_(blocks),
+      candidates_(std::move(candidates)),
+      candidate_seconds_(candidates_.size(), 0.0) {
   for (const ProfileCandidate& c : candidates_) {
     methods_.push_back(make_attention_method(c.rule));
     methods_.back()->reset();
@@ -124,10 +128,12 @@ void AttentionProfiler::observe_output(const at::Tensor& q, const at::Tensor& k,
   const at::Tensor reference = output.out.narrow(0, 0, 1).to(at::kDouble);
   const at::Tensor reference_norm = reference.pow(2).sum({0, 1, 3}).sqrt().cpu();
   for (size_t c = 0; c < methods_.size(); ++c) {
+    const auto t0 = std::chrono::steady_clock::now();
     const Plan plan = methods_[c]->plan(q0, k0, ctx);
     const at::Tensor out = methods_[c]->run(q0, k0, v0, plan).out.to(at::kDouble);
     const at::Tensor error = ((out - reference).pow(2).sum({0, 1, 3}).sqrt().cpu() / reference_norm).contiguous();
     const at::Tensor density = head_density(plan, H).contiguous();
+    candidate_seconds_[c] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (int64_t h = 0; h < H; ++h) {
       HeadProfile& hp = p.heads.at(static_cast<size_t>(ctx.layer * H + h));
       hp.candidates.push_back({error[h].item<double>(), density[h].item<double>()});
@@ -261,7 +267,7 @@ at::Tensor candidates_image(const std::vector<ProfileCandidate>& candidates, con
   for (const HeadProfile& h : p.heads)
     for (size_t c = 0; c < candidates.size(); ++c) e[c][0][h.layer][h.head] = h.candidates[c].error;
   std::ostringstream title;
-  title << "step " << p.step << "  candidates' error, each tile " << layers << " layers down x " << heads
+  title << "step " << p.step << "  error of each candidate, a tile of " << layers << " layers down x " << heads
         << " heads across:";
   for (size_t c = 0; c < candidates.size(); ++c) title << "  C" << c << " " << candidates[c].name;
   return draw_heatmap_grid(errors, title.str(), "C", "", "colour: relative L2 error against dense (log)");

@@ -84,6 +84,8 @@ class AttentionProfiler final : public AttentionObserver {
   const std::vector<int>& steps() const { return steps_; }
   BlockShape blocks() const { return blocks_; }
   const std::vector<ProfileCandidate>& candidates() const { return candidates_; }
+  // Per candidate, the seconds its plan(), run() and measuring took over the whole profile (host clock).
+  const std::vector<double>& candidate_seconds() const { return candidate_seconds_; }
   // One per profiled step reached so far, in step order.
   const std::vector<StepProfile>& profiles() const { return profiles_; }
 
@@ -92,6 +94,7 @@ class AttentionProfiler final : public AttentionObserver {
   BlockShape blocks_;
   std::vector<ProfileCandidate> candidates_;
   std::vector<std::unique_ptr<AttentionMethod>> methods_;  // one per candidate
+  std::vector<double> candidate_seconds_;
   std::vector<StepProfile> profiles_;
 };
 

@@ -138,6 +138,12 @@ int main(int argc, char** argv) {
                  profiler.profiles().size() * (profiler.candidates().empty() ? 1 : 2));
     std::fprintf(stderr, "timings (s): load %.2f | text %.2f | %d steps with profiling %.2f | write %.2f\n", load_s,
                  pipeline->timings().text, last + 1, run_s, write_s);
+    if (!profiler.candidates().empty()) {
+      std::fprintf(stderr, "candidates (s, within the steps):");
+      for (size_t c = 0; c < profiler.candidates().size(); ++c)
+        std::fprintf(stderr, " %s %.2f%s", profiler.candidates()[c].name.c_str(), profiler.candidate_seconds()[c],
+                     c + 1 < profiler.candidates().size() ? " |" : "\n");
+    }
   } catch (const std::exception& e) {
     return fail(e.what(), 1);
   }
