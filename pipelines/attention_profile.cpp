@@ -47,6 +47,7 @@ const std::vector<std::string>& default_profile_candidates() {
 
 std::vector<ProfileCandidate> parse_profile_candidates(const std::vector<std::string>& texts) {
   std::vector<ProfileCandidate> candidates;
+  if (texts == std::vector<std::string>{"none"}) return candidates;
   for (const std::string& text : texts) {
     const auto not_one_rule = [&] {
       return RecipeError("recipe error: '" + text +

@@ -50,7 +50,7 @@ const std::vector<std::string>& default_profile_candidates();
 
 // Each text must be one recipe rule without conditions (`topk:k=4`, `paro:order=wfh:k=4`), parsed
 // against attention_method_specs(); RecipeError (the parser's, or one saying why the text is not a
-// single rule) otherwise.
+// single rule) otherwise. The single text "none" asks for no candidates (a profile at its old cost).
 std::vector<ProfileCandidate> parse_profile_candidates(const std::vector<std::string>& texts);
 
 struct StepProfile {

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       ->default_str("first, middle and last");
   app.add_option("--candidates", o.candidates,
                  "sparse methods to measure against dense, each one recipe rule (e.g. paro:order=wfh:k=4); "
-                 "several after one flag or the flag repeated");
+                 "several after one flag or the flag repeated; none: no candidates");
   app.add_option("--kblock", o.k_block, "key block size (query blocks are 128)")->check(CLI::IsMember({64, 128}));
   CLI11_PARSE(app, argc, argv);
 

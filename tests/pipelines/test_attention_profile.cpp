@@ -62,6 +62,7 @@ TEST(AttentionProfile, CandidatesAreSingleRules) {
   EXPECT_EQ(c[0].rule.int_param("k"), 4);
   EXPECT_EQ(c[1].rule.method, "paro");
   EXPECT_EQ(parse_profile_candidates(default_profile_candidates()).size(), default_profile_candidates().size());
+  EXPECT_TRUE(parse_profile_candidates({"none"}).empty());
   EXPECT_TRUE(throws_with<RecipeError>([] { parse_profile_candidates({"nosuch"}); }, {"unknown method 'nosuch'"}));
   EXPECT_TRUE(throws_with<RecipeError>([] { parse_profile_candidates({"topk:k=4,svg"}); },
                                        {"'topk:k=4,svg'", "not one method rule", "separate arguments"}));
