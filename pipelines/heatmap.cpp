@@ -31,7 +31,7 @@ std::array<uint8_t, 3> heat_colour(double mass) {
 }
 
 at::Tensor draw_heatmap_grid(const at::Tensor& maps_in, const std::string& title, const std::string& row_prefix,
-                             const std::string& col_prefix) {
+                             const std::string& col_prefix, const std::string& caption) {
   TORCH_CHECK(maps_in.dim() == 4 && maps_in.numel() > 0, "draw_heatmap_grid: maps must be a non-empty [R, C, NQ, NK], got ",
               maps_in.sizes());
   const int64_t R = maps_in.size(0), C = maps_in.size(1);
@@ -51,7 +51,6 @@ at::Tensor draw_heatmap_grid(const at::Tensor& maps_in, const std::string& title
   const int64_t bar_h = std::max<int64_t>(grid_h, 120);
   const int64_t top = kPad + 2 * line + kGap + line;  // title, caption, column labels
   const int64_t bar_x = kPad + label_w + grid_w + 2 * kPad;
-  const std::string caption = "colour: share of row mass per block (log)";
   const int64_t width = std::max({bar_x + kBarWidth + kGap + text_width("1E-4", kFontScale) + kPad,
                                   2 * kPad + text_width(title, kFontScale), 2 * kPad + text_width(caption, kFontScale)});
   const int64_t height = top + bar_h + kPad;

@@ -1,5 +1,5 @@
 // dit-profile's collection and report (pipelines/attention_profile.h) and its heat maps
-// (pipelines/heatmap.h), on a tiny random Wan transformer.
+// (pipelines/heatmap.h), on a tiny random Wan transformer; candidates' errors on random heads.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -55,6 +55,61 @@ TEST(AttentionProfile, HeatColoursAndImage) {
   EXPECT_LT(big.size(1), 2 * kMaxTileCells + 200);
 }
 
+TEST(AttentionProfile, CandidatesAreSingleRules) {
+  const std::vector<ProfileCandidate> c = parse_profile_candidates({"topk:k=4", "paro:order=wfh:k=4", "dense"});
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0].name, "topk:k=4");
+  EXPECT_EQ(c[0].rule.int_param("k"), 4);
+  EXPECT_EQ(c[1].rule.method, "paro");
+  EXPECT_EQ(parse_profile_candidates(default_profile_candidates()).size(), default_profile_candidates().size());
+  EXPECT_TRUE(parse_profile_candidates({"none"}).empty());
+  EXPECT_TRUE(throws_with<RecipeError>([] { parse_profile_candidates({"nosuch"}); }, {"unknown method 'nosuch'"}));
+  EXPECT_TRUE(throws_with<RecipeError>([] { parse_profile_candidates({"topk:k=4,svg"}); },
+                                       {"'topk:k=4,svg'", "not one method rule", "separate arguments"}));
+  EXPECT_TRUE(throws_with<RecipeError>([] { parse_profile_candidates({"svg@layers<2"}); }, {"not one method rule"}));
+}
+
+// One attention call seen as RecipeAttention shows it to an observer, with dense as the run's method.
+void observe_dense_call(AttentionProfiler& profiler, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const AttentionContext& ctx) {
+  Plan dense;
+  dense.dense = true;
+  profiler.observe(q, k, ctx);
+  profiler.observe_output(q, k, v, dense, execute_plan(q, k, v, dense), ctx);
+}
+
+TEST(AttentionProfile, CandidateErrorsShrinkAsTheyKeepMoreBlocks) {
+  // 2x16x16 = 512 tokens: 4 query blocks of 128, 8 key blocks of 64. Without the diagonal forced,
+  // topk:k=K keeps exactly K of 8 key blocks per query block, each set inside the next.
+  at::manual_seed(0);
+  const at::Tensor q = 2 * at::randn({2, 512, 3, 16}), k = at::randn({2, 512, 3, 16}), v = at::randn({2, 512, 3, 16});
+  AttentionContext ctx;
+  ctx.grid = LatentGrid{2, 16, 16};
+  AttentionProfiler profiler({0}, BlockShape{128, 64},
+                             parse_profile_candidates({"dense", "topk:k=1:diag=0", "topk:k=2:diag=0",
+                                                       "topk:k=4:diag=0", "topk:k=8:diag=0", "topk:k=1000"}));
+  observe_dense_call(profiler, q, k, v, ctx);
+  ctx.step = 1;  // not a profiled step: nothing measured
+  observe_dense_call(profiler, q, k, v, ctx);
+
+  ASSERT_EQ(profiler.profiles().size(), 1u);
+  const std::vector<HeadProfile>& heads = profiler.profiles()[0].heads;
+  ASSERT_EQ(heads.size(), 3u);
+  for (const HeadProfile& h : heads) {
+    ASSERT_EQ(h.candidates.size(), 6u);
+    EXPECT_LT(h.candidates[0].error, 1e-6);
+    EXPECT_DOUBLE_EQ(h.candidates[0].density, 1.0);
+    for (size_t c = 1; c < 4; ++c) {
+      EXPECT_GE(h.candidates[c].error, h.candidates[c + 1].error) << "head " << h.head << " candidate " << c;
+      EXPECT_DOUBLE_EQ(h.candidates[c].density, (1 << (c - 1)) / 8.0);
+    }
+    EXPECT_GT(h.candidates[1].error, h.candidates[3].error + 1e-3);
+    EXPECT_LT(h.candidates[4].error, 1e-6);  // every block kept
+    EXPECT_DOUBLE_EQ(h.candidates[4].density, 1.0);
+    EXPECT_LT(h.candidates[5].error, 1e-6);
+  }
+}
+
 WanConfig tiny_config() {
   WanConfig c;
   c.num_attention_heads = 2;
@@ -80,7 +135,7 @@ class AttentionProfileRun : public ::testing::Test {
 TEST_F(AttentionProfileRun, ObservesChosenStepsAndWritesTheReport) {
   const WanTransformer model = WanTransformer::random(tiny_config(), 1, at::kCPU, at::kFloat);
   RecipeAttention attention(load_recipe("dense", attention_method_specs()));
-  AttentionProfiler profiler({1, 2}, BlockShape{128, 64});
+  AttentionProfiler profiler({1, 2}, BlockShape{128, 64}, parse_profile_candidates({"dense", "topk:k=1:diag=0"}));
   attention.set_observer(&profiler);
   // Latents 4x8x16 patch to a 4x4x8 grid: 128 tokens, one query block and two key blocks.
   at::manual_seed(0);
@@ -121,6 +176,17 @@ TEST_F(AttentionProfileRun, ObservesChosenStepsAndWritesTheReport) {
   EXPECT_EQ(head["class"], to_string(p.heads[3].head_class));
   EXPECT_NEAR(head["density"]["90"].get<double>(), p.heads[3].density[0], 1e-6);
   EXPECT_NEAR(head["spatial_share"].get<double>(), p.heads[3].spatial_share, 1e-6);
+  for (const nlohmann::json& step : j["profiles"])
+    for (const nlohmann::json& h : step["heads"]) {
+      ASSERT_EQ(h["candidates"].size(), 2u);
+      EXPECT_NEAR(h["candidates"]["dense"]["error"].get<double>(), 0.0, 1e-6);
+      EXPECT_EQ(h["candidates"]["dense"]["density"], 1.0);
+      EXPECT_GT(h["candidates"]["topk:k=1:diag=0"]["error"].get<double>(), 0.0);  // one of two key blocks
+      EXPECT_EQ(h["candidates"]["topk:k=1:diag=0"]["density"], 0.5);
+    }
+  EXPECT_EQ(j["candidates"][1]["name"], "topk:k=1:diag=0");
+  EXPECT_EQ(j["candidates"][1]["recipe"], to_string(profiler.candidates()[1].rule));
+  EXPECT_GT(read_png(dir_ + "/report/" + j["profiles"][1]["candidates_image"].get<std::string>()).size(0), 0);
 
   const at::Tensor image = read_png(dir_ + "/report/" + j["profiles"][0]["image"].get<std::string>());
   EXPECT_GT(image.size(0), 0);
@@ -132,6 +198,8 @@ TEST_F(AttentionProfileRun, ObservesChosenStepsAndWritesTheReport) {
   md << md_in.rdbuf();
   EXPECT_NE(md.str().find("## Step 2"), std::string::npos);
   EXPECT_NE(md.str().find("| 1 | 1 | " + std::string(to_string(p.heads[3].head_class)) + " |"), std::string::npos);
+  EXPECT_NE(md.str().find("| `topk:k=1:diag=0` |"), std::string::npos);
+  EXPECT_NE(md.str().find("(step_002_candidates.png)"), std::string::npos);
 }
 
 TEST_F(AttentionProfileRun, OutputFolderProblemsAreNamed) {
