@@ -10,19 +10,15 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "pipelines/ab_compare.h"
 #include "pipelines/attention_profile.h"
-#include "pipelines/model_location.h"
 #include "pipelines/shipped_model.h"
 #include "pipelines/text_to_video.h"
 #include "tools/model_flags.h"
 #include "sparse/attention_method.h"
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -71,13 +67,12 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail("--out: " + std::string(e.what()));
   }
-  std::string model = o.run.model;
+  std::string model;
   try {
-    if (model.empty()) model = ditkit::find_default_model_folder();
-  } catch (const ditkit::ModelNotFound& e) {
-    return fail(std::string(e.what()) + "\n  pass --model DIR with a shipped-model folder or a Wan2.1 diffusers folder");
+    model = o.run.model_folder();
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
   }
-  if (!fs::is_directory(model)) return fail("--model: '" + model + "' is not a folder");
 
   at::Device device(at::kCPU);
   try {

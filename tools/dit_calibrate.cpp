@@ -19,7 +19,6 @@
 
 #include "dit/atomic_file.h"
 #include "pipelines/attention_profile.h"
-#include "pipelines/model_location.h"
 #include "pipelines/paro_calibration.h"
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
@@ -86,13 +85,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (o.mass <= 0) return fail("--mass: 0 keeps no block; give a share in (0, 1], e.g. 0.9");
 
-  std::string model = o.run.model;
+  std::string model;
   try {
-    if (model.empty()) model = ditkit::find_default_model_folder();
-  } catch (const ditkit::ModelNotFound& e) {
-    return fail(std::string(e.what()) + "\n  pass --model DIR with a shipped-model folder or a Wan2.1 diffusers folder");
+    model = o.run.model_folder();
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
   }
-  if (!fs::is_directory(model)) return fail("--model: '" + model + "' is not a folder");
   // Before any work: a run that cannot write its results is not worth starting.
   if (o.out.empty()) o.out = (fs::path(model) / "paro.recipe.json").string();
   if (o.report.empty()) o.report = report_beside(o.out);
@@ -144,13 +142,7 @@ int main(int argc, char** argv) {
     t0 = std::chrono::steady_clock::now();
     for (const std::string& prompt : o.prompts) {
       gen.prompt = prompt;
-      try {
-        pipeline->generate(gen, &attention, [&](int step, int) {
-          progress.advance();
-          return step < last;
-        });
-      } catch (const ditkit::SamplingCancelled&) {
-      }
+      ditkit::tools::generate_through_step(*pipeline, gen, attention, last, progress);
     }
     progress.finish();
     const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

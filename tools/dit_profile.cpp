@@ -12,17 +12,13 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "pipelines/attention_profile.h"
-#include "pipelines/model_location.h"
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
 #include "tools/model_flags.h"
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -71,13 +67,12 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return fail("--out: " + std::string(e.what()));
   }
-  std::string model = o.run.model;
+  std::string model;
   try {
-    if (model.empty()) model = ditkit::find_default_model_folder();
-  } catch (const ditkit::ModelNotFound& e) {
-    return fail(std::string(e.what()) + "\n  pass --model DIR with a shipped-model folder or a Wan2.1 diffusers folder");
+    model = o.run.model_folder();
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
   }
-  if (!fs::is_directory(model)) return fail("--model: '" + model + "' is not a folder");
 
   const at::Device device = o.run.torch_device();
   const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
@@ -119,13 +114,7 @@ int main(int argc, char** argv) {
     const int last = profile_steps.back();
     ditkit::Progress progress("profile", last + 1);
     t0 = std::chrono::steady_clock::now();
-    try {
-      pipeline->generate(gen, &attention, [&](int step, int) {
-        progress.advance();
-        return step < last;
-      });
-    } catch (const ditkit::SamplingCancelled&) {
-    }
+    ditkit::tools::generate_through_step(*pipeline, gen, attention, last, progress);
     progress.finish();
     const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -1,14 +1,19 @@
-// The flags dit-gen, dit-profile and dit-ab take the same way: the model folder, the device, the
-// video size, steps, guidance and seed. Size, steps and guidance default to the model's own
-// (ModelDefaults): only the flags given on the command line replace them.
+// The flags dit-gen, dit-profile, dit-ab and dit-calibrate take the same way: the model folder,
+// the device, the video size, steps, guidance and seed. Size, steps and guidance default to the
+// model's own (ModelDefaults): only the flags given on the command line replace them. Also what
+// the measuring tools share: finding the model folder, a run stopped after its last measured step.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <filesystem>
+#include <stdexcept>
 #include <string>
 
+#include "pipelines/model_location.h"
+#include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
 
 namespace ditkit::tools {
@@ -35,6 +40,20 @@ struct ModelFlags {
     app.add_option("--device", device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   }
 
+  // --model, or the shipped default model; std::invalid_argument with the user's message when
+  // there is none or it is not a folder.
+  std::string model_folder() const {
+    std::string folder = model;
+    try {
+      if (folder.empty()) folder = find_default_model_folder();
+    } catch (const ModelNotFound& e) {
+      throw std::invalid_argument(std::string(e.what()) +
+                                  "\n  pass --model DIR with a shipped-model folder or a Wan2.1 diffusers folder");
+    }
+    if (!std::filesystem::is_directory(folder)) throw std::invalid_argument("--model: '" + folder + "' is not a folder");
+    return folder;
+  }
+
   // The flags given, over the model's defaults in `gen`.
   void apply(TextToVideoOptions& gen) const {
     if (width_->count()) gen.width = width;
@@ -54,5 +73,18 @@ struct ModelFlags {
  private:
   CLI::Option *width_ = nullptr, *height_ = nullptr, *frames_ = nullptr, *steps_ = nullptr, *guidance_ = nullptr;
 };
+
+// Samples `gen` with `attention` (its observer measuring) through step `last` only, then stops:
+// the steps after it and the decoder add nothing to a measuring run. One progress step a step.
+inline void generate_through_step(TextToVideo& pipeline, const TextToVideoOptions& gen, RecipeAttention& attention,
+                                  int last, Progress& progress) {
+  try {
+    pipeline.generate(gen, &attention, [&](int step, int) {
+      progress.advance();
+      return step < last;
+    });
+  } catch (const SamplingCancelled&) {
+  }
+}
 
 }  // namespace ditkit::tools
