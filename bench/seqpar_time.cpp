@@ -3,6 +3,7 @@
 // uncond batched, B = 2) with RANDOM weights (WanTransformer::random, the same seed on every rank):
 //   seqpar_time --gpus 1 [--recipe R]... --baseline ONE.json              (one GPU, the plain path)
 //   seqpar_time --gpus N [--recipe R]... --baseline ONE.json --out seqpar-h200.jsonl --commit SHA
+//   (also: --model 14b|1.3b, --frames --height --width, --iters, --step, --num-steps)
 // With --gpus 1 it times one forward per recipe without any process group and writes the times
 // to --baseline. With N > 1 it starts N copies of itself as ranks (launch_ranks, as dit-gen does);
 // each rank times the same forwards through SequenceParallel (ProcessGroupNCCL), and rank 0
@@ -36,6 +37,7 @@ namespace {
 struct Flags {
   int gpus = 1, iters = 3, step = 25, num_steps = 50;
   int64_t frames = 81, height = 720, width = 1280;
+  std::string model = "14b";  // or "1.3b": the smaller DiT, whose random weights draw 10x faster
   std::vector<std::string> recipes;
   std::string baseline, out = "seqpar.jsonl", commit = "unknown";
 };
@@ -62,6 +64,7 @@ int main(int argc, char** argv) {
     else if (flag == "--frames") f.frames = std::stoll(value);
     else if (flag == "--height") f.height = std::stoll(value);
     else if (flag == "--width") f.width = std::stoll(value);
+    else if (flag == "--model" && (value == "14b" || value == "1.3b")) f.model = value;
     else {
       std::fprintf(stderr, "seqpar_time: unknown flag %s\n", argv[i]);
       return 2;
@@ -94,11 +97,12 @@ int main(int argc, char** argv) {
     ditkit::set_multicast_off_environment();
 
   c10::InferenceMode inference;
-  const ditkit::WanConfig config;  // Wan2.1-T2V-14B: 40 layers, 40 heads x 128, ffn 13824
+  // Wan2.1-T2V-14B: 40 layers, 40 heads x 128, ffn 13824; 1.3B: 30 layers, 12 heads x 128.
+  const ditkit::WanConfig config = f.model == "14b" ? ditkit::WanConfig{} : ditkit::wan_config_1_3b();
   if (rank0)
-    std::printf("RANDOM WEIGHTS: Wan2.1-T2V-14B configuration, %lldx%lld, %lld frames, B=2, on %d GPU(s)\n",
-                static_cast<long long>(f.width), static_cast<long long>(f.height), static_cast<long long>(f.frames),
-                f.gpus);
+    std::printf("RANDOM WEIGHTS: Wan2.1-T2V-%s configuration, %lldx%lld, %lld frames, B=2, on %d GPU(s)\n",
+                f.model == "14b" ? "14B" : "1.3B", static_cast<long long>(f.width), static_cast<long long>(f.height),
+                static_cast<long long>(f.frames), f.gpus);
   const auto model = ditkit::WanTransformer::random(config, 1, device, at::kBFloat16);
   const int64_t latent_frames = (f.frames - 1) / 4 + 1;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7);
@@ -137,7 +141,7 @@ int main(int argc, char** argv) {
     }
     const double one = baseline[recipe].get<double>();
     ditkit::bench::record(f.out, "seqpar", f.commit,
-                          {{"case", "wan14b " + std::to_string(f.width) + "x" + std::to_string(f.height) + "x" +
+                          {{"case", "wan" + f.model + " " + std::to_string(f.width) + "x" + std::to_string(f.height) + "x" +
                                         std::to_string(f.frames) + " B=2 S=" + std::to_string(tokens) + " '" + recipe +
                                         "' step " + std::to_string(f.step) + "/" + std::to_string(f.num_steps)},
                            {"impl", "ditkit-seqpar-" + std::to_string(f.gpus) + "gpu"},
