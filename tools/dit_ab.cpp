@@ -74,20 +74,14 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
 
-  at::Device device(at::kCPU);
-  try {
-    device = o.run.torch_device();
-  } catch (const std::exception&) {
-    return fail("--device: '" + o.run.device + "' is not auto, cpu or cuda[:N]");
-  }
-  const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<ditkit::TextToVideo> pipeline;
   try {
-    pipeline = std::make_unique<ditkit::TextToVideo>(ditkit::TextToVideo::load(model, device, dtype));
-  } catch (const std::exception& e) {
-    return fail("--model '" + model + "' cannot be loaded: " + e.what());
+    pipeline = o.run.load_pipeline(model);
+  } catch (const std::invalid_argument& e) {
+    return fail(e.what());
   }
+  const at::Device device = pipeline->transformer().device();
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   ditkit::AbOptions ab;

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -65,9 +66,25 @@ struct ModelFlags {
   }
 
   // "auto": the first GPU if there is one, else the CPU. Throws c10::Error on a malformed name.
+  // The device --device names; std::invalid_argument naming the flag when it names none.
   at::Device torch_device() const {
-    if (device != "auto") return at::Device(device);
-    return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    if (device == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    try {
+      return at::Device(device);
+    } catch (const c10::Error&) {
+      throw std::invalid_argument("--device: '" + device + "' is not auto, cpu or cuda[:N]");
+    }
+  }
+
+  // The model in `folder` on --device, in bf16 on a GPU and fp32 on the CPU; std::invalid_argument
+  // naming the flag at fault when the device or the model is wrong.
+  std::unique_ptr<TextToVideo> load_pipeline(const std::string& folder) const {
+    const at::Device d = torch_device();
+    try {
+      return std::make_unique<TextToVideo>(TextToVideo::load(folder, d, d.is_cuda() ? at::kBFloat16 : at::kFloat));
+    } catch (const std::exception& e) {
+      throw std::invalid_argument("--model '" + folder + "' cannot be loaded: " + e.what());
+    }
   }
 
  private:
