@@ -1,10 +1,21 @@
 #include "kernels/complement_linear_attention.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
+#include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "ditkit_config.h"
 #include "kernels/linear_attention.h"
+#if DITKIT_HAVE_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/complement_linear_attention_cuda.h"
+#endif
 
 namespace ditkit {
 
@@ -33,7 +44,99 @@ at::Tensor split_blocks(const at::Tensor& x, int64_t block) {
   return padded.reshape({x.size(0), N, block, x.size(2), x.size(3)});
 }
 
+#if DITKIT_HAVE_CUDA
+// The kernels' arguments for these inputs, or nothing where they do not take them. The
+// intermediate tensors' pointers are filled in later.
+std::optional<cuda::ComplementLinearArgs> kernel_args(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                                                      const at::Tensor& v, BlockShape blocks,
+                                                      const at::Tensor& projection) {
+  const auto dtype = q.scalar_type();
+  const auto like_q = [&](const at::Tensor& x) {
+    return x.device() == q.device() && x.scalar_type() == dtype && x.sizes() == q.sizes();
+  };
+  if (!q.is_cuda() || (dtype != at::kHalf && dtype != at::kBFloat16) || !like_q(k) || !like_q(v) || !like_q(out) ||
+      !projection.defined() || projection.device() != q.device() || blocks.q_block != 128)
+    return std::nullopt;
+  if (c10::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad() ||
+                                      out.requires_grad() || projection.requires_grad()))
+    return std::nullopt;
+  const int64_t es = q.element_size();
+  const auto rows_aligned = [&](const at::Tensor& x) {
+    return x.stride(3) == 1 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && x.stride(0) * es % 16 == 0 &&
+           x.stride(1) * es % 16 == 0 && x.stride(2) * es % 16 == 0;
+  };
+  if (!rows_aligned(q) || !rows_aligned(k) || !rows_aligned(out)) return std::nullopt;  // v is read as V·Wᵀ
+  // bf16 and fp16 tensor cores (the .cu's compute_80 PTX).
+  if (at::cuda::getDeviceProperties(q.device().index())->major < 8) return std::nullopt;
+  cuda::ComplementLinearArgs a{};
+  a.type = dtype == at::kBFloat16 ? cuda::ElementType::kBF16 : cuda::ElementType::kF16;
+  a.batch = q.size(0), a.tokens = q.size(1), a.heads = q.size(2), a.head_dim = q.size(3), a.k_block = blocks.k_block;
+  a.q = q.data_ptr();
+  a.k = k.data_ptr();
+  a.out = out.data_ptr();
+  for (int i = 0; i < 3; ++i) {
+    a.q_strides[i] = q.stride(i) * es;
+    a.k_strides[i] = k.stride(i) * es;
+    a.out_strides[i] = out.stride(i) * es;
+  }
+  if (!cuda::complement_linear_kernels_support(a)) return std::nullopt;
+  return a;
+}
+
+void check_launch(cudaError_t err, const char* kernel) {
+  TORCH_CHECK(err == cudaSuccess, "add_projected_complement_linear_attention: CUDA launch of ", kernel,
+              " failed: ", cudaGetErrorString(err));
+}
+#endif
+
 }  // namespace
+
+bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v, BlockShape blocks,
+                                                       const at::Tensor& projection) {
+#if DITKIT_HAVE_CUDA
+  return kernel_args(out, q, k, v, blocks, projection).has_value();
+#else
+  return false;
+#endif
+}
+
+void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                                               const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
+                                               const at::Tensor& projection) {
+  check_args(q, k, v, critical, blocks);
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
+  TORCH_CHECK(out.sizes() == q.sizes(), "add_projected_complement_linear_attention: out ", out.sizes(),
+              " must have q's shape ", q.sizes());
+  TORCH_CHECK(projection.dim() == 2 && projection.size(0) == D && projection.size(1) == D,
+              "add_projected_complement_linear_attention: projection must be [", D, ", ", D, "], got ",
+              projection.sizes());
+  const at::Tensor wt = projection.t().to(q.scalar_type());
+#if DITKIT_HAVE_CUDA
+  if (auto args = kernel_args(out, q, k, v, blocks, projection)) {
+    TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
+                "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
+    c10::cuda::CUDAGuard guard(q.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    const int64_t NK = critical.num_k_blocks, es = q.element_size();
+    at::Tensor projected_v = at::matmul(v, wt);  // V·Wᵀ, fp32 accumulation
+    args->v = projected_v.data_ptr();
+    for (int i = 0; i < 3; ++i) args->v_strides[i] = projected_v.stride(i) * es;
+    at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
+    args->summaries = summaries.data_ptr();
+    check_launch(cuda::launch_block_summaries(*args, stream), "block_summaries");
+    projected_v.reset();  // stream-ordered: the sums below may reuse its memory
+    at::Tensor complement = csr_to_mask(critical).logical_not().to(q.scalar_type());  // [B, H, NQ, NK]
+    at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).contiguous();
+    args->complement_sums = sums.data_ptr();
+    check_launch(cuda::launch_linear_combine(*args, stream), "linear_combine");
+    return;
+  }
+#endif
+  at::Tensor linear = complement_linear_attention(q, k, v, critical, blocks);
+  // One GEMM adds the projected branch onto out in its epilogue (fp32 accumulation).
+  out = at::addmm(out.reshape({-1, D}), linear.reshape({-1, D}), wt).view(out.sizes());
+}
 
 at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& critical, BlockShape blocks) {

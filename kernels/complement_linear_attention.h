@@ -33,6 +33,27 @@ namespace ditkit {
 at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& critical, BlockShape blocks);
 
+// Inference: out += complement_linear_attention(q, k, v, critical, blocks)·projectionᵀ, where out
+// [B, S, H, D] is in q's dtype (the softmax branch's output) and projection is [D, D] (applied in
+// q's dtype). Where projected_complement_linear_attention_uses_kernel holds, CUDA kernels add in
+// place, with the projection folded into the values (O_l·Wᵀ = φ(Q) Σ_j φ(K_j)ᵀ(V_j Wᵀ) / den,
+// linear in V): V' = V·Wᵀ (one GEMM), per key block the summary [φ(K_j)ᵀV'_j; Σ_t φ(k_t)] (kernel),
+// the complement sums as above (one 0/1 GEMM for both), then φ(Q_i) H_c / (φ(Q_i)·Z_c) added to
+// each row (kernel). Half or bfloat16 features and summaries with fp32 accumulation, like the op
+// above on the GPU. Elsewhere `out` is rebound to a new tensor, the op above plus one addmm (which
+// autograd records). Never synchronises with the host.
+void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                                               const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
+                                               const at::Tensor& projection);
+
+// Whether that takes the CUDA kernels (what tests assert): q, k, v and out on one GPU of compute
+// capability 8.0 or later, all bf16 or all fp16, head dim 64 or 128, query blocks of 128 and key
+// blocks of 64 or 128, token rows contiguous with 16-byte aligned addresses and strides, and
+// autograd not recording.
+bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v, BlockShape blocks,
+                                                       const at::Tensor& projection);
+
 // The oracle: per query token, the quadratic form Σ_s (φ(q)·φ(k_s)) v_s / Σ_s φ(q)·φ(k_s) over
 // the tokens of the key blocks the row does not list, explicit loops in fp64 on the CPU.
 at::Tensor complement_linear_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

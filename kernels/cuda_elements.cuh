@@ -20,13 +20,18 @@ template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 // Elements of T in one 16-byte vector.
 template <typename T> constexpr int kVecElems = 16 / sizeof(T);
 
-// Loads kVecElems<T> elements at p (16-byte aligned) as floats.
+// The kVecElems<T> elements of a 16-byte vector already loaded, as floats.
 template <typename T>
-__device__ inline void load_vec(const T* p, float (&f)[kVecElems<T>]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+__device__ inline void unpack_vec(const uint4& raw, float (&f)[kVecElems<T>]) {
   const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < kVecElems<T>; ++i) f[i] = to_float(v[i]);
+}
+
+// Loads kVecElems<T> elements at p (16-byte aligned) as floats.
+template <typename T>
+__device__ inline void load_vec(const T* p, float (&f)[kVecElems<T>]) {
+  unpack_vec<T>(*reinterpret_cast<const uint4*>(p), f);
 }
 
 // Rounds f to T and stores the vector at p (16-byte aligned).

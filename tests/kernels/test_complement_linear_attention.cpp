@@ -1,7 +1,12 @@
 // SLA's linear branch against its fp64 loop oracle: awkward shapes, rows whose critical set is
-// everything (empty complement) or nothing (the whole of linear attention).
+// everything (empty complement) or nothing (the whole of linear attention); the inference path
+// that adds it, projected, onto the softmax output (on the GPU the CUDA kernels, in place).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
 
 #include "kernels/block_csr.h"
 #include "kernels/complement_linear_attention.h"
@@ -77,6 +82,21 @@ TEST(ComplementLinearAttention, NormalisesOverTheComplementOnly) {
   EXPECT_TRUE(close(got, want.expand_as(got), 1e-5));
 }
 
+// Off the kernels' ground the projected add is the op plus one addmm: the CPU result as before.
+TEST(ComplementLinearAttention, ProjectedAddIsTheOpThenTheProjection) {
+  for (const Shape& s : kShapes) {
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}), k = at::randn({s.B, s.S, s.H, s.D}),
+               v = at::randn({s.B, s.S, s.H, s.D}), w = at::randn({s.D, s.D}) * 0.3;
+    at::Tensor softmax_out = at::randn({s.B, s.S, s.H, s.D}), out = softmax_out.clone();
+    BlockCsr csr = mask_to_csr(critical_mask(s));
+    EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w));
+    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+    at::Tensor linear = complement_linear_attention_reference(q, k, v, csr, s.blocks).to(at::kDouble);
+    at::Tensor want = softmax_out.to(at::kDouble) + at::matmul(linear, w.to(at::kDouble).t());
+    EXPECT_TRUE(close(out, want, 1e-5)) << "S=" << s.S;
+  }
+}
+
 TEST(ComplementLinearAttentionCuda, MatchesReference) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   for (const Shape& s : kShapes) {
@@ -90,6 +110,86 @@ TEST(ComplementLinearAttentionCuda, MatchesReference) {
                                                  v.cuda().to(at::kBFloat16), csr, s.blocks);
     EXPECT_TRUE(close(got, want, 3e-2)) << "bf16 S=" << s.S;
   }
+}
+
+// The CUDA kernels: out = O_s + O_l·Wᵀ in place, against the fp64 oracle on the same rounded
+// inputs. With O_s = 0 the branch alone is held to a bound relative to its largest value.
+TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  // S past a whole block, below one, exactly one; both key blocks and head dims; B, H > 1.
+  const Shape shapes[] = {{2, 300, 3, 64, {128, 64}},  {1, 389, 2, 128, {128, 128}}, {2, 100, 1, 128, {128, 64}},
+                          {1, 128, 3, 64, {128, 128}}, {2, 389, 2, 128, {128, 64}},  {1, 300, 1, 64, {128, 128}}};
+  int n = 0;
+  for (const Shape& s : shapes)
+    for (at::ScalarType dtype : {at::kBFloat16, at::kHalf})
+      for (bool zero_softmax : {false, true}) {
+        const bool fused = n++ % 2 == 0;  // q, k, v as views of one [B, S, 3, H, D] tensor
+        const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
+                                 " D=" + std::to_string(s.D) + " kblock=" + std::to_string(s.blocks.k_block) +
+                                 (fused ? " fused" : "") + (zero_softmax ? " O_s=0" : "");
+        const auto opts = at::dtype(dtype).device(at::kCUDA);
+        at::Tensor q, k, v;
+        if (fused) {
+          at::Tensor qkv = at::randn({s.B, s.S, 3, s.H, s.D}, opts);
+          q = qkv.select(2, 0), k = qkv.select(2, 1), v = qkv.select(2, 2);
+        } else {
+          q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts),
+          v = at::randn({s.B, s.S, s.H, s.D}, opts);
+        }
+        at::Tensor w = at::randn({s.D, s.D}, at::dtype(at::kFloat).device(at::kCUDA)) / std::sqrt(double(s.D));
+        at::Tensor mask = critical_mask(s);
+        BlockCsr csr = mask_to_csr(mask.cuda());
+        // out: the first S rows of a buffer of whole query blocks and one more row, all 7 past S.
+        const int64_t NQ = mask.size(2), rows = NQ * 128 + 1;
+        at::Tensor buffer = at::full({s.B, rows, s.H, s.D}, 7.0, opts);
+        at::Tensor softmax_out =
+            zero_softmax ? at::zeros({s.B, s.S, s.H, s.D}, opts) : at::randn({s.B, s.S, s.H, s.D}, opts);
+        at::Tensor out = buffer.narrow(1, 0, s.S).copy_(softmax_out);
+        const at::Tensor given = out;
+        ASSERT_TRUE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w)) << what;
+        add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+        EXPECT_TRUE(out.is_same(given)) << what;
+
+        auto f64 = [](const at::Tensor& x) { return x.to(at::kDouble); };
+        at::Tensor linear = at::matmul(complement_linear_attention_reference(f64(q), f64(k), f64(v), csr, s.blocks),
+                                       w.to(at::kCPU, at::kDouble).t());
+        at::Tensor got = out.to(at::kCPU, at::kDouble);
+        const bool bf16 = dtype == at::kBFloat16;
+        if (zero_softmax) {
+          const double err = (got - linear).abs().max().item<double>(), scale = linear.abs().max().item<double>();
+          EXPECT_LE(err, (bf16 ? 1.5e-2 : 3e-3) * scale) << what;
+        } else {
+          EXPECT_TRUE(close(got, softmax_out.to(at::kCPU, at::kDouble) + linear, bf16 ? 2e-2 : 5e-3)) << what;
+        }
+        // The last row of the mask lists every block: its tokens keep O_s exactly.
+        const int64_t last = (NQ - 1) * 128;
+        EXPECT_TRUE(at::equal(out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1),
+                              softmax_out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1)))
+            << what;
+        EXPECT_TRUE(buffer.narrow(1, s.S, rows - s.S).eq(7).all().item<bool>()) << what;
+      }
+}
+
+TEST(ComplementLinearAttentionCuda, KernelsTakeHalfInputsOutsideAutograd) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+  at::Tensor q = at::randn({1, 300, 2, 64}, opts), k = at::randn_like(q), v = at::randn_like(q),
+             out = at::randn_like(q), w = at::randn({64, 64}, at::dtype(at::kFloat).device(at::kCUDA));
+  const BlockShape blocks{128, 64};
+  EXPECT_TRUE(projected_complement_linear_attention_uses_kernel(out, q, k, v, blocks, w));
+  EXPECT_TRUE(projected_complement_linear_attention_uses_kernel(out.to(at::kHalf), q.to(at::kHalf), k.to(at::kHalf),
+                                                                v.to(at::kHalf), blocks, w));
+  auto f32 = [](const at::Tensor& x) { return x.to(at::kFloat); };
+  EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(f32(out), f32(q), f32(k), f32(v), blocks, w));
+  EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(f32(out), q, k, v, blocks, w));
+  EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q, k, v, {64, 64}, w));
+  EXPECT_FALSE(
+      projected_complement_linear_attention_uses_kernel(out.cpu(), q.cpu(), k.cpu(), v.cpu(), blocks, w.cpu()));
+  at::Tensor q_grad = q.detach().requires_grad_(), w_grad = w.detach().requires_grad_();
+  EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q_grad, k, v, blocks, w));
+  EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q, k, v, blocks, w_grad));
+  at::NoGradGuard no_grad;
+  EXPECT_TRUE(projected_complement_linear_attention_uses_kernel(out, q_grad, k, v, blocks, w_grad));
 }
 
 }  // namespace

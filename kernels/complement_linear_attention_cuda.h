@@ -1,0 +1,43 @@
+// Launchers for the inference kernels of SLA's projected linear branch. Kept free of ATen so nvcc
+// compiles the .cu quickly; the ATen-facing checks, the two GEMMs between the launches and the
+// dispatch live in complement_linear_attention.cpp.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/block_pool_cuda.h"  // ElementType
+
+namespace ditkit::cuda {
+
+// Query blocks are 128 tokens; key blocks 64 or 128; head dim 64 or 128; fp16 or bf16 (kF16,
+// kBF16). Token rows of q, k, v and out are D contiguous elements at 16-byte aligned addresses;
+// strides are in bytes (batch, token, head), multiples of 16.
+struct ComplementLinearArgs {
+  ElementType type;
+  int64_t batch, tokens, heads, head_dim, k_block;
+  const void* q;
+  const void* k;
+  const void* v;  // V·Wᵀ: the projection folded into the values
+  int64_t q_strides[3], k_strides[3], v_strides[3];
+  // [B, H, NK, D + 1, D] contiguous, written by launch_block_summaries: per key block its D rows
+  // of h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
+  void* summaries;
+  // [B, H, NQ, D + 1, D] contiguous, read by launch_linear_combine: per query block H_c, then Z_c.
+  const void* complement_sums;
+  void* out;  // [B, S, H, D], read and written in place
+  int64_t out_strides[3];
+};
+
+// Whether the kernels take these shapes and this element type.
+bool complement_linear_kernels_support(const ComplementLinearArgs& args);
+
+// One CTA per (key block, head, batch).
+cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_t stream);
+
+// One CTA per (query block, head, batch): out += φ(q)H_c / (φ(q)·Z_c) for each of its rows below
+// S whose complement is not empty.
+cudaError_t launch_linear_combine(const ComplementLinearArgs& args, cudaStream_t stream);
+
+}  // namespace ditkit::cuda
