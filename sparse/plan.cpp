@@ -27,17 +27,15 @@ AttentionOutput run_branches(const at::Tensor& q, const at::Tensor& k, const at:
   AttentionOutput r = grad ? block_sparse_attention_autograd(q, k, v, plan.csr, plan.blocks)
                            : block_sparse_attention(q, k, v, plan.csr, plan.blocks);
   if (plan.linear_projection.defined()) {
-    at::Tensor linear = complement_linear_attention(q, k, v, plan.csr, plan.blocks);
     const at::Tensor& w = plan.linear_projection;
     if (grad) {
       // Training applies the projection in fp32 (SLA keeps it there); the sum is rounded once.
+      at::Tensor linear = complement_linear_attention(q, k, v, plan.csr, plan.blocks);
       at::Tensor projected = at::matmul(linear.to(w.scalar_type()), w.t());
       r.out = (r.out.to(projected.scalar_type()) + projected).to(q.scalar_type());
     } else {
-      // Inference: one GEMM in q's dtype adds the projected branch onto the softmax output in its
-      // epilogue (fp32 accumulation), instead of three fp32 passes over [B, S, H, D].
-      const int64_t D = q.size(3);
-      r.out = at::addmm(r.out.reshape({-1, D}), linear.reshape({-1, D}), w.t().to(q.scalar_type())).view(r.out.sizes());
+      // Inference: in q's dtype, onto the softmax output (in place where the CUDA kernels run).
+      add_projected_complement_linear_attention(r.out, q, k, v, plan.csr, plan.blocks, w);
     }
   }
   return r;
