@@ -2,27 +2,36 @@
 
 #include <stdexcept>
 
+#include "ditkit_config.h"
+
 namespace ditkit {
 
-AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions& o, RecipeAttention* attention,
-                                  const AdherenceCallback& on_prompt) {
+void generate_adherence_videos(TextToVideo& pipeline, const AdherenceOptions& o, RecipeAttention* attention,
+                               const AdherenceVideoCallback& on_video) {
   if (o.count < 1) throw std::invalid_argument("adherence: the prompt count must be >= 1, got " + std::to_string(o.count));
-  AdherenceResult result;
   for (int64_t i = 0; i < o.count; ++i) {
-    PromptResult p;
+    AdherencePrompt p;
     p.seed = o.seed + uint64_t(i);
-    const ClipFacts facts = sample_facts(p.seed, o.split);
-    p.prompt = caption(facts);
+    p.facts = sample_facts(p.seed, o.split);
+    p.prompt = caption(p.facts);
     TextToVideoOptions generation = o.generation;
     generation.prompt = p.prompt;
     generation.sampling.seed = int64_t(p.seed);
-    const at::Tensor frames = pipeline.generate(generation, attention);
-    p.report = check_clip(frames, facts);
-    result.right += p.report.all_right ? 1 : 0;
-    result.prompts.push_back(std::move(p));
-    if (on_prompt && !on_prompt(i, o.count, result.prompts.back(), frames)) break;
+    if (!on_video(i, o.count, p, pipeline.generate(generation, attention))) break;
   }
+}
+
+#if DITKIT_HAVE_OPENCV
+AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions& o, RecipeAttention* attention,
+                                  const AdherenceCallback& on_prompt) {
+  AdherenceResult result;
+  generate_adherence_videos(pipeline, o, attention,
+                            [&](int64_t i, int64_t n, const AdherencePrompt& p, const at::Tensor& frames) {
+                              result.add({p.prompt, p.seed, check_clip(frames, p.facts)});
+                              return !on_prompt || on_prompt(i, n, result.prompts.back(), frames);
+                            });
   return result;
 }
+#endif
 
 }  // namespace ditkit

@@ -1,7 +1,9 @@
 // Prompt adherence of a shapes model, measured the way issue [tiny-model] defines it: generate a
 // video for each of N prompts drawn from a split of the caption facts (by default the held-out
 // combinations training never saw), look at the frames with the adherence checker, and count the
-// prompts whose every stated fact is right. Built only with OpenCV (the checker's eyes).
+// prompts whose every stated fact is right. Generating needs no OpenCV, so the videos can be made
+// where OpenCV is missing (the GPU machine) and judged elsewhere; measure_adherence, which also
+// looks, is built only with OpenCV (the checker's eyes).
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,21 @@ struct AdherenceOptions {
   TextToVideoOptions generation;  // size, steps, guidance, ...; prompt and seed are set per prompt
 };
 
+// One prompt of a run: the facts it states, its caption, and its noise seed.
+struct AdherencePrompt {
+  ClipFacts facts;
+  std::string prompt;
+  uint64_t seed = 0;
+};
+
+// Called after each video with its index, the count, its prompt and its frames (uint8
+// [T, H, W, 3], not kept afterwards); return false to stop early.
+using AdherenceVideoCallback = std::function<bool(int64_t, int64_t, const AdherencePrompt&, const at::Tensor&)>;
+
+// Generates the run's videos without looking at them.
+void generate_adherence_videos(TextToVideo& pipeline, const AdherenceOptions& options, RecipeAttention* attention,
+                               const AdherenceVideoCallback& on_video);
+
 struct PromptResult {
   std::string prompt;
   uint64_t seed = 0;
@@ -32,12 +49,17 @@ struct AdherenceResult {
   std::vector<PromptResult> prompts;
   int64_t right = 0;
   double share() const { return prompts.empty() ? 0.0 : double(right) / double(prompts.size()); }
+  void add(PromptResult p) {
+    right += p.report.all_right ? 1 : 0;
+    prompts.push_back(std::move(p));
+  }
 };
 
 // Called after each prompt with its index, the count, its result and its frames (uint8
 // [T, H, W, 3], not kept afterwards); return false to stop early.
 using AdherenceCallback = std::function<bool(int64_t, int64_t, const PromptResult&, const at::Tensor&)>;
 
+// generate_adherence_videos, each video checked against its prompt's facts. Only with OpenCV.
 AdherenceResult measure_adherence(TextToVideo& pipeline, const AdherenceOptions& options,
                                   RecipeAttention* attention = nullptr, const AdherenceCallback& on_prompt = {});
 

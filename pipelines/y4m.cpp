@@ -87,9 +87,14 @@ at::Tensor read_y4m(const std::string& path) {
   if (token != "YUV4MPEG2") throw fail("not a YUV4MPEG2 file");
   int64_t width = 0, height = 0;
   std::string chroma = "420jpeg", range = "LIMITED";  // the format's defaults
+  auto size = [](const std::string& digits) -> int64_t {  // 0, refused below, unless 1 to 9 digits
+    const bool ok = !digits.empty() && digits.size() < 10 &&
+                    std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return ok ? std::stoll(digits) : 0;
+  };
   while (header >> token) {
-    if (token[0] == 'W') width = std::stoll(token.substr(1));
-    if (token[0] == 'H') height = std::stoll(token.substr(1));
+    if (token[0] == 'W') width = size(token.substr(1));
+    if (token[0] == 'H') height = size(token.substr(1));
     if (token[0] == 'C') chroma = token.substr(1);
     if (token.rfind("XCOLORRANGE=", 0) == 0) range = token.substr(12);
   }

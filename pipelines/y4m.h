@@ -19,7 +19,9 @@ at::Tensor yuv444_to_rgb(const at::Tensor& planes);
 
 void write_y4m(const at::Tensor& frames, const std::string& path, int fps);
 
-// Reads a file as written by write_y4m (C444, limited range) back to uint8 [T, H, W, 3] RGB.
+// Reads a file as written by write_y4m (C444, limited range) back to uint8 [T, H, W, 3] RGB, each
+// value within 2 of what was written (8-bit YUV cannot hold every RGB colour). std::runtime_error
+// naming the file when it is missing, not YUV4MPEG2, of another layout, or truncated.
 at::Tensor read_y4m(const std::string& path);
 
 }  // namespace ditkit

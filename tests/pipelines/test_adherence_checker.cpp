@@ -1,19 +1,23 @@
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "dit/atomic_file.h"
 #include "ditkit_config.h"
 #include "pipelines/shape_clips.h"
 
 #if DITKIT_HAVE_OPENCV
 #include "pipelines/adherence_checker.h"
+#include "pipelines/y4m.h"
 
 namespace ditkit {
 namespace {
@@ -208,6 +212,30 @@ TEST(AdherenceChecker, ToleratesRenderingsALittleOff) {
   const double share = share_right(off, [&](size_t i) { return clips.facts[i]; }, true);
   std::printf("  blurred, cast and noisy ground truth: %.2f%% judged all right\n", 100 * share);
   EXPECT_GE(share, 0.95);
+}
+
+// dit-adherence --judge sees the videos after a .y4m write and read: the round trip through 8-bit
+// YUV must not change a verdict, right or wrong, on either split (ground_truth alternates them).
+TEST(AdherenceChecker, SameVerdictsAfterY4mRoundTrip) {
+  const Clips clips = ground_truth(6);
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("ditkit-checker-y4m-" + std::to_string(::getpid()))).string();
+  remove_tree(dir);
+  std::filesystem::create_directories(dir);
+  for (size_t i = 0; i < clips.frames.size(); ++i) {
+    const std::string path = dir + "/" + std::to_string(i) + ".y4m";
+    write_y4m(clips.frames[i], path, 16);
+    const at::Tensor back = read_y4m(path);
+    ASSERT_EQ(back.sizes(), clips.frames[i].sizes());
+    const ClipObservation seen = observe_clip(back);
+    for (const ClipFacts& stated : {clips.facts[i], clips.facts[(i + 1) % clips.facts.size()]}) {
+      const CheckReport before = judge(clips.seen[i], stated), after = judge(seen, stated);
+      EXPECT_EQ(after.all_right, before.all_right) << "clip " << i << ": " << caption(stated);
+      EXPECT_EQ(after.wrong, before.wrong) << "clip " << i << ": " << caption(stated);
+    }
+    EXPECT_TRUE(judge(seen, clips.facts[i]).all_right) << "clip " << i;
+  }
+  remove_tree(dir);
 }
 
 }  // namespace

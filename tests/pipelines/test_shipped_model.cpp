@@ -12,9 +12,7 @@
 #include "dit/safetensors.h"
 #include "ditkit_config.h"
 #include "pipelines/shipped_model.h"
-#if DITKIT_HAVE_OPENCV
 #include "pipelines/adherence_eval.h"
-#endif
 #include "pipelines/text_to_video.h"
 #include "tests/model_test_support.h"
 
@@ -84,10 +82,50 @@ TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
   EXPECT_EQ(pipeline.encode_texts({""}, 0).abs().sum().item<double>(), 0.0);
 }
 
+// The adherence run's videos on a random model, generated without looking (no OpenCV needed):
+// which prompts it draws, with which noise seeds, and that it stops when asked.
+TEST_F(ShippedModel, AdherenceVideosAreTheSplitsPrompts) {
+  testing_support::write_tiny_shipped_model(dir_, tiny_index(), caption_vocabulary(), 32);
+  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
+  AdherenceOptions o;
+  o.count = 3;
+  o.seed = 5;
+  o.generation = pipeline.default_options();
+  int calls = 0;
+  generate_adherence_videos(pipeline, o, nullptr,
+                            [&](int64_t i, int64_t n, const AdherencePrompt& p, const at::Tensor& frames) {
+                              EXPECT_EQ(i, calls++);
+                              EXPECT_EQ(n, 3);
+                              EXPECT_EQ(p.seed, 5 + uint64_t(i));
+                              EXPECT_EQ(p.prompt, caption(sample_facts(p.seed, Split::kHeldOut)));
+                              EXPECT_EQ(caption(p.facts), p.prompt);
+                              EXPECT_TRUE(is_held_out(p.facts));
+                              TextToVideoOptions same = o.generation;
+                              same.prompt = p.prompt;
+                              same.sampling.seed = int64_t(p.seed);
+                              EXPECT_TRUE(at::equal(frames, pipeline.generate(same)));
+                              return true;
+                            });
+  EXPECT_EQ(calls, 3);
+
+  o.split = Split::kTrain;
+  calls = 0;
+  generate_adherence_videos(pipeline, o, nullptr, [&](int64_t i, int64_t, const AdherencePrompt& p, const at::Tensor&) {
+    ++calls;
+    EXPECT_FALSE(is_held_out(p.facts));
+    return i < 1;
+  });
+  EXPECT_EQ(calls, 2);
+
+  o.count = 0;
+  EXPECT_TRUE(throws_with<std::invalid_argument>(
+      [&] { generate_adherence_videos(pipeline, o, nullptr, {}); }, {"count", ">= 1"}));
+}
+
 #if DITKIT_HAVE_OPENCV
-// measure_adherence on a random model: which prompts it draws, what it counts, that it stops
-// when asked. (A random model draws nothing right; the checker's own proof is elsewhere.)
-TEST_F(ShippedModel, AdherenceGeneratesTheSplitsPromptsAndCountsTheRightOnes) {
+// measure_adherence on a random model: those videos, each checked, the right ones counted, and a
+// stop when asked. (A random model draws nothing right; the checker's own proof is elsewhere.)
+TEST_F(ShippedModel, AdherenceCountsTheRightOnes) {
   testing_support::write_tiny_shipped_model(dir_, tiny_index(), caption_vocabulary(), 32);
   TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
   AdherenceOptions o;
@@ -101,26 +139,21 @@ TEST_F(ShippedModel, AdherenceGeneratesTheSplitsPromptsAndCountsTheRightOnes) {
         EXPECT_EQ(n, 3);
         EXPECT_EQ(f.sizes(), (std::vector<int64_t>{8, 16, 16, 3}));
         EXPECT_EQ(p.seed, 5 + uint64_t(i));
+        EXPECT_EQ(p.report.wrong, check_clip(f, parse_caption(p.prompt)).wrong);
         return true;
       });
   ASSERT_EQ(all.prompts.size(), 3u);
   int64_t right = 0;
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(all.prompts[i].prompt, caption(sample_facts(5 + i, Split::kHeldOut)));
-    EXPECT_TRUE(is_held_out(parse_caption(all.prompts[i].prompt)));
     right += all.prompts[i].report.all_right ? 1 : 0;
   }
   EXPECT_EQ(all.right, right);
   EXPECT_DOUBLE_EQ(all.share(), double(right) / 3.0);
 
-  o.split = Split::kTrain;
   const AdherenceResult stopped = measure_adherence(
       pipeline, o, nullptr, [](int64_t i, int64_t, const PromptResult&, const at::Tensor&) { return i < 1; });
-  ASSERT_EQ(stopped.prompts.size(), 2u);
-  EXPECT_FALSE(is_held_out(parse_caption(stopped.prompts[0].prompt)));
-
-  o.count = 0;
-  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { measure_adherence(pipeline, o); }, {"count", ">= 1"}));
+  EXPECT_EQ(stopped.prompts.size(), 2u);
 }
 #endif
 

@@ -225,10 +225,35 @@ TEST(Y4m, FileLayoutAndRoundTrip) {
 
   at::Tensor back = read_y4m(dir / "clip.y4m");
   ASSERT_EQ(back.sizes(), video.sizes());
+  // 2 is the most any of the 2^24 colours moves (rounding to 8-bit YUV and back).
+  EXPECT_LE((back.to(at::kInt) - video.to(at::kInt)).abs().max().item<int>(), 2);
   FrameMetrics m = compare_videos(video, back);
   std::printf("[ y4m RGB round trip ] mean PSNR %.2f dB, min frame %.2f dB\n", m.mean_psnr,
               *std::min_element(m.psnr.begin(), m.psnr.end()));
   for (double p : m.psnr) EXPECT_GE(p, 45.0);
+}
+
+TEST(Y4m, ReadErrorsNameTheFile) {
+  TempDir dir;
+  write_video(moving_shapes(3, 16, 24), dir / "clip.y4m");
+  const std::string bytes = read_bytes(dir / "clip.y4m");
+  auto write = [&](const std::string& name, const std::string& content) {
+    std::ofstream(dir / name, std::ios::binary) << content;
+    return dir / name;
+  };
+  const std::string truncated = write("truncated.y4m", bytes.substr(0, bytes.size() - 100));
+  EXPECT_ERROR_WITH(read_y4m(truncated), "'" + truncated + "': truncated frame 2");
+  const std::string header_only = write("header_only.y4m", bytes.substr(0, bytes.find('\n') + 1));
+  EXPECT_ERROR_WITH(read_y4m(header_only), "'" + header_only + "': no frames");
+  const std::string text = write("text.y4m", "{\"not\": \"a video\"}\n");
+  EXPECT_ERROR_WITH(read_y4m(text), "'" + text + "': not a YUV4MPEG2 file");
+  const std::string empty = write("empty.y4m", "");
+  EXPECT_ERROR_WITH(read_y4m(empty), "'" + empty + "': not a YUV4MPEG2 file");
+  const std::string bad_size = write("bad_size.y4m", "YUV4MPEG2 Wx H16 C444\nFRAME\n");
+  EXPECT_ERROR_WITH(read_y4m(bad_size), "'" + bad_size + "': missing or bad W/H");
+  const std::string yuv420 = write("yuv420.y4m", "YUV4MPEG2 W24 H16 F16:1 C420jpeg\nFRAME\n");
+  EXPECT_ERROR_WITH(read_y4m(yuv420), "'" + yuv420 + "': only C444");
+  EXPECT_ERROR_WITH(read_y4m(dir / "missing.y4m"), "cannot open '" + dir / "missing.y4m" + "'");
 }
 
 TEST(Y4m, FfmpegReadsTheSameColours) {
