@@ -66,8 +66,9 @@ TEST(MethodsParo, RunsTopksBlocksOverEachHeadsOrderOnAwkwardGrids) {
       ASSERT_TRUE(plan.permutation.defined());
       ASSERT_TRUE(at::equal(plan.permutation.expand({H, S}), perm));
       ASSERT_TRUE(at::equal(plan.inverse_permutation.expand({H, S}), invert_permutation(perm)));
-      if (orders[0] == orders[1] && orders[1] == orders[2])  // shared by all heads: one [S] gather
+      if (orders[0] == orders[1] && orders[1] == orders[2]) {  // shared by all heads: one [S] gather
         EXPECT_EQ(plan.permutation.dim(), 1);
+      }
 
       const BlockShape blocks{128, k_block};
       ASSERT_EQ(plan.blocks.q_block, blocks.q_block);
