@@ -1,5 +1,5 @@
 // Launchers for the inference kernels of SLA's projected linear branch. Kept free of ATen so nvcc
-// compiles the .cu quickly; the ATen-facing checks, the two GEMMs between the launches and the
+// compiles the .cu quickly; the ATen-facing checks, the GEMM between the launches and the
 // dispatch live in complement_linear_attention.cpp.
 #pragma once
 
@@ -19,10 +19,11 @@ struct ComplementLinearArgs {
   int64_t batch, tokens, heads, head_dim, k_block;
   const void* q;
   const void* k;
-  const void* v;  // V·Wᵀ: the projection folded into the values
+  const void* v;
   int64_t q_strides[3], k_strides[3], v_strides[3];
+  const void* projection;  // W [D, D] contiguous, 16-byte aligned
   // [B, H, NK, D + 1, D] contiguous, written by launch_block_summaries: per key block its D rows
-  // of h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
+  // of h_j·Wᵀ, h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
   void* summaries;
   // [B, H, NQ, D + 1, D] contiguous, read by launch_linear_combine: per query block H_c, then Z_c.
   const void* complement_sums;
