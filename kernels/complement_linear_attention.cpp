@@ -119,14 +119,20 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
                 "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
     c10::cuda::CUDAGuard guard(q.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const int64_t NK = critical.num_k_blocks;
+    const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
     // A fresh tensor: contiguous and aligned whatever the weight's layout.
     const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
     args->projection = w.data_ptr();
     at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
     args->summaries = summaries.data_ptr();
     check_launch(cuda::launch_block_summaries(*args, stream), "block_summaries");
-    at::Tensor complement = csr_to_mask(critical).logical_not().to(q.scalar_type());  // [B, H, NQ, NK]
+    // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
+    const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
+    const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
+    at::Tensor complement = at::empty({B, H, NQ, NK}, q.options());
+    check_launch(cuda::launch_complement_map(offsets.data_ptr<int32_t>(), cols.data_ptr<int32_t>(), critical.rows(), NK,
+                                             args->type, complement.data_ptr(), stream),
+                 "complement_map");
     at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).contiguous();
     args->complement_sums = sums.data_ptr();
     check_launch(cuda::launch_linear_combine(*args, stream), "linear_combine");

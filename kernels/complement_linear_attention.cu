@@ -1,5 +1,6 @@
 // SLA's projected linear branch for inference: two kernels around the 0/1 GEMM that forms the
-// complement sums (complement_linear_attention.cpp). Both stage their tiles in shared memory,
+// complement sums (complement_linear_attention.cpp), and the small one that builds its 0/1 map
+// from the block CSR. The two stage their tiles in shared memory,
 // compute the feature map φ = softmax over D in fp32 and round it once to the inputs' dtype for
 // the tensor cores (wmma 16x16x16, fp32 accumulation). The normalising sums use those same
 // rounded features, so numerator and denominator see one φ. The projection is applied to the
@@ -359,6 +360,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) linear_combine_kernel(Co
   }
 }
 
+// Row r of the complement's 0/1 map: ones, then zeros at the columns the CSR lists. A warp a
+// row; __syncwarp orders the zeros after the ones.
+template <typename T>
+__global__ void complement_map_kernel(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk, T* map) {
+  const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32;
+  T* row = map + r * nk;
+  for (int64_t j = lane; j < nk; j += 32) row[j] = from_float<T>(1.f);
+  __syncwarp();
+  for (int32_t e = offsets[r] + lane; e < offsets[r + 1]; e += 32) row[cols[e]] = from_float<T>(0.f);
+}
+
 // One kernel instance: opts into its shared memory (over 48 KB at D = 128) and launches.
 template <typename Kernel>
 cudaError_t launch(Kernel kernel, int64_t blocks, const ComplementLinearArgs& a, int smem, cudaStream_t stream) {
@@ -400,6 +414,18 @@ cudaError_t launch_block_summaries(const ComplementLinearArgs& a, cudaStream_t s
   if (!complement_linear_kernels_support(a)) return cudaErrorInvalidValue;
   if (empty(a)) return cudaSuccess;
   return a.type == ElementType::kBF16 ? summaries_for<__nv_bfloat16>(a, stream) : summaries_for<__half>(a, stream);
+}
+
+cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
+                                  ElementType type, void* map, cudaStream_t stream) {
+  if (type != ElementType::kF16 && type != ElementType::kBF16) return cudaErrorInvalidValue;
+  if (rows == 0 || nk == 0) return cudaSuccess;
+  const unsigned blocks = unsigned((rows + kWarps - 1) / kWarps);
+  if (type == ElementType::kBF16)
+    complement_map_kernel<<<blocks, kThreads, 0, stream>>>(offsets, cols, rows, nk, static_cast<__nv_bfloat16*>(map));
+  else
+    complement_map_kernel<<<blocks, kThreads, 0, stream>>>(offsets, cols, rows, nk, static_cast<__half*>(map));
+  return cudaGetLastError();
 }
 
 cudaError_t launch_linear_combine(const ComplementLinearArgs& a, cudaStream_t stream) {

@@ -37,6 +37,11 @@ bool complement_linear_kernels_support(const ComplementLinearArgs& args);
 // One CTA per (key block, head, batch).
 cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_t stream);
 
+// The complement of a block CSR as the 0/1 map [rows, nk] in `type` (kF16 or kBF16), contiguous:
+// row r is 1 except at cols[offsets[r]] to cols[offsets[r + 1] - 1] (int32, each below nk).
+cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
+                                  ElementType type, void* map, cudaStream_t stream);
+
 // One CTA per (query block, head, batch): out += φ(q)H_c / (φ(q)·Z_c) for each of its rows below
 // S whose complement is not empty.
 cudaError_t launch_linear_combine(const ComplementLinearArgs& args, cudaStream_t stream);
