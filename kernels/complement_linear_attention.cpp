@@ -105,7 +105,8 @@ bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, co
 
 void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
-                                               const at::Tensor& projection) {
+                                               const at::Tensor& projection,
+                                               const std::function<void(const char* stage)>& after_stage) {
   check_args(q, k, v, critical, blocks);
   const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
   TORCH_CHECK(out.sizes() == q.sizes(), "add_projected_complement_linear_attention: out ", out.sizes(),
@@ -119,6 +120,9 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
                 "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
     c10::cuda::CUDAGuard guard(q.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    const auto done = [&](const char* stage) {
+      if (after_stage) after_stage(stage);
+    };
     const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
     // A fresh tensor: contiguous and aligned whatever the weight's layout.
     const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
@@ -126,6 +130,7 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
     at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
     args->summaries = summaries.data_ptr();
     check_launch(cuda::launch_block_summaries(*args, stream), "block_summaries");
+    done("summaries");
     // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
     const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
     const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
@@ -133,9 +138,12 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
     check_launch(cuda::launch_complement_map(offsets.data_ptr<int32_t>(), cols.data_ptr<int32_t>(), critical.rows(), NK,
                                              args->type, complement.data_ptr(), stream),
                  "complement_map");
+    done("complement map");
     at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).contiguous();
+    done("complement GEMM");
     args->complement_sums = sums.data_ptr();
     check_launch(cuda::launch_linear_combine(*args, stream), "linear_combine");
+    done("combine");
     return;
   }
 #endif

@@ -18,6 +18,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 #include "kernels/block_csr.h"
 #include "kernels/block_sparse_attention.h"
 
@@ -42,9 +44,13 @@ at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k,
 // φ(Q_i) H_c / (φ(Q_i)·Z_c) added to each row (kernel). Half or bfloat16 features and summaries
 // with fp32 accumulation, like the op above on the GPU. Elsewhere `out` is rebound to a new
 // tensor, the op above plus one addmm (which autograd records). Never synchronises with the host.
-void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
-                                               const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
-                                               const at::Tensor& projection);
+// `after_stage`, where given, is called on the host as each stage of the CUDA path is enqueued,
+// with its name ("summaries", "complement map", "complement GEMM", "combine"), so that a
+// benchmark can record CUDA events between them; the fallback never calls it.
+void add_projected_complement_linear_attention(
+    at::Tensor& out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const BlockCsr& critical,
+    BlockShape blocks, const at::Tensor& projection,
+    const std::function<void(const char* stage)>& after_stage = nullptr);
 
 // Whether that takes the CUDA kernels (what tests assert): q, k, v and out on one GPU of compute
 // capability 8.0 or later, all bf16 or all fp16, head dim 64 or 128, query blocks of 128 and key

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/block_csr.h"
 #include "kernels/complement_linear_attention.h"
@@ -90,7 +91,9 @@ TEST(ComplementLinearAttention, ProjectedAddIsTheOpThenTheProjection) {
     at::Tensor softmax_out = at::randn({s.B, s.S, s.H, s.D}), out = softmax_out.clone();
     BlockCsr csr = mask_to_csr(critical_mask(s));
     EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w));
-    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+    bool staged = false;
+    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w, [&](const char*) { staged = true; });
+    EXPECT_FALSE(staged) << "the fallback has no stages to report";
     at::Tensor linear = complement_linear_attention_reference(q, k, v, csr, s.blocks).to(at::kDouble);
     at::Tensor want = softmax_out.to(at::kDouble) + at::matmul(linear, w.to(at::kDouble).t());
     EXPECT_TRUE(close(out, want, 1e-5)) << "S=" << s.S;
@@ -152,7 +155,11 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
         at::Tensor out = buffer.narrow(1, 0, s.S).copy_(softmax_out);
         const at::Tensor given = out;
         ASSERT_TRUE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w)) << what;
-        add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+        std::vector<std::string> stages;
+        add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w,
+                                                  [&](const char* stage) { stages.emplace_back(stage); });
+        EXPECT_EQ(stages, (std::vector<std::string>{"summaries", "complement map", "complement GEMM", "combine"}))
+            << what;
         EXPECT_TRUE(out.is_same(given)) << what;
 
         auto f64 = [](const at::Tensor& x) { return x.to(at::kDouble); };
