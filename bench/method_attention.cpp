@@ -6,16 +6,67 @@
 // one layer, after reset(), so a reuse wrapper re-plans exactly when it would in a real run; the
 // value is the mean per call. Also: the plan alone and the run alone (first step's plan), and the
 // density the plans actually kept. q, k, v are random, so data-driven selections (topk, draft)
-// find no structure to follow: only their cost and the density they keep are measured here.
+// find no structure to follow: only their cost and the density they keep are measured here. For a
+// plan with a linear branch (sla) also that branch's stages on the CUDA path, each timed apart.
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/device_bench.h"
+#include "kernels/complement_linear_attention.h"
 #include "kernels/dense_attention.h"
 #include "sparse/attention_method.h"
+
+namespace {
+
+// The median ms of each stage of the plan's linear branch on its CUDA path, over `iters` calls
+// after `warmup`, between CUDA events recorded as each stage is enqueued; onto a scratch output.
+// Empty for a plan without one or where the CUDA path does not run.
+std::vector<std::pair<std::string, double>> linear_stage_ms(const at::Tensor& q, const at::Tensor& k,
+                                                            const at::Tensor& v, const ditkit::Plan& plan, int warmup,
+                                                            int iters) {
+  const at::Tensor& w = plan.linear_projection;
+  at::Tensor out = at::zeros_like(q);
+  if (!w.defined() || !ditkit::projected_complement_linear_attention_uses_kernel(out, q, k, v, plan.blocks, w))
+    return {};
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  std::vector<std::string> names;
+  std::vector<cudaEvent_t> events;
+  std::vector<std::vector<double>> ms;
+  for (int i = 0; i < warmup + iters; ++i) {
+    size_t n = 0;
+    auto record = [&] {
+      if (n == events.size()) cudaEventCreate(&events.emplace_back());
+      cudaEventRecord(events[n++], stream);
+    };
+    record();
+    ditkit::add_projected_complement_linear_attention(out, q, k, v, plan.csr, plan.blocks, w, [&](const char* stage) {
+      if (names.size() < n) names.emplace_back(stage);
+      record();
+    });
+    cudaEventSynchronize(events[n - 1]);
+    if (i < warmup) continue;
+    ms.resize(names.size());
+    for (size_t s = 0; s < names.size(); ++s) {
+      float t = 0;
+      cudaEventElapsedTime(&t, events[s], events[s + 1]);
+      ms[s].push_back(t);
+    }
+  }
+  for (cudaEvent_t e : events) cudaEventDestroy(e);
+  std::vector<std::pair<std::string, double>> medians;
+  for (size_t s = 0; s < names.size(); ++s) {
+    std::sort(ms[s].begin(), ms[s].end());
+    medians.emplace_back(names[s], ms[s][ms[s].size() / 2]);
+  }
+  return medians;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   const auto parsed =
@@ -70,19 +121,26 @@ int main(int argc, char** argv) {
     const double run_ms = time([&] { method->run(q, k, v, first); });
     std::printf("%s: %.3f ms a call (plan %.3f, run %.3f), density %.4f, %.2fx cuDNN\n", text.c_str(), per_call_ms,
                 plan_ms, run_ms, density, dense_ms / per_call_ms);
-    ditkit::bench::record(out_path, "method-attention", commit,
-                          {{"case", "wan2.1-1.3b self-attention B=2 H=12 S=32760 D=128 bf16, " +
-                                        std::to_string(steps) + " steps of one layer"},
-                           {"impl", "ditkit"},
-                           {"recipe", ditkit::to_string(recipe)},
-                           {"value", per_call_ms},
-                           {"unit", "ms"},
-                           {"plan_ms", plan_ms},
-                           {"run_ms", run_ms},
-                           {"density", density},
-                           {"baseline_impl", "cudnn-dense"},
-                           {"baseline_value", dense_ms},
-                           {"ratio", dense_ms / per_call_ms}});
+    nlohmann::json fields = {{"case", "wan2.1-1.3b self-attention B=2 H=12 S=32760 D=128 bf16, " +
+                                          std::to_string(steps) + " steps of one layer"},
+                             {"impl", "ditkit"},
+                             {"recipe", ditkit::to_string(recipe)},
+                             {"value", per_call_ms},
+                             {"unit", "ms"},
+                             {"plan_ms", plan_ms},
+                             {"run_ms", run_ms},
+                             {"density", density},
+                             {"baseline_impl", "cudnn-dense"},
+                             {"baseline_value", dense_ms},
+                             {"ratio", dense_ms / per_call_ms}};
+    const auto stages = linear_stage_ms(q, k, v, first, 2, 10);
+    for (size_t i = 0; i < stages.size(); ++i) {
+      const auto& [name, ms] = stages[i];
+      std::printf("%s%s %.3f ms%s", i == 0 ? "  linear branch by stage: " : "", name.c_str(), ms,
+                  i + 1 < stages.size() ? ", " : "\n");
+      fields["linear_stage_ms"][name] = ms;
+    }
+    ditkit::bench::record(out_path, "method-attention", commit, fields);
   }
   return 0;
 }

@@ -65,7 +65,7 @@ std::optional<cuda::ComplementLinearArgs> kernel_args(const at::Tensor& out, con
     return x.stride(3) == 1 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && x.stride(0) * es % 16 == 0 &&
            x.stride(1) * es % 16 == 0 && x.stride(2) * es % 16 == 0;
   };
-  if (!rows_aligned(q) || !rows_aligned(k) || !rows_aligned(out)) return std::nullopt;  // v is read as V·Wᵀ
+  if (!rows_aligned(q) || !rows_aligned(k) || !rows_aligned(v) || !rows_aligned(out)) return std::nullopt;
   // bf16 and fp16 tensor cores (the .cu's compute_80 PTX).
   if (at::cuda::getDeviceProperties(q.device().index())->major < 8) return std::nullopt;
   cuda::ComplementLinearArgs a{};
@@ -73,10 +73,12 @@ std::optional<cuda::ComplementLinearArgs> kernel_args(const at::Tensor& out, con
   a.batch = q.size(0), a.tokens = q.size(1), a.heads = q.size(2), a.head_dim = q.size(3), a.k_block = blocks.k_block;
   a.q = q.data_ptr();
   a.k = k.data_ptr();
+  a.v = v.data_ptr();
   a.out = out.data_ptr();
   for (int i = 0; i < 3; ++i) {
     a.q_strides[i] = q.stride(i) * es;
     a.k_strides[i] = k.stride(i) * es;
+    a.v_strides[i] = v.stride(i) * es;
     a.out_strides[i] = out.stride(i) * es;
   }
   if (!cuda::complement_linear_kernels_support(a)) return std::nullopt;
@@ -103,7 +105,8 @@ bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, co
 
 void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
-                                               const at::Tensor& projection) {
+                                               const at::Tensor& projection,
+                                               const std::function<void(const char* stage)>& after_stage) {
   check_args(q, k, v, critical, blocks);
   const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
   TORCH_CHECK(out.sizes() == q.sizes(), "add_projected_complement_linear_attention: out ", out.sizes(),
@@ -111,28 +114,40 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
   TORCH_CHECK(projection.dim() == 2 && projection.size(0) == D && projection.size(1) == D,
               "add_projected_complement_linear_attention: projection must be [", D, ", ", D, "], got ",
               projection.sizes());
-  const at::Tensor wt = projection.t().to(q.scalar_type());
 #if DITKIT_HAVE_CUDA
   if (auto args = kernel_args(out, q, k, v, blocks, projection)) {
     TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
                 "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
     c10::cuda::CUDAGuard guard(q.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    const int64_t NK = critical.num_k_blocks, es = q.element_size();
-    at::Tensor projected_v = at::matmul(v, wt);  // V·Wᵀ, fp32 accumulation
-    args->v = projected_v.data_ptr();
-    for (int i = 0; i < 3; ++i) args->v_strides[i] = projected_v.stride(i) * es;
+    const auto done = [&](const char* stage) {
+      if (after_stage) after_stage(stage);
+    };
+    const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
+    // A fresh tensor: contiguous and aligned whatever the weight's layout.
+    const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
+    args->projection = w.data_ptr();
     at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
     args->summaries = summaries.data_ptr();
     check_launch(cuda::launch_block_summaries(*args, stream), "block_summaries");
-    projected_v.reset();  // stream-ordered: the sums below may reuse its memory
-    at::Tensor complement = csr_to_mask(critical).logical_not().to(q.scalar_type());  // [B, H, NQ, NK]
+    done("summaries");
+    // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
+    const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
+    const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
+    at::Tensor complement = at::empty({B, H, NQ, NK}, q.options());
+    check_launch(cuda::launch_complement_map(offsets.data_ptr<int32_t>(), cols.data_ptr<int32_t>(), critical.rows(), NK,
+                                             args->type, complement.data_ptr(), stream),
+                 "complement_map");
+    done("complement map");
     at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).contiguous();
+    done("complement GEMM");
     args->complement_sums = sums.data_ptr();
     check_launch(cuda::launch_linear_combine(*args, stream), "linear_combine");
+    done("combine");
     return;
   }
 #endif
+  const at::Tensor wt = projection.t().to(q.scalar_type());
   at::Tensor linear = complement_linear_attention(q, k, v, critical, blocks);
   // One GEMM adds the projected branch onto out in its epilogue (fp32 accumulation).
   out = at::addmm(out.reshape({-1, D}), linear.reshape({-1, D}), wt).view(out.sizes());

@@ -1,11 +1,15 @@
 // SLA's projected linear branch for inference: two kernels around the 0/1 GEMM that forms the
-// complement sums (complement_linear_attention.cpp). Both stage their tiles in shared memory,
+// complement sums (complement_linear_attention.cpp), and the small one that builds its 0/1 map
+// from the block CSR. The two stage their tiles in shared memory,
 // compute the feature map φ = softmax over D in fp32 and round it once to the inputs' dtype for
 // the tensor cores (wmma 16x16x16, fp32 accumulation). The normalising sums use those same
-// rounded features, so numerator and denominator see one φ.
+// rounded features, so numerator and denominator see one φ. The projection is applied to the
+// block summaries (h_j·Wᵀ, D x D each), the one place where it costs no pass over the tokens.
+#include <cuda_pipeline.h>
 #include <mma.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/complement_linear_attention_cuda.h"
 #include "kernels/cuda_elements.cuh"
@@ -55,6 +59,18 @@ struct RowVectors {
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i) *reinterpret_cast<uint4*>(dst + row(i) * ld + col()) = v[i];
   }
+  // load() then store() for rows that need no arithmetic, bypassing registers (cp.async): the
+  // copy completes at __pipeline_wait_prior.
+  __device__ static void copy_async(T* dst, int ld, const char* src, int64_t stride, int valid) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      T* d = dst + row(i) * ld + col();
+      if (row(i) < valid)
+        __pipeline_memcpy_async(d, src + row(i) * stride + col() * int(sizeof(T)), 16);
+      else
+        *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+    }
+  }
 };
 
 template <int kLanes>
@@ -91,49 +107,134 @@ __device__ __forceinline__ void softmax_features(const uint4& raw, float (&f)[kV
   for (int e = 0; e < kVec; ++e) f[e] = to_float(from_float<T>(f[e] * inv));
 }
 
-template <typename T, int D, int KB>
-constexpr int summaries_smem() {
-  const int tiles = 2 * KB * kLd<T, D> * int(sizeof(T)) + kWarps * D * int(sizeof(float));
-  const int stage = D * kLdF<D> * int(sizeof(float));
-  return tiles > stage ? tiles : stage;
-}
+// One accumulator tile per warp staged in fp32 (rows padded like kLdF), because wmma's
+// accumulator layout is opaque: rounding to T goes through shared memory.
+constexpr int kLdTile = kTile + 4;
+constexpr int kTileStage = kTile * kLdTile;
 
-// Key block j of (batch b, head h): h_j = φ(K_j)ᵀV'_j [D, D] on the tensor cores, z_j = Σ_t φ(k_t)
-// [D], written as the D + 1 rows of its summary. Rows past S are zero features and zero values,
-// so a partial block's padding adds nothing.
+// A [D, D] product's 16x16 tiles split over the warps, kWarpRows x kWarpCols blocks of
+// kRows x kCols tiles.
+template <int D>
+struct WarpTiles {
+  static constexpr int kWarpRows = 4, kWarpCols = kWarps / kWarpRows;
+  static constexpr int kRows = D / kTile / kWarpRows, kCols = D / kTile / kWarpCols;
+  static_assert(kRows * kWarpRows * kTile == D && kCols * kWarpCols * kTile == D, "the warps cover the product");
+  using Acc = wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float>[kRows][kCols];
+
+  __device__ static void zero(Acc& acc) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) wmma::fill_fragment(acc[r][c], 0.f);
+    }
+  }
+
+  // Element (r, c) of a matrix stored in Layout, ld elements between rows (row-major) or columns.
+  template <typename Layout, typename T>
+  __device__ static const T* element(const T* m, int ld, int r, int c) {
+    return std::is_same_v<Layout, wmma::row_major> ? m + r * ld + c : m + c * ld + r;
+  }
+
+  // acc += A·B over kDepth for the tiles from row tile r0 and column tile c0 on, A and B in
+  // shared memory. Two steps at a time: unrolled further, the fragments fetched ahead spill at
+  // 128 registers.
+  template <int kDepth, typename LayoutA, typename LayoutB, typename T>
+  __device__ static void mma(Acc& acc, const T* a, const T* b, int ld, int r0, int c0) {
+#pragma unroll 2
+    for (int k0 = 0; k0 < kDepth; k0 += kTile) {
+      wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, LayoutA> fa[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) wmma::load_matrix_sync(fa[r], element<LayoutA>(a, ld, (r0 + r) * kTile, k0), ld);
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, LayoutB> fb;
+        wmma::load_matrix_sync(fb, element<LayoutB>(b, ld, k0, (c0 + c) * kTile), ld);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) wmma::mma_sync(acc[r][c], fa[r], fb, acc[r][c]);
+      }
+    }
+  }
+
+  // The tiles rounded to T into the row-major dst (shared or global memory), one 16-byte vector
+  // a lane per tile, each through the warp's staging tile.
+  template <typename T>
+  __device__ static void store_rounded(const Acc& acc, T* dst, int64_t ld, int r0, int c0, float* stage) {
+    constexpr int kVec = kVecElems<T>, kPerRow = kTile / kVec;
+    static_assert(kTile * kTile == 32 * kVec, "a tile is one vector a lane");
+    const int lane = threadIdx.x % 32, row = lane / kPerRow, col = lane % kPerRow * kVec;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) {
+        wmma::store_matrix_sync(stage, acc[r][c], kLdTile, wmma::mem_row_major);
+        __syncwarp();
+        float f[kVec];
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) f[e] = stage[row * kLdTile + col + e];
+        store_vec(dst + ((r0 + r) * kTile + row) * ld + (c0 + c) * kTile + col, f);
+        __syncwarp();  // the next tile reuses the stage
+      }
+    }
+  }
+};
+
+// The summaries kernel's shared memory: the block's tiles, which h_j then overwrites; z_j's
+// per-warp partial sums, then the warps' staging tiles; W, apart, since it arrives while the
+// tiles are in use.
+template <typename T, int D, int KB>
+struct SummariesSmem {
+  static constexpr int kTiles = (2 * KB > D ? 2 * KB : D) * kLd<T, D> * int(sizeof(T));
+  static constexpr int kScratch = (D > kTileStage ? D : kTileStage) * kWarps * int(sizeof(float));
+  static constexpr int kBytes = kTiles + kScratch + D * kLd<T, D> * int(sizeof(T));
+};
+
+// Key block j of (batch b, head h): h_j = φ(K_j)ᵀV_j [D, D] on the tensor cores, rounded to T,
+// times Wᵀ in a second pass, and z_j = Σ_t φ(k_t) [D] unprojected (den needs no projection),
+// written as the D + 1 rows of its summary. Rows past S are zero features and zero values, so a
+// partial block's padding adds nothing.
 template <typename T, int D, int KB>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(ComplementLinearArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
-  constexpr int kVec = kVecElems<T>, ld = kLd<T, D>, ldf = kLdF<D>;
+  constexpr int kVec = kVecElems<T>, ld = kLd<T, D>;
   using Rows = RowVectors<T, D, KB>;
-  T* fk = reinterpret_cast<T*>(smem);                     // [KB, ld]: φ(K_j)
-  T* vs = fk + KB * ld;                                   // [KB, ld]: V'_j
-  float* zpart = reinterpret_cast<float*>(vs + KB * ld);  // [kWarps, D]: z_j per warp
-  float* stage = reinterpret_cast<float*>(smem);          // [D, ldf]: h_j, once the tiles are used
+  using Smem = SummariesSmem<T, D, KB>;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  T* fk = reinterpret_cast<T*>(smem);  // [KB, ld]: K_j, then φ(K_j)
+  T* vs = fk + KB * ld;                // [KB, ld]: V_j
+  T* hs = fk;                          // [D, ld]: h_j, once the tiles are used
+  float* zpart = reinterpret_cast<float*>(smem + Smem::kTiles);        // [kWarps, D]: z_j per warp
+  float* stage = zpart + warp * kTileStage;                            // the warp's, once zpart is read
+  T* ws = reinterpret_cast<T*>(smem + Smem::kTiles + Smem::kScratch);  // [D, ld]: W
   const int64_t j = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int64_t first = j * KB;
   const int valid = a.tokens - first < KB ? int(a.tokens - first) : KB;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
-  Rows k, v;
-  k.load(static_cast<const char*>(a.k) + b * a.k_strides[0] + first * a.k_strides[1] + h * a.k_strides[2],
-         a.k_strides[1], valid);
-  v.load(static_cast<const char*>(a.v) + b * a.v_strides[0] + first * a.v_strides[1] + h * a.v_strides[2],
-         a.v_strides[1], valid);
+  // K_j, V_j and W go straight to shared memory, W landing while the first product runs. Each
+  // thread then turns the K_j vectors it copied into φ(K_j) in place: no barrier in between.
+  Rows::copy_async(fk, ld,
+                   static_cast<const char*>(a.k) + b * a.k_strides[0] + first * a.k_strides[1] + h * a.k_strides[2],
+                   a.k_strides[1], valid);
+  Rows::copy_async(vs, ld,
+                   static_cast<const char*>(a.v) + b * a.v_strides[0] + first * a.v_strides[1] + h * a.v_strides[2],
+                   a.v_strides[1], valid);
+  __pipeline_commit();
+  RowVectors<T, D, D>::copy_async(ws, ld, static_cast<const char*>(a.projection), D * int(sizeof(T)), D);
+  __pipeline_commit();
+  __pipeline_wait_prior(1);  // K_j and V_j
   // This thread's columns are the same in every row it holds: it sums them as it goes.
   float z[kVec] = {};
 #pragma unroll
   for (int i = 0; i < Rows::kPerThread; ++i) {
+    T* p = fk + Rows::row(i) * ld + Rows::col();
     float f[kVec];
-    softmax_features<T, Rows::kPerRow>(k.v[i], f);
+    softmax_features<T, Rows::kPerRow>(*reinterpret_cast<const uint4*>(p), f);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) {
       if (Rows::row(i) >= valid) f[e] = 0.f;
       z[e] += f[e];
     }
-    store_vec(fk + Rows::row(i) * ld + Rows::col(), f);
+    store_vec(p, f);
   }
-  v.store(vs, ld);
 #pragma unroll
   for (int e = 0; e < kVec; ++e) {
 #pragma unroll
@@ -145,45 +246,29 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(C
   }
   __syncthreads();
 
-  float z_sum = 0.f;
+  T* out = static_cast<T*>(a.summaries) + ((b * a.heads + h) * gridDim.x + j) * (D + 1) * D;
   if (threadIdx.x < D) {
+    float z_sum = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) z_sum += zpart[w * D + threadIdx.x];
+    out[D * D + threadIdx.x] = from_float<T>(z_sum);
   }
-  // h_j's tiles split evenly over the warps: a tile row each at D = 128, half of one at D = 64,
-  // so a warp loads its φ(K_j)ᵀ fragment once per step.
-  constexpr int kTiles = D / kTile, kPerWarp = kTiles * kTiles / kWarps;
-  const int row_tile = warp * kPerWarp / kTiles, col_tile = warp * kPerWarp % kTiles;
-  wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc[kPerWarp];
-#pragma unroll
-  for (int t = 0; t < kPerWarp; ++t) wmma::fill_fragment(acc[t], 0.f);
-#pragma unroll
-  for (int k0 = 0; k0 < KB; k0 += kTile) {
-    // φ(K_j)ᵀ is φ(K_j) read column-major.
-    wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::col_major> fa;
-    wmma::load_matrix_sync(fa, fk + k0 * ld + row_tile * kTile, ld);
-#pragma unroll
-    for (int t = 0; t < kPerWarp; ++t) {
-      wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::row_major> fb;
-      wmma::load_matrix_sync(fb, vs + k0 * ld + (col_tile + t) * kTile, ld);
-      wmma::mma_sync(acc[t], fa, fb, acc[t]);
-    }
-  }
-  __syncthreads();  // the staging area overlaps the tiles
-#pragma unroll
-  for (int t = 0; t < kPerWarp; ++t)
-    wmma::store_matrix_sync(stage + row_tile * kTile * ldf + (col_tile + t) * kTile, acc[t], ldf, wmma::mem_row_major);
+  // h_j's tiles split over the warps as 4 x 2 blocks of tiles (2 x 4 tiles each at D = 128),
+  // which load fewer fragments per step than tile rows would. Both passes share the split.
+  using Tiles = WarpTiles<D>;
+  const int r0 = warp / Tiles::kWarpCols * Tiles::kRows, c0 = warp % Tiles::kWarpCols * Tiles::kCols;
+  typename Tiles::Acc acc;
+  Tiles::zero(acc);
+  // φ(K_j)ᵀ is φ(K_j) read column-major.
+  Tiles::template mma<KB, wmma::col_major, wmma::row_major>(acc, fk, vs, ld, r0, c0);
+  __syncthreads();  // h_j overwrites the tiles, the staging tiles z's partial sums
+  Tiles::store_rounded(acc, hs, ld, r0, c0, stage);
+  Tiles::zero(acc);
+  __pipeline_wait_prior(0);  // W
   __syncthreads();
-
-  T* out = static_cast<T*>(a.summaries) + ((b * a.heads + h) * gridDim.x + j) * (D + 1) * D;
-  for (int idx = threadIdx.x; idx < D * D / kVec; idx += kThreads) {
-    const int r = idx / (D / kVec), c = idx % (D / kVec) * kVec;
-    float f[kVec];
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) f[e] = stage[r * ldf + c + e];
-    store_vec(out + r * D + c, f);
-  }
-  if (threadIdx.x < D) out[D * D + threadIdx.x] = from_float<T>(z_sum);
+  // Wᵀ is W read column-major.
+  Tiles::template mma<D, wmma::row_major, wmma::col_major>(acc, hs, ws, ld, r0, c0);
+  Tiles::store_rounded(acc, out, D, r0, c0, stage);
 }
 
 template <typename T, int D>
@@ -275,6 +360,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) linear_combine_kernel(Co
   }
 }
 
+// Row r of the complement's 0/1 map: ones, then zeros at the columns the CSR lists. A warp a
+// row; __syncwarp orders the zeros after the ones.
+template <typename T>
+__global__ void complement_map_kernel(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk, T* map) {
+  const int64_t r = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (r >= rows) return;
+  const int lane = threadIdx.x % 32;
+  T* row = map + r * nk;
+  for (int64_t j = lane; j < nk; j += 32) row[j] = from_float<T>(1.f);
+  __syncwarp();
+  for (int32_t e = offsets[r] + lane; e < offsets[r + 1]; e += 32) row[cols[e]] = from_float<T>(0.f);
+}
+
 // One kernel instance: opts into its shared memory (over 48 KB at D = 128) and launches.
 template <typename Kernel>
 cudaError_t launch(Kernel kernel, int64_t blocks, const ComplementLinearArgs& a, int smem, cudaStream_t stream) {
@@ -286,7 +384,7 @@ cudaError_t launch(Kernel kernel, int64_t blocks, const ComplementLinearArgs& a,
 
 template <typename T, int D, int KB>
 cudaError_t summaries_for(const ComplementLinearArgs& a, cudaStream_t stream) {
-  return launch(block_summaries_kernel<T, D, KB>, (a.tokens + KB - 1) / KB, a, summaries_smem<T, D, KB>(), stream);
+  return launch(block_summaries_kernel<T, D, KB>, (a.tokens + KB - 1) / KB, a, SummariesSmem<T, D, KB>::kBytes, stream);
 }
 
 template <typename T>
@@ -316,6 +414,18 @@ cudaError_t launch_block_summaries(const ComplementLinearArgs& a, cudaStream_t s
   if (!complement_linear_kernels_support(a)) return cudaErrorInvalidValue;
   if (empty(a)) return cudaSuccess;
   return a.type == ElementType::kBF16 ? summaries_for<__nv_bfloat16>(a, stream) : summaries_for<__half>(a, stream);
+}
+
+cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
+                                  ElementType type, void* map, cudaStream_t stream) {
+  if (type != ElementType::kF16 && type != ElementType::kBF16) return cudaErrorInvalidValue;
+  if (rows == 0 || nk == 0) return cudaSuccess;
+  const unsigned blocks = unsigned((rows + kWarps - 1) / kWarps);
+  if (type == ElementType::kBF16)
+    complement_map_kernel<<<blocks, kThreads, 0, stream>>>(offsets, cols, rows, nk, static_cast<__nv_bfloat16*>(map));
+  else
+    complement_map_kernel<<<blocks, kThreads, 0, stream>>>(offsets, cols, rows, nk, static_cast<__half*>(map));
+  return cudaGetLastError();
 }
 
 cudaError_t launch_linear_combine(const ComplementLinearArgs& a, cudaStream_t stream) {

@@ -18,6 +18,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 #include "kernels/block_csr.h"
 #include "kernels/block_sparse_attention.h"
 
@@ -36,15 +38,19 @@ at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k,
 // Inference: out += complement_linear_attention(q, k, v, critical, blocks)·projectionᵀ, where out
 // [B, S, H, D] is in q's dtype (the softmax branch's output) and projection is [D, D] (applied in
 // q's dtype). Where projected_complement_linear_attention_uses_kernel holds, CUDA kernels add in
-// place, with the projection folded into the values (O_l·Wᵀ = φ(Q) Σ_j φ(K_j)ᵀ(V_j Wᵀ) / den,
-// linear in V): V' = V·Wᵀ (one GEMM), per key block the summary [φ(K_j)ᵀV'_j; Σ_t φ(k_t)] (kernel),
-// the complement sums as above (one 0/1 GEMM for both), then φ(Q_i) H_c / (φ(Q_i)·Z_c) added to
-// each row (kernel). Half or bfloat16 features and summaries with fp32 accumulation, like the op
-// above on the GPU. Elsewhere `out` is rebound to a new tensor, the op above plus one addmm (which
-// autograd records). Never synchronises with the host.
-void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor& q, const at::Tensor& k,
-                                               const at::Tensor& v, const BlockCsr& critical, BlockShape blocks,
-                                               const at::Tensor& projection);
+// place, with the projection folded into the summaries (O_l·Wᵀ = φ(Q) Σ_j (h_j Wᵀ) / den, linear
+// in h): per key block the summary [h_j·Wᵀ; z_j], h_j = φ(K_j)ᵀV_j rounded to q's dtype before
+// the projection (kernel), the complement sums as above (one 0/1 GEMM for both), then
+// φ(Q_i) H_c / (φ(Q_i)·Z_c) added to each row (kernel). Half or bfloat16 features and summaries
+// with fp32 accumulation, like the op above on the GPU. Elsewhere `out` is rebound to a new
+// tensor, the op above plus one addmm (which autograd records). Never synchronises with the host.
+// `after_stage`, where given, is called on the host as each stage of the CUDA path is enqueued,
+// with its name ("summaries", "complement map", "complement GEMM", "combine"), so that a
+// benchmark can record CUDA events between them; the fallback never calls it.
+void add_projected_complement_linear_attention(
+    at::Tensor& out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const BlockCsr& critical,
+    BlockShape blocks, const at::Tensor& projection,
+    const std::function<void(const char* stage)>& after_stage = nullptr);
 
 // Whether that takes the CUDA kernels (what tests assert): q, k, v and out on one GPU of compute
 // capability 8.0 or later, all bf16 or all fp16, head dim 64 or 128, query blocks of 128 and key

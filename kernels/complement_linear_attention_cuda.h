@@ -1,5 +1,5 @@
 // Launchers for the inference kernels of SLA's projected linear branch. Kept free of ATen so nvcc
-// compiles the .cu quickly; the ATen-facing checks, the two GEMMs between the launches and the
+// compiles the .cu quickly; the ATen-facing checks, the GEMM between the launches and the
 // dispatch live in complement_linear_attention.cpp.
 #pragma once
 
@@ -19,10 +19,11 @@ struct ComplementLinearArgs {
   int64_t batch, tokens, heads, head_dim, k_block;
   const void* q;
   const void* k;
-  const void* v;  // V·Wᵀ: the projection folded into the values
+  const void* v;
   int64_t q_strides[3], k_strides[3], v_strides[3];
+  const void* projection;  // W [D, D] contiguous, 16-byte aligned
   // [B, H, NK, D + 1, D] contiguous, written by launch_block_summaries: per key block its D rows
-  // of h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
+  // of h_j·Wᵀ, h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
   void* summaries;
   // [B, H, NQ, D + 1, D] contiguous, read by launch_linear_combine: per query block H_c, then Z_c.
   const void* complement_sums;
@@ -35,6 +36,11 @@ bool complement_linear_kernels_support(const ComplementLinearArgs& args);
 
 // One CTA per (key block, head, batch).
 cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_t stream);
+
+// The complement of a block CSR as the 0/1 map [rows, nk] in `type` (kF16 or kBF16), contiguous:
+// row r is 1 except at cols[offsets[r]] to cols[offsets[r + 1] - 1] (int32, each below nk).
+cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
+                                  ElementType type, void* map, cudaStream_t stream);
 
 // One CTA per (query block, head, batch): out += φ(q)H_c / (φ(q)·Z_c) for each of its rows below
 // S whose complement is not empty.

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "kernels/block_csr.h"
 #include "kernels/complement_linear_attention.h"
@@ -90,7 +91,9 @@ TEST(ComplementLinearAttention, ProjectedAddIsTheOpThenTheProjection) {
     at::Tensor softmax_out = at::randn({s.B, s.S, s.H, s.D}), out = softmax_out.clone();
     BlockCsr csr = mask_to_csr(critical_mask(s));
     EXPECT_FALSE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w));
-    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+    bool staged = false;
+    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w, [&](const char*) { staged = true; });
+    EXPECT_FALSE(staged) << "the fallback has no stages to report";
     at::Tensor linear = complement_linear_attention_reference(q, k, v, csr, s.blocks).to(at::kDouble);
     at::Tensor want = softmax_out.to(at::kDouble) + at::matmul(linear, w.to(at::kDouble).t());
     EXPECT_TRUE(close(out, want, 1e-5)) << "S=" << s.S;
@@ -113,7 +116,9 @@ TEST(ComplementLinearAttentionCuda, MatchesReference) {
 }
 
 // The CUDA kernels: out = O_s + O_l·Wᵀ in place, against the fp64 oracle on the same rounded
-// inputs. With O_s = 0 the branch alone is held to a bound relative to its largest value.
+// inputs. With O_s = 0 the branch alone is held to a bound relative to its largest value. W is
+// random, so not symmetric: applying W for Wᵀ fails the bound; half the cases give it as a
+// column-major view.
 TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   // S past a whole block, below one, exactly one; both key blocks and head dims; B, H > 1.
@@ -123,10 +128,12 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
   for (const Shape& s : shapes)
     for (at::ScalarType dtype : {at::kBFloat16, at::kHalf})
       for (bool zero_softmax : {false, true}) {
-        const bool fused = n++ % 2 == 0;  // q, k, v as views of one [B, S, 3, H, D] tensor
+        const bool fused = n % 2 == 0;  // q, k, v as views of one [B, S, 3, H, D] tensor
+        const bool w_view = n++ % 4 < 2;  // every pairing with `fused`
         const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
                                  " D=" + std::to_string(s.D) + " kblock=" + std::to_string(s.blocks.k_block) +
-                                 (fused ? " fused" : "") + (zero_softmax ? " O_s=0" : "");
+                                 (fused ? " fused" : "") + (w_view ? " W column-major" : "") +
+                                 (zero_softmax ? " O_s=0" : "");
         const auto opts = at::dtype(dtype).device(at::kCUDA);
         at::Tensor q, k, v;
         if (fused) {
@@ -137,6 +144,7 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
           v = at::randn({s.B, s.S, s.H, s.D}, opts);
         }
         at::Tensor w = at::randn({s.D, s.D}, at::dtype(at::kFloat).device(at::kCUDA)) / std::sqrt(double(s.D));
+        if (w_view) w = w.t().contiguous().t();
         at::Tensor mask = critical_mask(s);
         BlockCsr csr = mask_to_csr(mask.cuda());
         // out: the first S rows of a buffer of whole query blocks and one more row, all 7 past S.
@@ -147,7 +155,11 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
         at::Tensor out = buffer.narrow(1, 0, s.S).copy_(softmax_out);
         const at::Tensor given = out;
         ASSERT_TRUE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w)) << what;
-        add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
+        std::vector<std::string> stages;
+        add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w,
+                                                  [&](const char* stage) { stages.emplace_back(stage); });
+        EXPECT_EQ(stages, (std::vector<std::string>{"summaries", "complement map", "complement GEMM", "combine"}))
+            << what;
         EXPECT_TRUE(out.is_same(given)) << what;
 
         auto f64 = [](const at::Tensor& x) { return x.to(at::kDouble); };
