@@ -3,12 +3,13 @@
 # with OpenCV (the GPU machine has none):
 #   run:  bash bench/device/adherence.sh [MODEL_DIR]        carry: [".deps"] (+ the model folder
 #         when it is git-ignored, e.g. "out/run4")
-#   then: tar -xzf adherence.tgz && dit-adherence --judge adherence/<tag> --out <tag>.json   (here)
+#   then: tar -xzf adherence-<tag>.tgz && dit-adherence --judge <tag> --out <tag>.json   (here)
 #
 # MODEL_DIR defaults to the shipped model. Settings (environment): ADH_COUNT (40 prompts per run),
 # ADH_RUNS (a list of "tag:dit-adherence flags" runs, default "held-out:" = held-out prompts at the
 # model's own steps and guidance; e.g. ADH_RUNS='"g3:--guidance 3" "train:--split train --seed 1000"').
-# Each run's videos and manifest land in adherence/<tag>/, all returned as one $OUT/adherence.tgz.
+# Each run's videos and manifest come back as $OUT/adherence-<tag>.tgz (<tag>/NNN.y4m, prompts.json);
+# keep a run to ~20 videos, as a returned file holds at most 16 MiB.
 set -uo pipefail
 t0=$(date +%s)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -46,8 +47,11 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
       --videos "$WORK/$tag" $flags | tail -2 || status=1
   done
   step "collect"
-  tar -C "$(dirname "$WORK")" -czf "$OUT/adherence.tgz" --transform "s,^adherence-videos,adherence," \
-    "$(basename "$WORK")" && du -h "$OUT/adherence.tgz"
+  # One archive a run: a call returns files of at most 16 MiB (~0.65 MB a video gzipped).
+  for run in "${runs[@]}"; do
+    tag="${run%%:*}"
+    tar -C "$WORK" -czf "$OUT/adherence-$tag.tgz" "$tag" && du -h "$OUT/adherence-$tag.tgz"
+  done
   step "done, status $status"
   exit "$status"
 } 2>&1 | tee "$OUT/adherence.log"
