@@ -205,19 +205,28 @@ ClipObservation observe_clip(const at::Tensor& frames) {
 CheckReport judge(const ClipObservation& seen, const ClipFacts& stated) {
   validate(stated);
   CheckReport report;
+  FactCounts& n = report.facts;
   report.background = seen.background;
+  n.backgrounds = 1;
+  n.backgrounds_right = seen.background == stated.background;
   if (seen.background != stated.background)
     report.wrong.push_back("the background is " + seen.background + ", not " + stated.background);
   // Stated objects in caption order, then the unstated ones.
   for (const ObjectFacts& o : stated.objects) {
     const auto r = std::find_if(seen.objects.begin(), seen.objects.end(),
                                 [&](const ObjectReport& x) { return x.colour == o.colour; });
+    ++n.objects;
     if (r == seen.objects.end()) {
       report.wrong.push_back("no " + o.colour + " object is seen" +
                              (o.colour == seen.background ? " apart from the background" : ""));
       continue;
     }
     const std::string what = "the " + o.colour + " object ";
+    ++n.found;
+    n.shapes_right += r->shape == o.shape;
+    n.directions_right += r->direction == o.direction;
+    n.speeds_judged += r->direction == o.direction;
+    n.speeds_right += r->direction == o.direction && r->speed == o.speed;
     if (r->shape != o.shape) report.wrong.push_back(what + "is " + optional_word(r->shape) + ", not " + shape_word(o.shape));
     if (r->direction != o.direction)
       report.wrong.push_back(what + "moves " + optional_word(r->direction) + ", not " + direction_word(o.direction));

@@ -43,8 +43,27 @@ struct ObjectReport {
   double travel_x = 0, travel_y = 0;  // least-squares motion over the clip, fractions of the frame (+ right, + down)
 };
 
+// Per fact, how many a caption states and how many of them are seen as stated: where a clip goes
+// wrong, summed over many clips (AdherenceResult) it says which facts a model has not learnt.
+// Direction, shape and speed count only objects that were found; speed only those whose
+// direction is right (an object that moves the wrong way has no speed to compare).
+struct FactCounts {
+  int64_t backgrounds = 0, backgrounds_right = 0;
+  int64_t objects = 0, found = 0;  // stated objects, and those found by their colour
+  int64_t shapes_right = 0, directions_right = 0;
+  int64_t speeds_judged = 0, speeds_right = 0;
+  FactCounts& operator+=(const FactCounts& o) {  // inline: builds without OpenCV sum reports too
+    backgrounds += o.backgrounds, backgrounds_right += o.backgrounds_right;
+    objects += o.objects, found += o.found;
+    shapes_right += o.shapes_right, directions_right += o.directions_right;
+    speeds_judged += o.speeds_judged, speeds_right += o.speeds_right;
+    return *this;
+  }
+};
+
 struct CheckReport {
   bool all_right = false;
+  FactCounts facts;
   std::vector<std::string> wrong;  // the facts it got wrong, human readable
   std::vector<ObjectReport> seen;  // stated objects that were found (caption order), then unstated ones
   std::string background;          // the colour most pixels have

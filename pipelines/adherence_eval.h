@@ -48,9 +48,11 @@ struct PromptResult {
 struct AdherenceResult {
   std::vector<PromptResult> prompts;
   int64_t right = 0;
+  FactCounts facts;  // summed over the prompts
   double share() const { return prompts.empty() ? 0.0 : double(right) / double(prompts.size()); }
   void add(PromptResult p) {
     right += p.report.all_right ? 1 : 0;
+    facts += p.report.facts;
     prompts.push_back(std::move(p));
   }
 };

@@ -126,6 +126,33 @@ TEST(AdherenceChecker, ReportsWhatTheClipShows) {
   EXPECT_THROW(check_clip(frames, bad), std::invalid_argument);
 }
 
+// The per-fact tally says which stated fact a clip got wrong, one count each.
+TEST(AdherenceChecker, CountsEachStatedFact) {
+  ClipFacts f{{{"red", Shape::kCircle, Direction::kLeft, Speed::kSlow},
+               {"green", Shape::kTriangle, Direction::kDown, Speed::kFast}},
+              "blue", ""};
+  const ClipObservation seen = observe_clip(clip_to_frames(render_clips({f}, {7}, {}, at::kCPU)[0]));
+  auto counts = [](const FactCounts& n) {
+    return std::vector<int64_t>{n.backgrounds,  n.backgrounds_right, n.objects,       n.found,
+                                n.shapes_right, n.directions_right,  n.speeds_judged, n.speeds_right};
+  };
+  EXPECT_EQ(counts(judge(seen, f).facts), (std::vector<int64_t>{1, 1, 2, 2, 2, 2, 2, 2}));
+
+  ClipFacts wrong = f;
+  wrong.objects[0].shape = Shape::kSquare;         // shape wrong
+  wrong.objects[1].direction = Direction::kUp;     // direction wrong, so its speed is not judged
+  wrong.background = "gray";                       // background wrong
+  EXPECT_EQ(counts(judge(seen, wrong).facts), (std::vector<int64_t>{1, 0, 2, 2, 1, 1, 1, 1}));
+
+  wrong = f;
+  wrong.objects[0].colour = "yellow";              // not found: nothing else about it is counted
+  wrong.objects[1].speed = Speed::kSlow;
+  FactCounts sum = judge(seen, wrong).facts;
+  EXPECT_EQ(counts(sum), (std::vector<int64_t>{1, 1, 2, 1, 1, 1, 1, 0}));
+  sum += judge(seen, f).facts;
+  EXPECT_EQ(counts(sum), (std::vector<int64_t>{2, 2, 4, 3, 3, 3, 3, 2}));
+}
+
 // The proof that the checker cannot flatter a model: (nearly) every ground-truth clip is judged
 // right, and (nearly) none when its caption is another clip's or has one fact changed.
 TEST(AdherenceChecker, ProofOnGroundTruthAndWrongCaptions) {
