@@ -1,16 +1,13 @@
 // SLA's projected linear branch for inference: two kernels around the 0/1 GEMM that forms the
 // complement sums (complement_linear_attention.cpp), and the small one that builds its 0/1 map
-// from the block CSR. The two are persistent: each CTA loops over its share of the work items,
-// copying the next one's tiles into shared memory (cp.async, two buffers) while it computes the
-// current one, so loads and math overlap. They compute the feature map φ = softmax over D in fp32
-// and round it once to the inputs' dtype for the tensor cores (wmma 16x16x16, fp32
-// accumulation). The normalising sums use those same rounded features, so numerator and
-// denominator see one φ. The projection is applied to the block summaries (h_j·Wᵀ, D x D each),
-// the one place where it costs no pass over the tokens.
+// from the block CSR. The two stage their tiles in shared memory,
+// compute the feature map φ = softmax over D in fp32 and round it once to the inputs' dtype for
+// the tensor cores (wmma 16x16x16, fp32 accumulation). The normalising sums use those same
+// rounded features, so numerator and denominator see one φ. The projection is applied to the
+// block summaries (h_j·Wᵀ, D x D each), the one place where it costs no pass over the tokens.
 #include <cuda_pipeline.h>
 #include <mma.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -181,149 +178,109 @@ struct WarpTiles {
   }
 };
 
-// Work item n of a persistent kernel, items ordered by (batch, head, block): CTA c takes items c,
-// c + grid, ... and copies the next one's tiles while computing the current one.
-struct WorkItem {
-  int64_t block, h, b;
-  __device__ WorkItem(int64_t n, int64_t blocks, int64_t heads)
-      : block(n % blocks), h(n / blocks % heads), b(n / blocks / heads) {}
-};
-
-// The summaries kernel streams a key block's K and V rows through two buffers of kChunk rows
-// each, so the next chunk lands while this one is computed. Chunks of 64 rows rather than whole
-// blocks keep two CTAs an SM at D = 128.
-constexpr int kChunk = 64;
-
-// The summaries kernel's shared memory: the two chunk buffers (K rows, then V rows), the last
-// chunk's becoming h_j; z_j's per-warp partial sums, then the warps' staging tiles; W, loaded
-// once per CTA.
-template <typename T, int D>
+// The summaries kernel's shared memory: the block's tiles, which h_j then overwrites; z_j's
+// per-warp partial sums, then the warps' staging tiles; W, apart, since it arrives while the
+// tiles are in use.
+template <typename T, int D, int KB>
 struct SummariesSmem {
-  static constexpr int kBuffer = (2 * kChunk > D ? 2 * kChunk : D) * kLd<T, D> * int(sizeof(T));
+  static constexpr int kTiles = (2 * KB > D ? 2 * KB : D) * kLd<T, D> * int(sizeof(T));
   static constexpr int kScratch = (D > kTileStage ? D : kTileStage) * kWarps * int(sizeof(float));
-  static constexpr int kBytes = 2 * kBuffer + kScratch + D * kLd<T, D> * int(sizeof(T));
+  static constexpr int kBytes = kTiles + kScratch + D * kLd<T, D> * int(sizeof(T));
 };
 
 // Key block j of (batch b, head h): h_j = φ(K_j)ᵀV_j [D, D] on the tensor cores, rounded to T,
 // times Wᵀ in a second pass, and z_j = Σ_t φ(k_t) [D] unprojected (den needs no projection),
 // written as the D + 1 rows of its summary. Rows past S are zero features and zero values, so a
-// partial block's padding adds nothing. The chunks meet the accumulators and each thread's z in
-// the block's row order, so the sums are those of the whole block at once.
+// partial block's padding adds nothing.
 template <typename T, int D, int KB>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(ComplementLinearArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
-  constexpr int kVec = kVecElems<T>, ld = kLd<T, D>, kChunks = KB / kChunk;
-  static_assert(KB % kChunk == 0, "a key block is whole chunks");
-  using Rows = RowVectors<T, D, kChunk>;
-  using Smem = SummariesSmem<T, D>;
+  constexpr int kVec = kVecElems<T>, ld = kLd<T, D>;
+  using Rows = RowVectors<T, D, KB>;
+  using Smem = SummariesSmem<T, D, KB>;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // Buffer s % 2: [kChunk, ld] K (then φ(K)) rows, [kChunk, ld] V rows; after a block's last
-  // chunk, h_j [D, ld].
-  auto buffer = [&](int s) { return reinterpret_cast<T*>(smem + s % 2 * Smem::kBuffer); };
-  float* zpart = reinterpret_cast<float*>(smem + 2 * Smem::kBuffer);        // [kWarps, D]: z_j per warp
-  float* stage = zpart + warp * kTileStage;                                 // the warp's, once zpart is read
-  T* ws = reinterpret_cast<T*>(smem + 2 * Smem::kBuffer + Smem::kScratch);  // [D, ld]: W
-  const int64_t blocks = (a.tokens + KB - 1) / KB, items = blocks * a.heads * a.batch;
+  T* fk = reinterpret_cast<T*>(smem);  // [KB, ld]: K_j, then φ(K_j)
+  T* vs = fk + KB * ld;                // [KB, ld]: V_j
+  T* hs = fk;                          // [D, ld]: h_j, once the tiles are used
+  float* zpart = reinterpret_cast<float*>(smem + Smem::kTiles);        // [kWarps, D]: z_j per warp
+  float* stage = zpart + warp * kTileStage;                            // the warp's, once zpart is read
+  T* ws = reinterpret_cast<T*>(smem + Smem::kTiles + Smem::kScratch);  // [D, ld]: W
+  const int64_t j = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int64_t first = j * KB;
+  const int valid = a.tokens - first < KB ? int(a.tokens - first) : KB;
 
-  // Chunk c of an item's K and V rows into buf; rows past S (all of them in a chunk past S) are
-  // zeros.
-  auto fetch = [&](int64_t item, int c, T* buf) {
-    const WorkItem w(item, blocks, a.heads);
-    const int64_t first = w.block * KB + c * kChunk;
-    const int valid = a.tokens - first < kChunk ? int(a.tokens - first) : kChunk;
-    Rows::copy_async(buf, ld,
-                     static_cast<const char*>(a.k) + w.b * a.k_strides[0] + first * a.k_strides[1] + w.h * a.k_strides[2],
-                     a.k_strides[1], valid);
-    Rows::copy_async(buf + kChunk * ld, ld,
-                     static_cast<const char*>(a.v) + w.b * a.v_strides[0] + first * a.v_strides[1] + w.h * a.v_strides[2],
-                     a.v_strides[1], valid);
-  };
+  // K_j, V_j and W go straight to shared memory, W landing while the first product runs. Each
+  // thread then turns the K_j vectors it copied into φ(K_j) in place: no barrier in between.
+  Rows::copy_async(fk, ld,
+                   static_cast<const char*>(a.k) + b * a.k_strides[0] + first * a.k_strides[1] + h * a.k_strides[2],
+                   a.k_strides[1], valid);
+  Rows::copy_async(vs, ld,
+                   static_cast<const char*>(a.v) + b * a.v_strides[0] + first * a.v_strides[1] + h * a.v_strides[2],
+                   a.v_strides[1], valid);
+  __pipeline_commit();
+  RowVectors<T, D, D>::copy_async(ws, ld, static_cast<const char*>(a.projection), D * int(sizeof(T)), D);
+  __pipeline_commit();
+  __pipeline_wait_prior(1);  // K_j and V_j
+  // This thread's columns are the same in every row it holds: it sums them as it goes.
+  float z[kVec] = {};
+#pragma unroll
+  for (int i = 0; i < Rows::kPerThread; ++i) {
+    T* p = fk + Rows::row(i) * ld + Rows::col();
+    float f[kVec];
+    softmax_features<T, Rows::kPerRow>(*reinterpret_cast<const uint4*>(p), f);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      if (Rows::row(i) >= valid) f[e] = 0.f;
+      z[e] += f[e];
+    }
+    store_vec(p, f);
+  }
+#pragma unroll
+  for (int e = 0; e < kVec; ++e) {
+#pragma unroll
+    for (int o = Rows::kPerRow; o < 32; o *= 2) z[e] += __shfl_xor_sync(0xffffffffu, z[e], o);
+  }
+  if (lane < Rows::kPerRow) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) zpart[warp * D + Rows::col() + e] = z[e];
+  }
+  __syncthreads();
 
+  T* out = static_cast<T*>(a.summaries) + ((b * a.heads + h) * gridDim.x + j) * (D + 1) * D;
+  if (threadIdx.x < D) {
+    float z_sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) z_sum += zpart[w * D + threadIdx.x];
+    out[D * D + threadIdx.x] = from_float<T>(z_sum);
+  }
   // h_j's tiles split over the warps as 4 x 2 blocks of tiles (2 x 4 tiles each at D = 128),
   // which load fewer fragments per step than tile rows would. Both passes share the split.
   using Tiles = WarpTiles<D>;
   const int r0 = warp / Tiles::kWarpCols * Tiles::kRows, c0 = warp % Tiles::kWarpCols * Tiles::kCols;
-  // W lands with the first chunk; the launch gives every CTA an item.
-  RowVectors<T, D, D>::copy_async(ws, ld, static_cast<const char*>(a.projection), D * int(sizeof(T)), D);
-  fetch(blockIdx.x, 0, buffer(0));
-  __pipeline_commit();
-  int s = 0;  // the pipeline step: its chunk sits in buffer(s)
-  for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
-    const int64_t first = WorkItem(item, blocks, a.heads).block * KB;
-    const int64_t valid = a.tokens - first;  // rows from here on are padding
-    // This thread's columns are the same in every row it holds: it sums them as it goes.
-    float z[kVec] = {};
-    typename Tiles::Acc acc;
-    Tiles::zero(acc);
-    T* fk = nullptr;
-    for (int c = 0; c < kChunks; ++c, ++s) {
-      fk = buffer(s);
-      __syncthreads();  // the previous step, the last to read buffer(s + 1), is done with it
-      if (c + 1 < kChunks)
-        fetch(item, c + 1, buffer(s + 1));
-      else if (item + gridDim.x < items)
-        fetch(item + gridDim.x, 0, buffer(s + 1));
-      __pipeline_commit();  // empty at the last step: the wait below still counts one group a step
-      __pipeline_wait_prior(1);
-      // Each thread turns the K vectors it copied into φ(K) in place: no barrier in between.
-#pragma unroll
-      for (int i = 0; i < Rows::kPerThread; ++i) {
-        T* p = fk + Rows::row(i) * ld + Rows::col();
-        float f[kVec];
-        softmax_features<T, Rows::kPerRow>(*reinterpret_cast<const uint4*>(p), f);
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) {
-          if (c * kChunk + Rows::row(i) >= valid) f[e] = 0.f;
-          z[e] += f[e];
-        }
-        store_vec(p, f);
-      }
-      if (c + 1 == kChunks) {
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) {
-#pragma unroll
-          for (int o = Rows::kPerRow; o < 32; o *= 2) z[e] += __shfl_xor_sync(0xffffffffu, z[e], o);
-        }
-        if (lane < Rows::kPerRow) {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) zpart[warp * D + Rows::col() + e] = z[e];
-        }
-      }
-      __syncthreads();
-      // φ(K)ᵀ is φ(K) read column-major.
-      Tiles::template mma<kChunk, wmma::col_major, wmma::row_major>(acc, fk, fk + kChunk * ld, ld, r0, c0);
-    }
-
-    T* out = static_cast<T*>(a.summaries) + item * (D + 1) * D;
-    if (threadIdx.x < D) {
-      float z_sum = 0.f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) z_sum += zpart[w * D + threadIdx.x];
-      out[D * D + threadIdx.x] = from_float<T>(z_sum);
-    }
-    T* hs = fk;
-    __syncthreads();  // h_j overwrites the last chunk, the staging tiles z's partial sums
-    Tiles::store_rounded(acc, hs, ld, r0, c0, stage);
-    Tiles::zero(acc);
-    __syncthreads();
-    // Wᵀ is W read column-major.
-    Tiles::template mma<D, wmma::row_major, wmma::col_major>(acc, hs, ws, ld, r0, c0);
-    Tiles::store_rounded(acc, out, D, r0, c0, stage);
-  }
+  typename Tiles::Acc acc;
+  Tiles::zero(acc);
+  // φ(K_j)ᵀ is φ(K_j) read column-major.
+  Tiles::template mma<KB, wmma::col_major, wmma::row_major>(acc, fk, vs, ld, r0, c0);
+  __syncthreads();  // h_j overwrites the tiles, the staging tiles z's partial sums
+  Tiles::store_rounded(acc, hs, ld, r0, c0, stage);
+  Tiles::zero(acc);
+  __pipeline_wait_prior(0);  // W
+  __syncthreads();
+  // Wᵀ is W read column-major.
+  Tiles::template mma<D, wmma::row_major, wmma::col_major>(acc, hs, ws, ld, r0, c0);
+  Tiles::store_rounded(acc, out, D, r0, c0, stage);
 }
 
-// The combine kernel's two buffers: per query block its Q rows (then φ(Q)) and H_c, over which
-// the fp32 product φ(Q)H_c is staged; its out rows; Z_c. Then the block's denominators.
 template <typename T, int D>
-struct CombineSmem {
-  static constexpr int kTileBytes = (kQueryBlock + D) * kLd<T, D> * int(sizeof(T));
-  static constexpr int kStageBytes = kQueryBlock * kLdF<D> * int(sizeof(float));
-  static constexpr int kTiles = kTileBytes > kStageBytes ? kTileBytes : kStageBytes;
-  static constexpr int kOut = kTiles, kZ = kOut + kQueryBlock * kLd<T, D> * int(sizeof(T));
-  static constexpr int kBuffer = kZ + D * int(sizeof(T));
-  static constexpr int kBytes = 2 * kBuffer + kQueryBlock * int(sizeof(float));
-  static_assert(kBuffer % 16 == 0, "cp.async writes 16-byte aligned vectors");
-};
+constexpr int combine_tiles_smem() {
+  const int tiles = (kQueryBlock + D) * kLd<T, D> * int(sizeof(T));
+  const int stage = kQueryBlock * kLdF<D> * int(sizeof(float));
+  return tiles > stage ? tiles : stage;
+}
+template <typename T, int D>
+constexpr int combine_smem() {
+  return combine_tiles_smem<T, D>() + (D + kQueryBlock) * int(sizeof(float));
+}
 
 // Query block i of (batch b, head h): out rows += φ(Q_i)H_c / (φ(Q_i)·Z_c), the numerator on the
 // tensor cores, the denominator per row in fp32. Rows past S are neither read nor written.
@@ -332,101 +289,74 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) linear_combine_kernel(Co
   extern __shared__ __align__(128) unsigned char smem[];
   constexpr int kVec = kVecElems<T>, ld = kLd<T, D>, ldf = kLdF<D>;
   using QRows = RowVectors<T, D, kQueryBlock>;
-  using Smem = CombineSmem<T, D>;
-  float* den = reinterpret_cast<float*>(smem + 2 * Smem::kBuffer);  // [128]
+  T* fq = reinterpret_cast<T*>(smem);                                       // [128, ld]: φ(Q_i)
+  T* hc = fq + kQueryBlock * ld;                                            // [D, ld]: H_c
+  float* stage = reinterpret_cast<float*>(smem);                            // [128, ldf]: φ(Q_i)H_c
+  float* zc = reinterpret_cast<float*>(smem + combine_tiles_smem<T, D>());  // [D]
+  float* den = zc + D;                                                      // [128]
+  const int64_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int64_t first = i * kQueryBlock;
+  const int valid = a.tokens - first < kQueryBlock ? int(a.tokens - first) : kQueryBlock;
   const int warp = threadIdx.x / 32;
-  const int64_t blocks = (a.tokens + kQueryBlock - 1) / kQueryBlock, items = blocks * a.heads * a.batch;
 
-  auto out_rows = [&](const WorkItem& w) {
-    return static_cast<char*>(a.out) + w.b * a.out_strides[0] + w.block * kQueryBlock * a.out_strides[1] +
-           w.h * a.out_strides[2];
-  };
-  // An item's Q rows, H_c, out rows and Z_c into buffer n % 2; rows past S are zeros.
-  auto fetch = [&](int64_t item, int64_t n) {
-    unsigned char* buf = smem + n % 2 * Smem::kBuffer;
-    const WorkItem w(item, blocks, a.heads);
-    const int64_t first = w.block * kQueryBlock;
-    const int valid = a.tokens - first < kQueryBlock ? int(a.tokens - first) : kQueryBlock;
-    const T* sums = static_cast<const T*>(a.complement_sums) + item * (D + 1) * D;
-    T* qs = reinterpret_cast<T*>(buf);
-    QRows::copy_async(qs, ld,
-                      static_cast<const char*>(a.q) + w.b * a.q_strides[0] + first * a.q_strides[1] + w.h * a.q_strides[2],
-                      a.q_strides[1], valid);
-    RowVectors<T, D, D>::copy_async(qs + kQueryBlock * ld, ld, reinterpret_cast<const char*>(sums), D * int(sizeof(T)), D);
-    QRows::copy_async(reinterpret_cast<T*>(buf + Smem::kOut), ld, out_rows(w), a.out_strides[1], valid);
-    if (threadIdx.x < D / kVec)
-      __pipeline_memcpy_async(reinterpret_cast<T*>(buf + Smem::kZ) + threadIdx.x * kVec, sums + D * D + threadIdx.x * kVec, 16);
-  };
-
-  fetch(blockIdx.x, 0);  // the launch gives every CTA an item
-  __pipeline_commit();
-  int64_t n = 0;  // the pipeline step: its item sits in buffer n % 2
-  for (int64_t item = blockIdx.x; item < items; item += gridDim.x, ++n) {
-    unsigned char* buf = smem + n % 2 * Smem::kBuffer;
-    T* fq = reinterpret_cast<T*>(buf);                       // [128, ld]: Q_i, then φ(Q_i)
-    const T* hc = fq + kQueryBlock * ld;                     // [D, ld]: H_c
-    float* stage = reinterpret_cast<float*>(buf);            // [128, ldf]: φ(Q_i)H_c, once the tiles are used
-    const T* os = reinterpret_cast<T*>(buf + Smem::kOut);    // [128, ld]: the out rows
-    const T* zc = reinterpret_cast<T*>(buf + Smem::kZ);      // [D]: Z_c
-    const WorkItem w(item, blocks, a.heads);
-    const int64_t first = w.block * kQueryBlock;
-    const int valid = a.tokens - first < kQueryBlock ? int(a.tokens - first) : kQueryBlock;
-
-    __syncthreads();  // the previous step, the last to read buffer n + 1 and den, is done with them
-    if (item + gridDim.x < items) fetch(item + gridDim.x, n + 1);
-    __pipeline_commit();  // empty at the last step: the wait below still counts one group a step
-    __pipeline_wait_prior(1);
-    __syncthreads();  // Z_c, H_c and the out rows, copied by every thread
+  const T* sums = static_cast<const T*>(a.complement_sums) + ((b * a.heads + h) * gridDim.x + i) * (D + 1) * D;
+  QRows q;
+  RowVectors<T, D, D> hv;
+  q.load(static_cast<const char*>(a.q) + b * a.q_strides[0] + first * a.q_strides[1] + h * a.q_strides[2],
+         a.q_strides[1], valid);
+  hv.load(reinterpret_cast<const char*>(sums), D * int(sizeof(T)), D);
+  if (threadIdx.x < D) zc[threadIdx.x] = to_float(sums[D * D + threadIdx.x]);
+  hv.store(hc, ld);
+  __syncthreads();
 
 #pragma unroll
-    for (int r = 0; r < QRows::kPerThread; ++r) {
-      T* p = fq + QRows::row(r) * ld + QRows::col();
-      float f[kVec];
-      softmax_features<T, QRows::kPerRow>(*reinterpret_cast<const uint4*>(p), f);
-      float dot = 0.f;
+  for (int n = 0; n < QRows::kPerThread; ++n) {
+    float f[kVec];
+    softmax_features<T, QRows::kPerRow>(q.v[n], f);
+    float dot = 0.f;
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) dot += f[e] * to_float(zc[QRows::col() + e]);
-      dot = lanes_sum<QRows::kPerRow>(dot);
-      if (QRows::col() == 0) den[QRows::row(r)] = dot;
-      store_vec(p, f);
+    for (int e = 0; e < kVec; ++e) dot += f[e] * zc[QRows::col() + e];
+    dot = lanes_sum<QRows::kPerRow>(dot);
+    if (QRows::col() == 0) den[QRows::row(n)] = dot;
+    store_vec(fq + QRows::row(n) * ld + QRows::col(), f);
+  }
+  __syncthreads();
+
+  // Warp w: query rows 16w to 16w + 15, every column of the output.
+  constexpr int kTiles = D / kTile;
+  wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc[kTiles];
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t) wmma::fill_fragment(acc[t], 0.f);
+#pragma unroll
+  for (int k0 = 0; k0 < D; k0 += kTile) {
+    wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> fa;
+    wmma::load_matrix_sync(fa, fq + warp * kTile * ld + k0, ld);
+#pragma unroll
+    for (int t = 0; t < kTiles; ++t) {
+      wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::row_major> fb;
+      wmma::load_matrix_sync(fb, hc + k0 * ld + t * kTile, ld);
+      wmma::mma_sync(acc[t], fa, fb, acc[t]);
     }
-    __syncthreads();
+  }
+  __syncthreads();  // the staging area overlaps the tiles
+#pragma unroll
+  for (int t = 0; t < kTiles; ++t)
+    wmma::store_matrix_sync(stage + warp * kTile * ldf + t * kTile, acc[t], ldf, wmma::mem_row_major);
+  __syncthreads();
 
-    // Warp w: query rows 16w to 16w + 15, every column of the output.
-    constexpr int kTiles = D / kTile;
-    wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc[kTiles];
+  // φ > 0, so den is 0 exactly where the complement is empty (Z_c sums no block): nothing to add.
+  char* out = static_cast<char*>(a.out) + b * a.out_strides[0] + first * a.out_strides[1] + h * a.out_strides[2];
+  for (int idx = threadIdx.x; idx < valid * (D / kVec); idx += kThreads) {
+    const int r = idx / (D / kVec), c = idx % (D / kVec) * kVec;
+    const float d = den[r];
+    if (!(d > 0.f)) continue;
+    T* o = reinterpret_cast<T*>(out + r * a.out_strides[1]) + c;
+    float f[kVec];
+    load_vec(o, f);
+    const float inv = 1.f / d;
 #pragma unroll
-    for (int t = 0; t < kTiles; ++t) wmma::fill_fragment(acc[t], 0.f);
-#pragma unroll
-    for (int k0 = 0; k0 < D; k0 += kTile) {
-      wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> fa;
-      wmma::load_matrix_sync(fa, fq + warp * kTile * ld + k0, ld);
-#pragma unroll
-      for (int t = 0; t < kTiles; ++t) {
-        wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::row_major> fb;
-        wmma::load_matrix_sync(fb, hc + k0 * ld + t * kTile, ld);
-        wmma::mma_sync(acc[t], fa, fb, acc[t]);
-      }
-    }
-    __syncthreads();  // the staging area overlaps the tiles
-#pragma unroll
-    for (int t = 0; t < kTiles; ++t)
-      wmma::store_matrix_sync(stage + warp * kTile * ldf + t * kTile, acc[t], ldf, wmma::mem_row_major);
-    __syncthreads();
-
-    // φ > 0, so den is 0 exactly where the complement is empty (Z_c sums no block): nothing to add.
-    char* out = out_rows(w);
-    for (int idx = threadIdx.x; idx < valid * (D / kVec); idx += kThreads) {
-      const int r = idx / (D / kVec), c = idx % (D / kVec) * kVec;
-      const float d = den[r];
-      if (!(d > 0.f)) continue;
-      float f[kVec];
-      load_vec(os + r * ld + c, f);
-      const float inv = 1.f / d;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) f[e] += stage[r * ldf + c + e] * inv;
-      store_vec(reinterpret_cast<T*>(out + r * a.out_strides[1]) + c, f);
-    }
+    for (int e = 0; e < kVec; ++e) f[e] += stage[r * ldf + c + e] * inv;
+    store_vec(o, f);
   }
 }
 
@@ -443,28 +373,18 @@ __global__ void complement_map_kernel(const int32_t* offsets, const int32_t* col
   for (int32_t e = offsets[r] + lane; e < offsets[r + 1]; e += 32) row[cols[e]] = from_float<T>(0.f);
 }
 
-// One persistent kernel: opts into its shared memory (over 48 KB at D = 128) and launches as many
-// CTAs as the device holds at once, but no more than there are items.
+// One kernel instance: opts into its shared memory (over 48 KB at D = 128) and launches.
 template <typename Kernel>
-cudaError_t launch(Kernel kernel, int64_t items, const ComplementLinearArgs& a, int smem, cudaStream_t stream) {
-  int device = 0, sms = 0, per_sm = 0;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-  if (err == cudaSuccess) err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+cudaError_t launch(Kernel kernel, int64_t blocks, const ComplementLinearArgs& a, int smem, cudaStream_t stream) {
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  const int64_t grid = std::min<int64_t>(items, int64_t(sms) * std::max(per_sm, 1));
-  kernel<<<unsigned(grid), kThreads, smem, stream>>>(a);
+  kernel<<<dim3(unsigned(blocks), unsigned(a.heads), unsigned(a.batch)), kThreads, smem, stream>>>(a);
   return cudaGetLastError();
-}
-
-int64_t items(const ComplementLinearArgs& a, int64_t block) {
-  return (a.tokens + block - 1) / block * a.heads * a.batch;
 }
 
 template <typename T, int D, int KB>
 cudaError_t summaries_for(const ComplementLinearArgs& a, cudaStream_t stream) {
-  return launch(block_summaries_kernel<T, D, KB>, items(a, KB), a, SummariesSmem<T, D>::kBytes, stream);
+  return launch(block_summaries_kernel<T, D, KB>, (a.tokens + KB - 1) / KB, a, SummariesSmem<T, D, KB>::kBytes, stream);
 }
 
 template <typename T>
@@ -476,9 +396,9 @@ cudaError_t summaries_for(const ComplementLinearArgs& a, cudaStream_t stream) {
 
 template <typename T>
 cudaError_t combine_for(const ComplementLinearArgs& a, cudaStream_t stream) {
-  const int64_t n = items(a, kQueryBlock);
-  return a.head_dim == 64 ? launch(linear_combine_kernel<T, 64>, n, a, CombineSmem<T, 64>::kBytes, stream)
-                          : launch(linear_combine_kernel<T, 128>, n, a, CombineSmem<T, 128>::kBytes, stream);
+  const int64_t blocks = (a.tokens + kQueryBlock - 1) / kQueryBlock;
+  return a.head_dim == 64 ? launch(linear_combine_kernel<T, 64>, blocks, a, combine_smem<T, 64>(), stream)
+                          : launch(linear_combine_kernel<T, 128>, blocks, a, combine_smem<T, 128>(), stream);
 }
 
 bool empty(const ComplementLinearArgs& a) { return a.batch == 0 || a.heads == 0 || a.tokens == 0; }
@@ -487,7 +407,7 @@ bool empty(const ComplementLinearArgs& a) { return a.batch == 0 || a.heads == 0 
 
 bool complement_linear_kernels_support(const ComplementLinearArgs& a) {
   return (a.type == ElementType::kF16 || a.type == ElementType::kBF16) && (a.head_dim == 64 || a.head_dim == 128) &&
-         (a.k_block == 64 || a.k_block == 128);
+         (a.k_block == 64 || a.k_block == 128) && a.heads < 65536 && a.batch < 65536;  // grid y and z
 }
 
 cudaError_t launch_block_summaries(const ComplementLinearArgs& a, cudaStream_t stream) {

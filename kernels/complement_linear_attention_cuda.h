@@ -34,8 +34,7 @@ struct ComplementLinearArgs {
 // Whether the kernels take these shapes and this element type.
 bool complement_linear_kernels_support(const ComplementLinearArgs& args);
 
-// Persistent CTAs, as many as the device holds at once, looping over the (key block, head, batch)
-// items.
+// One CTA per (key block, head, batch).
 cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_t stream);
 
 // The complement of a block CSR as the 0/1 map [rows, nk] in `type` (kF16 or kBF16), contiguous:
@@ -43,8 +42,8 @@ cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_
 cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
                                   ElementType type, void* map, cudaStream_t stream);
 
-// Persistent CTAs looping over the (query block, head, batch) items: out += φ(q)H_c / (φ(q)·Z_c)
-// for each of its rows below S whose complement is not empty.
+// One CTA per (query block, head, batch): out += φ(q)H_c / (φ(q)·Z_c) for each of its rows below
+// S whose complement is not empty.
 cudaError_t launch_linear_combine(const ComplementLinearArgs& args, cudaStream_t stream);
 
 }  // namespace ditkit::cuda

@@ -182,33 +182,6 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
       }
 }
 
-// The kernels are persistent: over 1,100 work items of each kind here, a grid at most two CTAs an
-// SM (296 on 148 SMs), so every CTA loops and both of its buffers take turns; S leaves partial
-// last blocks, at key blocks of 128 a chunk wholly past S. Too long for the loop oracle: held to
-// the op in fp64 on the same rounded inputs.
-TEST(ComplementLinearAttentionCuda, PersistentKernelsLoopOverManyItems) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
-  for (const Shape& s : {Shape{2, 12040, 6, 128, {128, 64}}, Shape{2, 12040, 6, 64, {128, 128}}}) {
-    const std::string what = "D=" + std::to_string(s.D) + " kblock=" + std::to_string(s.blocks.k_block);
-    const auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
-    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn_like(q), v = at::randn_like(q);
-    at::Tensor w = at::randn({s.D, s.D}, at::dtype(at::kFloat).device(at::kCUDA)) / std::sqrt(double(s.D));
-    BlockCsr csr = mask_to_csr(critical_mask(s).cuda());
-    at::Tensor softmax_out = at::randn_like(q), out = softmax_out.clone();
-    ASSERT_TRUE(projected_complement_linear_attention_uses_kernel(out, q, k, v, s.blocks, w)) << what;
-    add_projected_complement_linear_attention(out, q, k, v, csr, s.blocks, w);
-
-    auto f64 = [](const at::Tensor& x) { return x.to(at::kDouble); };
-    at::Tensor linear = at::matmul(complement_linear_attention(f64(q), f64(k), f64(v), csr, s.blocks), f64(w).t());
-    EXPECT_TRUE(close(out, f64(softmax_out) + linear, 2e-2)) << what;
-    // The last query block lists every key block: it keeps O_s exactly.
-    const int64_t last = (s.S - 1) / 128 * 128;
-    EXPECT_TRUE(at::equal(out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1),
-                          softmax_out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1)))
-        << what;
-  }
-}
-
 TEST(ComplementLinearAttentionCuda, KernelsTakeHalfInputsOutsideAutograd) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
