@@ -470,7 +470,9 @@ struct Trainer::State {
   }
 
   // Starts from the weights of a shipped model folder, which must have this preset's shapes and
-  // vocabulary.
+  // vocabulary. The recipe's own weights (an sla projection) start from the folder's
+  // attention_weights.safetensors where it has them, so fine-tuning can go on from a tuned model;
+  // those it lacks keep their initial values, and weights no rule of the recipe owns are not used.
   void init_from(const std::string& dir) {
     const std::string where = "--init-from '" + dir + "'";
     if (!is_shipped_model_folder(dir)) throw std::runtime_error(where + ": not a shipped model folder");
@@ -495,6 +497,19 @@ struct Trainer::State {
                                                       : "has shape " + shape_text(it->second.sizes())) +
                                  ", preset '" + preset.name + "' needs " + shape_text(t.sizes()));
       t.copy_(it->second);
+    }
+    const fs::path tuned = fs::path(dir) / kAttentionWeightsFile;
+    if (model_weights == params.size() || !fs::exists(tuned)) return;
+    const SafetensorsFile file(tuned.string());
+    for (size_t i = model_weights; i < params.size(); ++i) {
+      auto& [name, t] = params[i];
+      const std::string key = name.substr(std::string("attention.").size());
+      if (!file.contains(key)) continue;
+      const at::Tensor w = file.get(key);
+      if (!w.sizes().equals(t.sizes()))
+        throw std::runtime_error(where + ": " + tuned.string() + " holds '" + key + "' of shape " +
+                                 shape_text(w.sizes()) + ", the recipe needs " + shape_text(t.sizes()));
+      t.copy_(w);
     }
   }
 

@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", o.log_every, "steps per loss.jsonl line")->check(CLI::PositiveNumber);
   app.add_option("--threads", o.threads, "CPU threads (0: ATen's default)")->check(CLI::NonNegativeNumber);
   app.add_option("--init-from", o.init_from,
-                 "a new run starts from this shipped model folder's weights (e.g. an earlier --export)");
+                 "a new run starts from this shipped model folder's weights (e.g. an earlier --export), "
+                 "the recipe's own (sla projections) included where the folder has them");
   app.add_option("--recipe", o.recipe,
                  "train through this attention recipe, e.g. sla:keep=0.05 (layer conditions only; \"\": dense); "
                  "its learned weights train too and export beside the model");

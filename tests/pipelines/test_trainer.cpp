@@ -209,6 +209,48 @@ TEST_F(TrainerTest, TrainsThroughARecipeAndExportsItsWeights) {
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--recipe", "step condition"}));
 }
 
+// --init-from a tuned folder carries the recipe's weights too (fine-tuning goes on from them), and
+// refuses one of another shape.
+TEST_F(TrainerTest, InitFromCarriesTheRecipesWeights) {
+  TrainOptions o = tiny("tuned");
+  o.steps = 1;
+  o.recipe = "sla:keep=0.1";
+  Trainer first(o);
+  const std::string folder = (dir_ / "tuned_model").string();
+  first.export_model(folder);
+  // The tiny model's projections get no gradient (one key block), so write tuned ones by hand.
+  const std::string file = folder + "/" + kAttentionWeightsFile;
+  std::map<std::string, at::Tensor> tuned = {{"blocks.0.attn1.sla_proj.weight", at::randn({16, 16})},
+                                             {"blocks.1.attn1.sla_proj.weight", at::randn({16, 16})}};
+  save_safetensors(file, tuned, {});
+
+  TrainOptions next = tiny("from_tuned");
+  next.recipe = "sla:keep=0.1";
+  next.init_from = folder;
+  Trainer second(next);
+  int carried = 0;
+  for (const auto& list : {second.parameters(), second.ema_parameters()})
+    for (const auto& [name, t] : list)
+      if (name.rfind("attention.", 0) == 0) {
+        EXPECT_TRUE(at::equal(t, tuned.at(name.substr(10)))) << name;
+        ++carried;
+      }
+  EXPECT_EQ(carried, 4);
+
+  // Another recipe has no use for them; the model's own weights still load.
+  next = tiny("from_tuned_topk");
+  next.init_from = folder;
+  EXPECT_NO_THROW(Trainer t(next));
+
+  tuned["blocks.1.attn1.sla_proj.weight"] = at::zeros({8, 8});
+  save_safetensors(file, tuned, {});
+  next = tiny("from_bad");
+  next.recipe = "sla:keep=0.1";
+  next.init_from = folder;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(next); },
+                                              {"--init-from", kAttentionWeightsFile, "blocks.1.attn1.sla_proj.weight", "[8, 8]"}));
+}
+
 // The path CUDA takes by default (a bf16 copy for forward and backward, fp32 masters), on the CPU.
 TEST_F(TrainerTest, Bf16ComputeUpdatesTheFp32Masters) {
   TrainOptions o = tiny("bf16");
