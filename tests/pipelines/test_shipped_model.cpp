@@ -82,15 +82,25 @@ TEST_F(ShippedModel, GeneratesFramesEndToEndOnTheCpu) {
   EXPECT_EQ(pipeline.encode_texts({""}, 0).abs().sum().item<double>(), 0.0);
 }
 
-// The adherence run's videos on a random model, generated without looking (no OpenCV needed):
-// which prompts it draws, with which noise seeds, and that it stops when asked.
-TEST_F(ShippedModel, AdherenceVideosAreTheSplitsPrompts) {
-  testing_support::write_tiny_shipped_model(dir_, tiny_index(), caption_vocabulary(), 32);
-  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
+// The adherence tests' model (random weights) and settings: three held-out prompts from seed 5.
+TextToVideo random_shapes_model(const std::string& dir) {
+  testing_support::write_tiny_shipped_model(dir, tiny_index(), caption_vocabulary(), 32);
+  return TextToVideo::load(dir, at::kCPU, at::kFloat);
+}
+
+AdherenceOptions three_prompts(const TextToVideo& pipeline) {
   AdherenceOptions o;
   o.count = 3;
   o.seed = 5;
   o.generation = pipeline.default_options();
+  return o;
+}
+
+// The adherence run's videos on a random model, generated without looking (no OpenCV needed):
+// which prompts it draws, with which noise seeds, and that it stops when asked.
+TEST_F(ShippedModel, AdherenceVideosAreTheSplitsPrompts) {
+  TextToVideo pipeline = random_shapes_model(dir_);
+  AdherenceOptions o = three_prompts(pipeline);
   int calls = 0;
   generate_adherence_videos(pipeline, o, nullptr,
                             [&](int64_t i, int64_t n, const AdherencePrompt& p, const at::Tensor& frames) {
@@ -126,12 +136,8 @@ TEST_F(ShippedModel, AdherenceVideosAreTheSplitsPrompts) {
 // measure_adherence on a random model: those videos, each checked, the right ones counted, and a
 // stop when asked. (A random model draws nothing right; the checker's own proof is elsewhere.)
 TEST_F(ShippedModel, AdherenceCountsTheRightOnes) {
-  testing_support::write_tiny_shipped_model(dir_, tiny_index(), caption_vocabulary(), 32);
-  TextToVideo pipeline = TextToVideo::load(dir_, at::kCPU, at::kFloat);
-  AdherenceOptions o;
-  o.count = 3;
-  o.seed = 5;
-  o.generation = pipeline.default_options();
+  TextToVideo pipeline = random_shapes_model(dir_);
+  AdherenceOptions o = three_prompts(pipeline);
   int calls = 0;
   const AdherenceResult all =
       measure_adherence(pipeline, o, nullptr, [&](int64_t i, int64_t n, const PromptResult& p, const at::Tensor& f) {
