@@ -1,0 +1,109 @@
+// path_probe: where a shapes model takes an object's path from, the noisy input or the caption.
+// Renders one-object ground-truth clips, noises each at several noise levels, and asks the model
+// for its clean-clip estimate x̂0 under a caption whose direction is the opposite of the clip's;
+// the adherence checker then says which way the object in x̂0 moves. A model that reads the path
+// from x_t follows the clip; one that listens to the caption follows the caption; at the highest
+// levels there is no object to follow (the estimate is a blur). docs/shipped_model.md reads it.
+//   path_probe [--model DIR] [--clips 8] [--sigma 0.9 --sigma 0.97 ...] [--device cpu]
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dit/caption_encoder.h"
+#include "dit/video_codec.h"
+#include "dit/wan_transformer.h"
+#include "pipelines/adherence_checker.h"
+#include "pipelines/model_location.h"
+#include "pipelines/shape_clips.h"
+#include "pipelines/shipped_model.h"
+
+namespace fs = std::filesystem;
+using namespace ditkit;
+
+namespace {
+
+Direction opposite(Direction d) { return static_cast<Direction>(static_cast<int>(d) ^ 1); }  // left<->right, up<->down
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model, device_name = "cpu";
+  int clips = 8;
+  uint64_t seed = 0;
+  std::vector<double> sigmas = {0.9, 0.97, 0.99, 0.995, 0.999, 1.0};
+  CLI::App app{"path_probe: does a shapes model take an object's path from the noisy input or the caption?"};
+  app.add_option("-m,--model", model, "shapes model folder; default: the shipped model");
+  app.add_option("--clips", clips, "one-object clips (directions in turn)")->check(CLI::PositiveNumber);
+  app.add_option("--sigma", sigmas, "noise levels, each in (0, 1]")->check(CLI::Range(1e-6, 1.0));
+  app.add_option("--seed", seed, "clip facts, placement and noise");
+  app.add_option("--device", device_name, "cpu or cuda[:N]");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (model.empty()) model = find_default_model_folder();
+    if (!is_shipped_model_folder(model)) throw std::invalid_argument("--model '" + model + "' is not a shapes model folder");
+    if (device_name != "cpu" && device_name.rfind("cuda", 0) != 0)
+      throw std::invalid_argument("--device: '" + device_name + "' is not cpu or cuda[:N]");
+    const at::Device device(device_name);
+    const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    const ShippedModelIndex index = read_shipped_model_index(model);
+    const WanTransformer transformer = WanTransformer::load((fs::path(model) / "transformer").string(), device, dtype);
+    const CaptionEncoder captions = CaptionEncoder::load((fs::path(model) / "caption_encoder").string(), device, dtype);
+    const VideoCodec codec(index.codec);
+    const ClipSize size{index.defaults.frames, index.defaults.height, index.defaults.width};
+    at::NoGradGuard no_grad;
+
+    struct Tally {
+      int path = 0, caption = 0, other = 0, none = 0;
+    };
+    std::vector<Tally> tally(sigmas.size());
+    for (int c = 0; c < clips; ++c) {
+      ClipFacts facts = sample_facts(seed + uint64_t(c), Split::kTrain);
+      facts.objects.resize(1);
+      ObjectFacts& object = facts.objects[0];
+      object.direction = static_cast<Direction>(c % 4);
+      object.speed = Speed::kFast;  // the clearest path
+      ClipFacts told = facts;
+      told.objects[0].direction = opposite(object.direction);
+      const at::Tensor x0 = codec.encode(render_clips({facts}, {seed + uint64_t(c)}, size, device)).to(dtype);
+      const at::Tensor context = captions.encode(captions.tokenize({caption(told)}).ids.to(device));
+      at::Generator gen = at::globalContext().defaultGenerator(device).clone();
+      gen.set_current_seed(seed + uint64_t(c));
+      const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
+      std::printf("clip %d: \"%s\", told \"%s\"\n", c, caption(facts).c_str(), caption(told).c_str());
+      for (size_t i = 0; i < sigmas.size(); ++i) {
+        const double s = sigmas[i];
+        const at::Tensor x_t = (1 - s) * x0 + s * noise;
+        const at::Tensor out = transformer.forward(x_t, at::full({1}, s * 1000, x0.options().dtype(at::kFloat)), context)
+                                   .to(at::kFloat);
+        // x̂0 from what the network predicts (the sampler's conversion, without its floor).
+        const at::Tensor x0_hat = index.prediction == "sample" ? out : x_t.to(at::kFloat) - s * out;
+        const ClipObservation seen = observe_clip(codec.decode(x0_hat));
+        std::optional<Direction> moved;
+        for (const ObjectReport& o : seen.objects)
+          if (o.colour == object.colour) moved = o.direction;
+        Tally& t = tally[i];
+        const char* verdict = !moved ? (++t.none, "no moving object")
+                              : *moved == object.direction ? (++t.path, "follows the path in x_t")
+                              : *moved == told.objects[0].direction ? (++t.caption, "follows the caption")
+                                                                     : (++t.other, "moves another way");
+        std::printf("  sigma %.3f: %s\n", s, verdict);
+        std::fflush(stdout);
+      }
+    }
+    std::printf("\n| sigma | x̂0 follows the path in x_t | follows the caption | another way | no moving object |\n"
+                "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sigmas.size(); ++i)
+      std::printf("| %.3f | %d / %d | %d / %d | %d | %d |\n", sigmas[i], tally[i].path, clips, tally[i].caption, clips,
+                  tally[i].other, tally[i].none);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "path_probe: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
