@@ -3,7 +3,9 @@
 // for its clean-clip estimate x̂0 under a caption whose direction is the opposite of the clip's;
 // the adherence checker then says which way the object in x̂0 moves. A model that reads the path
 // from x_t follows the clip; one that listens to the caption follows the caption; at the highest
-// levels there is no object to follow (the estimate is a blur). docs/shipped_model.md reads it.
+// levels there is no object to follow (the estimate is a blur). It also says how far x̂0 moves
+// when the caption's direction, colour or shape word alone changes: how much the network listens
+// to each. docs/shipped_model.md reads it.
 //   path_probe [--model DIR] [--clips 8] [--sigma 0.9 --sigma 0.97 ...] [--device cpu]
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
@@ -60,7 +62,9 @@ int main(int argc, char** argv) {
 
     struct Tally {
       int path = 0, caption = 0, other = 0, none = 0;
+      double moved_by[3] = {0, 0, 0};  // mean |Δx̂0| (pixel units of [-1, 1]) for direction, colour, shape
     };
+    double context_moved_by[3] = {0, 0, 0};  // mean |Δcontext| / mean |context|, the same word changes
     std::vector<Tally> tally(sigmas.size());
     for (int c = 0; c < clips; ++c) {
       ClipFacts facts = sample_facts(seed + uint64_t(c), Split::kTrain);
@@ -71,7 +75,21 @@ int main(int argc, char** argv) {
       ClipFacts told = facts;
       told.objects[0].direction = opposite(object.direction);
       const at::Tensor x0 = codec.encode(render_clips({facts}, {seed + uint64_t(c)}, size, device)).to(dtype);
-      const at::Tensor context = captions.encode(captions.tokenize({caption(told)}).ids.to(device));
+      // The stated caption with one word changed: the direction (told), the colour, the shape.
+      ClipFacts recoloured = facts, reshaped = facts;
+      for (const std::string& c2 : object_colours())
+        if (c2 != object.colour && c2 != facts.background) {
+          recoloured.objects[0].colour = c2;
+          break;
+        }
+      reshaped.objects[0].shape = static_cast<Shape>((static_cast<int>(object.shape) + 1) % 3);
+      auto encode = [&](const ClipFacts& f) { return captions.encode(captions.tokenize({caption(f)}).ids.to(device)); };
+      const at::Tensor context = encode(told), stated = encode(facts);
+      const at::Tensor changed[2] = {encode(recoloured), encode(reshaped)};
+      const at::Tensor contexts[3] = {context, changed[0], changed[1]};
+      for (int w = 0; w < 3; ++w)
+        context_moved_by[w] +=
+            ((contexts[w] - stated).abs().mean() / stated.abs().mean()).to(at::kFloat).item<double>() / clips;
       at::Generator gen = at::globalContext().defaultGenerator(device).clone();
       gen.set_current_seed(seed + uint64_t(c));
       const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
@@ -79,10 +97,16 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < sigmas.size(); ++i) {
         const double s = sigmas[i];
         const at::Tensor x_t = (1 - s) * x0 + s * noise;
-        const at::Tensor out = transformer.forward(x_t, at::full({1}, s * 1000, x0.options().dtype(at::kFloat)), context)
-                                   .to(at::kFloat);
         // x̂0 from what the network predicts (the sampler's conversion, without its floor).
-        const at::Tensor x0_hat = index.prediction == "sample" ? out : x_t.to(at::kFloat) - s * out;
+        auto estimate = [&](const at::Tensor& ctx) {
+          const at::Tensor out =
+              transformer.forward(x_t, at::full({1}, s * 1000, x0.options().dtype(at::kFloat)), ctx).to(at::kFloat);
+          return index.prediction == "sample" ? out : x_t.to(at::kFloat) - s * out;
+        };
+        const at::Tensor x0_hat = estimate(context), x0_stated = estimate(stated);
+        const at::Tensor reworded[3] = {x0_hat, estimate(changed[0]), estimate(changed[1])};
+        for (int w = 0; w < 3; ++w)
+          tally[i].moved_by[w] += (codec.decode_float(reworded[w]) - codec.decode_float(x0_stated)).abs().mean().item<double>() / clips;
         const ClipObservation seen = observe_clip(codec.decode(x0_hat));
         std::optional<Direction> moved;
         for (const ObjectReport& o : seen.objects)
@@ -101,6 +125,13 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < sigmas.size(); ++i)
       std::printf("| %.3f | %d / %d | %d / %d | %d | %d |\n", sigmas[i], tally[i].path, clips, tally[i].caption, clips,
                   tally[i].other, tally[i].none);
+    std::printf("\nthe caption encoder's output changes by %.1f%% (direction word), %.1f%% (colour), %.1f%% (shape)\n",
+                100 * context_moved_by[0], 100 * context_moved_by[1], 100 * context_moved_by[2]);
+    std::printf("\nmean |change of x̂0| (pixels in [-1, 1]) when one word of the stated caption changes\n"
+                "| sigma | direction | colour | shape |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < sigmas.size(); ++i)
+      std::printf("| %.3f | %.4f | %.4f | %.4f |\n", sigmas[i], tally[i].moved_by[0], tally[i].moved_by[1],
+                  tally[i].moved_by[2]);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "path_probe: %s\n", e.what());
     return 1;
