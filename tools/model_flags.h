@@ -19,6 +19,17 @@
 
 namespace ditkit::tools {
 
+// The device a --device value names ("auto": the first GPU if there is one, else the CPU);
+// std::invalid_argument naming the flag when it names none.
+inline at::Device device_flag(const std::string& name) {
+  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  try {
+    return at::Device(name);
+  } catch (const c10::Error&) {
+    throw std::invalid_argument("--device: '" + name + "' is not auto, cpu or cuda[:N]");
+  }
+}
+
 struct ModelFlags {
   std::string model;  // empty: the shipped default model
   std::string device = "auto";
@@ -65,16 +76,7 @@ struct ModelFlags {
     gen.sampling.seed = seed;
   }
 
-  // "auto": the first GPU if there is one, else the CPU. Throws c10::Error on a malformed name.
-  // The device --device names; std::invalid_argument naming the flag when it names none.
-  at::Device torch_device() const {
-    if (device == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-    try {
-      return at::Device(device);
-    } catch (const c10::Error&) {
-      throw std::invalid_argument("--device: '" + device + "' is not auto, cpu or cuda[:N]");
-    }
-  }
+  at::Device torch_device() const { return device_flag(device); }
 
   // The model in `folder` on --device, in bf16 on a GPU and fp32 on the CPU; std::invalid_argument
   // naming the flag at fault when the device or the model is wrong.
