@@ -20,6 +20,7 @@
 
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/progress.h"
 #include "pipelines/sampler.h"
 #include "pipelines/shipped_model.h"
@@ -55,23 +56,6 @@ uint64_t derive(uint64_t seed, int64_t step, Stream stream, uint64_t index = 0) 
 double unit_interval(uint64_t bits) { return (double(bits >> 11) + 0.5) * 0x1.0p-53; }  // in (0, 1)
 
 // ---------------------------------------------------------------------------------------------
-
-at::Device parse_device(const std::string& name) {
-  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  std::optional<at::Device> device;
-  try {
-    device = at::Device(name);
-  } catch (const std::exception&) {
-    throw std::invalid_argument("--device '" + name + "': expected auto, cpu or cuda[:N]");
-  }
-  if (device->is_cuda()) {
-    if (!at::hasCUDA()) throw std::invalid_argument("--device " + name + ": this machine has no CUDA GPU");
-    if (!device->has_index()) device = at::Device(at::kCUDA, 0);
-  } else if (!device->is_cpu()) {
-    throw std::invalid_argument("--device '" + name + "': expected auto, cpu or cuda[:N]");
-  }
-  return *device;
-}
 
 // The training recipe, checked: training picks one rule per layer, so step conditions are refused.
 Recipe training_recipe(const TrainOptions& o) {
@@ -546,7 +530,7 @@ struct Trainer::State {
 Trainer::Trainer(TrainOptions options) {
   check_options(options);
   if (options.threads > 0) at::set_num_threads(options.threads);
-  const at::Device device = parse_device(options.device);
+  const at::Device device = device_from_flag(options.device);
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (!fs::is_directory(options.out_dir))

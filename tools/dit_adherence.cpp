@@ -20,11 +20,11 @@
 #include "dit/config_json.h"
 #include "ditkit_config.h"
 #include "pipelines/adherence_eval.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/video_writer.h"
 #include "pipelines/y4m.h"
 #include "sparse/attention_method.h"
-#include "tools/model_flags.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
     if (!videos.empty() && !fs::is_directory(videos))
       throw std::invalid_argument("--videos '" + videos + "' is not an existing folder");
     if (model.empty()) model = ditkit::find_default_model_folder();
-    const at::Device device = ditkit::tools::device_flag(device_name);
+    const at::Device device = ditkit::device_from_flag(device_name);
     ditkit::TextToVideo pipeline =
         ditkit::TextToVideo::load(model, device, device.is_cuda() ? at::kBFloat16 : at::kFloat);
     o.split = split == "train" ? ditkit::Split::kTrain : ditkit::Split::kHeldOut;

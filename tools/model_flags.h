@@ -13,22 +13,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/progress.h"
 #include "pipelines/text_to_video.h"
 
 namespace ditkit::tools {
-
-// The device a --device value names ("auto": the first GPU if there is one, else the CPU);
-// std::invalid_argument naming the flag when it names none.
-inline at::Device device_flag(const std::string& name) {
-  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  try {
-    return at::Device(name);
-  } catch (const c10::Error&) {
-    throw std::invalid_argument("--device: '" + name + "' is not auto, cpu or cuda[:N]");
-  }
-}
 
 struct ModelFlags {
   std::string model;  // empty: the shipped default model
@@ -76,7 +66,8 @@ struct ModelFlags {
     gen.sampling.seed = seed;
   }
 
-  at::Device torch_device() const { return device_flag(device); }
+  // --device (pipelines/device_flag.h); std::invalid_argument naming the flag when it names none.
+  at::Device torch_device() const { return device_from_flag(device); }
 
   // The model in `folder` on --device, in bf16 on a GPU and fp32 on the CPU; std::invalid_argument
   // naming the flag at fault when the device or the model is wrong.

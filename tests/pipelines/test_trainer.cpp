@@ -13,6 +13,7 @@
 #include "dit/atomic_file.h"
 #include "dit/safetensors.h"
 #include "dit/wan_transformer.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/shipped_model.h"
 #include "pipelines/text_to_video.h"
 #include "pipelines/trainer.h"
@@ -316,6 +317,24 @@ TEST_F(TrainerTest, InitFromAnExportStartsFromItsWeights) {
   shapes.preset = "shapes";
   shapes.init_from = folder;
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(shapes); }, {"--init-from", "shape", "shapes"}));
+}
+
+// --device as every tool and dit-train read it: the forms it takes, and errors naming the value.
+TEST(DeviceFlag, NamesTheDeviceOrTheProblem) {
+  EXPECT_EQ(device_from_flag("cpu"), at::Device(at::kCPU));
+  EXPECT_EQ(device_from_flag("auto"), at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU));
+  for (const char* bad : {"tpu", "", "cuda:x", "mps", "cpu0"})
+    EXPECT_TRUE(throws_with<std::invalid_argument>([&] { device_from_flag(bad); },
+                                                   {"--device: '" + std::string(bad) + "'", "auto, cpu or cuda[:N]"}))
+        << bad;
+  if (at::hasCUDA()) {
+    EXPECT_EQ(device_from_flag("cuda"), at::Device(at::kCUDA, 0));
+    EXPECT_TRUE(throws_with<std::invalid_argument>([] { device_from_flag("cuda:99"); }, {"--device: 'cuda:99'", "CUDA GPU"}));
+  } else {
+    for (const char* gpu : {"cuda", "cuda:0", "cuda:99"})
+      EXPECT_TRUE(throws_with<std::invalid_argument>([&] { device_from_flag(gpu); }, {"--device", gpu, "no usable CUDA GPU"}))
+          << gpu;
+  }
 }
 
 TEST_F(TrainerTest, BadInputGivesClearErrors) {

@@ -1,0 +1,16 @@
+// The device a tool's --device value names, with errors that name the flag: every tool and
+// dit-train read it the same way.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace ditkit {
+
+// "auto": the first GPU when there is one, else the CPU; "cpu"; "cuda" (= cuda:0) or "cuda:N".
+// std::invalid_argument naming --device and the value when it names no such device here: not one
+// of those forms, a GPU on a machine without a usable one, or an index past the GPUs there are.
+c10::Device device_from_flag(const std::string& name);
+
+}  // namespace ditkit
