@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "ditkit_config.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/png.h"
 #include "pipelines/text_to_video.h"
@@ -179,7 +180,7 @@ Model Model::load(const ModelOptions& options) {
     throw Error(ErrorCode::kModelNotFound, "model folder '" + path + "' does not exist");
   if (!DITKIT_HAVE_SENTENCEPIECE)
     throw Error(ErrorCode::kUnsupported, "this build of ditkit cannot tokenize prompts (built without sentencepiece)");
-  const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  const at::ScalarType dtype = run_dtype(device);
   TextToVideo pipeline = translated(ErrorCode::kModelInvalid, "cannot load model '" + path + "': ",
                                     [&] { return TextToVideo::load(path, device, dtype); });
   return Model(std::unique_ptr<Impl>(new Impl{path, std::move(pipeline), {}}));

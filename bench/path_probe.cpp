@@ -21,6 +21,7 @@
 #include "dit/video_codec.h"
 #include "dit/wan_transformer.h"
 #include "pipelines/adherence_checker.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/shape_clips.h"
 #include "pipelines/shipped_model.h"
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
     if (device_name != "cpu" && device_name.rfind("cuda", 0) != 0)
       throw std::invalid_argument("--device: '" + device_name + "' is not cpu or cuda[:N]");
     const at::Device device(device_name);
-    const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    const at::ScalarType dtype = run_dtype(device);
     const ShippedModelIndex index = read_shipped_model_index(model);
     const WanTransformer transformer = WanTransformer::load((fs::path(model) / "transformer").string(), device, dtype);
     const CaptionEncoder captions = CaptionEncoder::load((fs::path(model) / "caption_encoder").string(), device, dtype);

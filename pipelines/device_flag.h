@@ -3,6 +3,7 @@
 #pragma once
 
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 
 #include <string>
 
@@ -12,5 +13,8 @@ namespace ditkit {
 // std::invalid_argument naming --device and the value when it names no such device here: not one
 // of those forms, a GPU on a machine without a usable one, or an index past the GPUs there are.
 c10::Device device_from_flag(const std::string& name);
+
+// The dtype a model runs in on `device`: bfloat16 on a GPU, float32 on the CPU.
+inline c10::ScalarType run_dtype(c10::Device device) { return device.is_cuda() ? c10::kBFloat16 : c10::kFloat; }
 
 }  // namespace ditkit

@@ -74,15 +74,14 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
 
-  auto t0 = std::chrono::steady_clock::now();
+  double load_s = 0;
   std::unique_ptr<ditkit::TextToVideo> pipeline;
   try {
-    pipeline = o.run.load_pipeline(model);
+    pipeline = o.run.load_pipeline(model, &load_s);
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
   }
   const at::Device device = pipeline->transformer().device();
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   ditkit::AbOptions ab;
   ab.recipe = o.recipe;
@@ -115,9 +114,9 @@ int main(int argc, char** argv) {
   try {
     ditkit::AbRun run{model, o.recipe, device.str(), o.run.seed, gen.sampling.steps, gen.sampling.guidance,
                       gen.sampling.shift, gen.frames, gen.height, gen.width, o.fps};
-    t0 = std::chrono::steady_clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
     const std::vector<std::string> written = ditkit::write_ab_report(o.out, run, results);
-    const double write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double write_s = ditkit::tools::seconds_since(t0);
     std::fprintf(stderr, "dit-ab: wrote %zu files in %s (report.html, report.json, ...)\n", written.size(),
                  o.out.c_str());
     for (const ditkit::PromptComparison& r : results) {

@@ -190,8 +190,7 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--videos '" + videos + "' is not an existing folder");
     if (model.empty()) model = ditkit::find_default_model_folder();
     const at::Device device = ditkit::device_from_flag(device_name);
-    ditkit::TextToVideo pipeline =
-        ditkit::TextToVideo::load(model, device, device.is_cuda() ? at::kBFloat16 : at::kFloat);
+    ditkit::TextToVideo pipeline = ditkit::TextToVideo::load(model, device, ditkit::run_dtype(device));
     o.split = split == "train" ? ditkit::Split::kTrain : ditkit::Split::kHeldOut;
     o.generation = pipeline.default_options();
     if (steps > 0) o.generation.sampling.steps = steps;

@@ -99,15 +99,14 @@ int main(int argc, char** argv) {
   if (fs::path(o.report) == fs::path(o.out)) return fail("--report: the same file as --out ('" + o.out + "')");
 
   const auto started = std::chrono::steady_clock::now();
-  auto t0 = started;
+  double load_s = 0;
   std::unique_ptr<ditkit::TextToVideo> pipeline;
   try {
-    pipeline = o.run.load_pipeline(model);
+    pipeline = o.run.load_pipeline(model, &load_s);
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
   }
   const at::Device device = pipeline->transformer().device();
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   ditkit::TextToVideoOptions gen = pipeline->default_options();
   o.run.apply(gen);
@@ -133,13 +132,13 @@ int main(int argc, char** argv) {
     // Steps after the last calibrated one, and the decoder, add nothing: each run stops there.
     const int last = steps.back();
     ditkit::Progress progress("calibrate", static_cast<int64_t>(o.prompts.size()) * (last + 1));
-    t0 = std::chrono::steady_clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
     for (const std::string& prompt : o.prompts) {
       gen.prompt = prompt;
       ditkit::tools::generate_through_step(*pipeline, gen, attention, last, progress);
     }
     progress.finish();
-    const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double run_s = ditkit::tools::seconds_since(t0);
 
     const std::vector<std::vector<std::string>> orders = ditkit::best_paro_orders(calibrator.mean_density());
     ditkit::write_text_file(o.out, ditkit::paro_recipe_json(orders, o.mass, o.k_block));
@@ -160,7 +159,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dit-calibrate: wrote %s and %s\n", o.out.c_str(), o.report.c_str());
     std::fprintf(stderr, "timings (s): load %.2f | %zu prompts x %d steps with calibration %.2f | total %.2f\n", load_s,
                  o.prompts.size(), last + 1, run_s,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+                 ditkit::tools::seconds_since(started));
   } catch (const std::exception& e) {
     return fail(e.what(), 1);
   }

@@ -16,6 +16,7 @@
 #include <chrono>
 
 #include "ditkit_config.h"
+#include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/progress.h"
 #include "pipelines/rank_launcher.h"
@@ -153,7 +154,7 @@ int main(int argc, char** argv) {
     const at::Device device = !place ? o.run.torch_device()
                               : o.run.device == "cpu" ? at::Device(at::kCPU)
                                                       : at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(place->local_rank));
-    const at::ScalarType dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    const at::ScalarType dtype = ditkit::run_dtype(device);
     // Joined before loading: it makes the rank's GPU the current device, which kernels launch on.
     std::optional<ditkit::SequenceParallel> parallel;
     if (place)

@@ -74,15 +74,14 @@ int main(int argc, char** argv) {
     return fail(e.what());
   }
 
-  auto t0 = std::chrono::steady_clock::now();
+  double load_s = 0;
   std::unique_ptr<ditkit::TextToVideo> pipeline;
   try {
-    pipeline = o.run.load_pipeline(model);
+    pipeline = o.run.load_pipeline(model, &load_s);
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
   }
   const at::Device device = pipeline->transformer().device();
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   ditkit::TextToVideoOptions gen = pipeline->default_options();
   gen.prompt = o.prompt;
@@ -112,16 +111,16 @@ int main(int argc, char** argv) {
     // Steps after the last profiled one, and the decoder, add nothing: the run stops there.
     const int last = profile_steps.back();
     ditkit::Progress progress("profile", last + 1);
-    t0 = std::chrono::steady_clock::now();
+    auto t0 = std::chrono::steady_clock::now();
     ditkit::tools::generate_through_step(*pipeline, gen, attention, last, progress);
     progress.finish();
-    const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double run_s = ditkit::tools::seconds_since(t0);
 
     ditkit::ProfileRun run{model, o.prompt, o.run.seed, gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
                            gen.frames, gen.height, gen.width};
     t0 = std::chrono::steady_clock::now();
     ditkit::write_attention_profile(o.out, run, profiler);
-    const double write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double write_s = ditkit::tools::seconds_since(t0);
     std::fprintf(stderr, "dit-profile: wrote %s/summary.md, profile.json, %zu heat maps\n", o.out.c_str(),
                  profiler.profiles().size() * (profiler.candidates().empty() ? 1 : 2));
     std::fprintf(stderr, "timings (s): load %.2f | text %.2f | %d steps with profiling %.2f | write %.2f\n", load_s,

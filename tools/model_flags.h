@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -19,6 +20,11 @@
 #include "pipelines/text_to_video.h"
 
 namespace ditkit::tools {
+
+// Seconds since `t0`, for the tools' timing lines.
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 struct ModelFlags {
   std::string model;  // empty: the shipped default model
@@ -70,11 +76,15 @@ struct ModelFlags {
   at::Device torch_device() const { return device_from_flag(device); }
 
   // The model in `folder` on --device, in bf16 on a GPU and fp32 on the CPU; std::invalid_argument
-  // naming the flag at fault when the device or the model is wrong.
-  std::unique_ptr<TextToVideo> load_pipeline(const std::string& folder) const {
+  // naming the flag at fault when the device or the model is wrong. `seconds`, where given, gets
+  // the time loading took (the tools' timing line).
+  std::unique_ptr<TextToVideo> load_pipeline(const std::string& folder, double* seconds = nullptr) const {
+    const auto t0 = std::chrono::steady_clock::now();
     const at::Device d = torch_device();
     try {
-      return std::make_unique<TextToVideo>(TextToVideo::load(folder, d, d.is_cuda() ? at::kBFloat16 : at::kFloat));
+      auto pipeline = std::make_unique<TextToVideo>(TextToVideo::load(folder, d, run_dtype(d)));
+      if (seconds) *seconds = seconds_since(t0);
+      return pipeline;
     } catch (const std::exception& e) {
       throw std::invalid_argument("--model '" + folder + "' cannot be loaded: " + e.what());
     }
