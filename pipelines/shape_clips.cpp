@@ -357,7 +357,7 @@ std::vector<std::string> caption_vocabulary() {
 }
 
 at::Tensor render_clips(const std::vector<ClipFacts>& facts, const std::vector<uint64_t>& seeds, ClipSize size,
-                        at::Device device) {
+                        at::Device device, at::Tensor* coverage) {
   if (facts.empty() || facts.size() != seeds.size())
     throw std::invalid_argument("render_clips: needs one seed per clip and at least one clip (got " +
                                 std::to_string(facts.size()) + " facts, " + std::to_string(seeds.size()) + " seeds)");
@@ -403,6 +403,7 @@ at::Tensor render_clips(const std::vector<ClipFacts>& facts, const std::vector<u
   at::Tensor ys = at::arange(height, opts).add_(0.5).view({1, 1, height, 1});
   at::Tensor ts = at::arange(frames, opts).view({1, frames, 1, 1});
   at::Tensor video = background.to(device).unsqueeze(2).expand({batch, 3, frames, height, width}).contiguous();
+  at::Tensor covered = coverage ? at::zeros({batch, 1, frames, height, width}, opts) : at::Tensor();
   for (int64_t k = 0; k < num_slots; ++k) {
     auto column = [&](int64_t i) { return params[k].select(1, i).view({batch, 1, 1, 1}); };
     at::Tensor half = column(4), shape = column(5);
@@ -428,7 +429,9 @@ at::Tensor render_clips(const std::vector<ClipFacts>& facts, const std::vector<u
     at::Tensor alpha = (0.5 - sdf).clamp_(0, 1).mul_(column(6)).unsqueeze(1);  // [B, 1, T, H, W]
     at::Tensor colour = params[k].narrow(1, 7, 3).reshape({batch, 3, 1, 1, 1});
     video.lerp_(colour.expand_as(video), alpha);
+    if (coverage) covered = at::maximum(covered, alpha);
   }
+  if (coverage) *coverage = covered;
   return video;
 }
 

@@ -86,8 +86,10 @@ std::vector<std::string> caption_vocabulary();
 
 // One clip per (facts, seed); the seed places the objects, picks their sizes and the texture's
 // phase. Returns float [B, 3, T, H, W] in [-1, 1] on `device`; CPU and CUDA agree to float rounding.
+// Given `coverage`, also sets it to float [B, 1, T, H, W] on `device`: per pixel the largest share
+// of it any object covers (0 on the background, 1 inside an object), for weighting a loss.
 at::Tensor render_clips(const std::vector<ClipFacts>& facts, const std::vector<uint64_t>& seeds, ClipSize size,
-                        at::Device device);
+                        at::Device device, at::Tensor* coverage = nullptr);
 
 // uint8 [T, H, W, 3] on the CPU (what the pipeline's decoder returns) from one rendered clip
 // [3, T, H, W] (or [1, 3, T, H, W]) in [-1, 1].

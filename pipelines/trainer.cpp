@@ -91,6 +91,8 @@ void check_options(const TrainOptions& o) {
   if (!(o.shift > 0) || !std::isfinite(o.shift)) fail("--shift must be > 0, got " + std::to_string(o.shift));
   if (!(o.pure_noise >= 0 && o.pure_noise <= 1))
     fail("--pure-noise must be in [0, 1], got " + std::to_string(o.pure_noise));
+  if (!(o.object_weight >= 0) || !std::isfinite(o.object_weight))
+    fail("--object-weight must be >= 0 (0: off), got " + std::to_string(o.object_weight));
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
@@ -106,7 +108,8 @@ json run_identity(const TrainOptions& o) {
   json j = {{"preset", o.preset},   {"batch", o.batch},   {"seed", o.seed},
             {"caption_dropout", o.caption_dropout}, {"shift", o.shift}, {"pure_noise", o.pure_noise},
             {"prediction", o.prediction}};
-  // Only when set, so that runs from before recipes existed still resume.
+  // Only when set, so that runs from before these settings existed still resume.
+  if (o.object_weight > 0) j["object_weight"] = o.object_weight;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
   return j;
 }
@@ -183,6 +186,10 @@ ModelPreset model_preset(const std::string& name) {
   p.captions.max_length = 32;  // the longest caption has 19 words
   p.transformer.text_dim = p.captions.dim;
   return p;
+}
+
+at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight) {
+  return at::max_pool3d(coverage, {factor[0], factor[1], factor[2]}).mul_(object_weight).add_(1);
 }
 
 double learning_rate(const TrainOptions& o, int64_t step) {
@@ -313,7 +320,9 @@ struct Trainer::State {
       const bool pure = unit_interval(derive(o.seed, at_step, kPureNoise, uint64_t(i))) < o.pure_noise;
       sigmas.push_back(pure ? 1.0f : float(o.shift * s / (1 + (o.shift - 1) * s)));
     }
-    const at::Tensor x0 = codec.encode(render_clips(facts, render_seeds, preset.clip, device));
+    at::Tensor coverage;
+    const at::Tensor x0 = codec.encode(
+        render_clips(facts, render_seeds, preset.clip, device, o.object_weight > 0 ? &coverage : nullptr));
     at::Generator gen = at::globalContext().defaultGenerator(device).clone();
     gen.set_current_seed(derive(o.seed, at_step, kNoise));
     const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
@@ -324,7 +333,10 @@ struct Trainer::State {
     const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context, attention.get()).to(at::kFloat);
     const at::Tensor velocity =
         o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
-    return (velocity - (noise - x0)).square().mean();
+    const at::Tensor error = (velocity - (noise - x0)).square();
+    if (o.object_weight == 0) return error.mean();
+    const at::Tensor w = object_loss_weights(coverage, codec.config().factor, o.object_weight);
+    return (error * w).mean() / w.mean();
   }
 
   at::Tensor step_once() {

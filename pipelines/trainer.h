@@ -33,6 +33,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -87,6 +88,11 @@ struct TrainOptions {
   // Fraction of clips trained at sigma = 1 (pure noise), where the sampler starts and only the
   // caption can say what the video holds; logit-normal sigmas almost never reach it.
   double pure_noise = 0.1;
+  // Extra loss weight on the latent cells an object touches: their error counts 1 + object_weight
+  // times (the loss is divided by the mean weight, so its scale stays). Objects fill a few percent
+  // of a clip, so unweighted the background outweighs the shape and path that most caption words
+  // are about. 0: every cell alike.
+  double object_weight = 0;
   // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
   // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, kMinSigmaForSample)
   // with the velocity, as the sampler converts it (SamplingOptions::prediction). Each
@@ -128,6 +134,10 @@ struct TrainSummary {
   double seconds = 0;        // this session's wall time
 };
 
+// Per latent cell, 1 + object_weight * the largest coverage among the pixels it packs: float
+// [B, 1, T/fT, H/fH, W/fW] from render_clips' coverage [B, 1, T, H, W] and the codec's factors.
+at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight);
+
 // The learning rate at `step` (0-based) under `options`' warm-up and schedule.
 double learning_rate(const TrainOptions& options, int64_t step);
 // The EMA decay used after step `step` (1-based count of steps taken): min(ema_decay,
@@ -138,7 +148,8 @@ class Trainer {
  public:
   // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
   // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
-  // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise, prediction) to
+  // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise, object_weight,
+  // prediction) to
   // match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
   // on resume and apply from then on. Without options.resume an existing checkpoint is an error
   // (runs are not overwritten by accident).

@@ -185,6 +185,29 @@ TEST(ShapeClips, ObjectsShowTheirColourShapeAndMotion) {
   }
 }
 
+TEST(ShapeClips, CoverageMarksWhereTheObjectsAre) {
+  const std::vector<ClipFacts> facts = {
+      {{{"red", Shape::kTriangle, Direction::kLeft, Speed::kFast}, {"green", Shape::kSquare, Direction::kUp, Speed::kSlow}},
+       "blue", ""},
+      {{{"yellow", Shape::kCircle, Direction::kDown, Speed::kSlow}}, "black", ""}};
+  const std::vector<uint64_t> seeds = {4, 9};
+  const ClipSize size{6, 64, 48};
+  at::Tensor coverage;
+  const at::Tensor clips = render_clips(facts, seeds, size, at::kCPU, &coverage);
+  EXPECT_TRUE(at::equal(clips, render_clips(facts, seeds, size, at::kCPU))) << "asking for it changes no pixel";
+  ASSERT_EQ(coverage.sizes(), (std::vector<int64_t>{2, 1, 6, 64, 48}));
+  EXPECT_GE(coverage.min().item<float>(), 0.0f);
+  EXPECT_LE(coverage.max().item<float>(), 1.0f);
+  for (int64_t b = 0; b < 2; ++b) {
+    // On a plain background a pixel differs from the background colour exactly where an object covers it.
+    const std::array<uint8_t, 3> rgb = colour_rgb(facts[size_t(b)].background);
+    const at::Tensor bg = at::tensor({rgb[0] / 127.5 - 1, rgb[1] / 127.5 - 1, rgb[2] / 127.5 - 1}, at::kFloat);
+    const at::Tensor differs = (clips[b] - bg.view({3, 1, 1, 1})).abs().amax(0) > 1e-6;
+    EXPECT_TRUE(at::equal(differs, coverage[b][0] > 0)) << "clip " << b;
+    EXPECT_GT((coverage[b] == 1).sum().item<int64_t>(), 6 * 20) << "inside the objects, full coverage";
+  }
+}
+
 TEST(ShapeClips, TexturesAreLowContrast) {
   for (const std::string& texture : textures()) {
     ClipFacts f{{{"red", Shape::kSquare, Direction::kDown, Speed::kSlow}}, "gray", texture};
@@ -207,9 +230,11 @@ TEST(ShapeClips, CudaMatchesCpu) {
     facts.push_back(sample_facts(s, Split::kTrain));
     seeds.push_back(s);
   }
-  at::Tensor cpu = render_clips(facts, seeds, {}, at::kCPU);
-  at::Tensor gpu = render_clips(facts, seeds, {}, at::Device(at::kCUDA)).cpu();
+  at::Tensor cpu_coverage, gpu_coverage;
+  at::Tensor cpu = render_clips(facts, seeds, {}, at::kCPU, &cpu_coverage);
+  at::Tensor gpu = render_clips(facts, seeds, {}, at::Device(at::kCUDA), &gpu_coverage).cpu();
   EXPECT_LT((cpu - gpu).abs().max().item<float>(), 1e-4);
+  EXPECT_LT((cpu_coverage - gpu_coverage.cpu()).abs().max().item<float>(), 1e-4);
 }
 
 }  // namespace

@@ -93,6 +93,37 @@ TEST_F(TrainerTest, LossFallsOnTheTinyModel) {
   EXPECT_TRUE(fs::exists(trainer.checkpoint_path()));
 }
 
+TEST(ObjectLossWeights, WeighEachLatentCellByItsMostCoveredPixel) {
+  at::Tensor coverage = at::zeros({2, 1, 8, 8, 8});
+  coverage[0][0][5][1][6] = 0.5;  // one pixel, half covered: latent cell (1, 0, 1) of clip 0
+  coverage[1].fill_(1);
+  const at::Tensor w = object_loss_weights(coverage, {4, 4, 4}, 3.0);
+  ASSERT_EQ(w.sizes(), (std::vector<int64_t>{2, 1, 2, 2, 2}));
+  at::Tensor want = at::ones({2, 1, 2, 2, 2});
+  want[0][0][1][0][1] = 2.5;
+  want[1].fill_(4);
+  EXPECT_TRUE(at::allclose(w, want)) << w;
+  EXPECT_TRUE(at::equal(object_loss_weights(coverage, {4, 4, 4}, 0.0), at::ones({2, 1, 2, 2, 2})));
+}
+
+TEST_F(TrainerTest, ObjectWeightChangesTheLossAndDefinesTheRun) {
+  TrainOptions o = tiny("plain");
+  const double plain = Trainer(o).train_step().item<double>();
+  o = tiny("weighted");
+  o.object_weight = 4;
+  const double weighted = Trainer(o).train_step().item<double>();
+  EXPECT_TRUE(std::isfinite(weighted));
+  EXPECT_GT(std::abs(weighted - plain), 1e-4 * plain) << "same batch, same weights: only the weighting differs";
+
+  o.steps = 1;
+  Trainer(o).train();
+  o.resume = true;
+  o.object_weight = 0;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"object_weight", "4"}));
+  o.object_weight = 4;
+  EXPECT_EQ(Trainer(o).step(), 1);
+}
+
 TEST_F(TrainerTest, ResumeGivesTheWeightsOfAnUninterruptedRun) {
   TrainOptions whole = tiny("whole");
   Trainer straight(whole);
@@ -376,6 +407,9 @@ TEST_F(TrainerTest, BadInputGivesClearErrors) {
   o = tiny("options");
   o.pure_noise = 1.5;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--pure-noise", "[0, 1]"}));
+  o = tiny("options");
+  o.object_weight = -1;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--object-weight", ">= 0"}));
 }
 
 TEST_F(TrainerTest, TheTimeBudgetStopsWithACheckpoint) {
