@@ -215,18 +215,23 @@ CheckReport judge(const ClipObservation& seen, const ClipFacts& stated) {
   for (const ObjectFacts& o : stated.objects) {
     const auto r = std::find_if(seen.objects.begin(), seen.objects.end(),
                                 [&](const ObjectReport& x) { return x.colour == o.colour; });
-    ++n.objects;
+    FactCounts one;  // this object's facts
+    one.objects = 1;
+    if (r != seen.objects.end()) {
+      one.found = 1;
+      one.shapes_right = r->shape == o.shape;
+      one.directions_right = r->direction == o.direction;
+      one.speeds_judged = r->direction == o.direction;
+      one.speeds_right = r->direction == o.direction && r->speed == o.speed;
+    }
+    n += one;
+    if (in_held_out_pair(o)) report.held_out_pair_facts += one;
     if (r == seen.objects.end()) {
       report.wrong.push_back("no " + o.colour + " object is seen" +
                              (o.colour == seen.background ? " apart from the background" : ""));
       continue;
     }
     const std::string what = "the " + o.colour + " object ";
-    ++n.found;
-    n.shapes_right += r->shape == o.shape;
-    n.directions_right += r->direction == o.direction;
-    n.speeds_judged += r->direction == o.direction;
-    n.speeds_right += r->direction == o.direction && r->speed == o.speed;
     if (r->shape != o.shape) report.wrong.push_back(what + "is " + optional_word(r->shape) + ", not " + shape_word(o.shape));
     if (r->direction != o.direction)
       report.wrong.push_back(what + "moves " + optional_word(r->direction) + ", not " + direction_word(o.direction));

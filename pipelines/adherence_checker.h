@@ -64,6 +64,9 @@ struct FactCounts {
 struct CheckReport {
   bool all_right = false;
   FactCounts facts;
+  // The same tally for the stated objects in a held-out pair (in_held_out_pair) only, which tells
+  // a model that has not learnt a fact from one that cannot combine facts it never saw together.
+  FactCounts held_out_pair_facts;
   std::vector<std::string> wrong;  // the facts it got wrong, human readable
   std::vector<ObjectReport> seen;  // stated objects that were found (caption order), then unstated ones
   std::string background;          // the colour most pixels have

@@ -48,11 +48,13 @@ struct PromptResult {
 struct AdherenceResult {
   std::vector<PromptResult> prompts;
   int64_t right = 0;
-  FactCounts facts;  // summed over the prompts
+  FactCounts facts;                 // summed over the prompts
+  FactCounts held_out_pair_facts;   // the same, for objects in a held-out pair only
   double share() const { return prompts.empty() ? 0.0 : double(right) / double(prompts.size()); }
   void add(PromptResult p) {
     right += p.report.all_right ? 1 : 0;
     facts += p.report.facts;
+    held_out_pair_facts += p.report.held_out_pair_facts;
     prompts.push_back(std::move(p));
   }
 };

@@ -310,14 +310,16 @@ ClipFacts parse_caption(const std::string& text) {
   return facts;
 }
 
-bool is_held_out(const ClipFacts& facts) {
-  for (const ObjectFacts& o : facts.objects) {
-    for (const auto& [colour, shape] : kHeldOutColourShape)
-      if (o.colour == colour && o.shape == shape) return true;
-    for (const auto& [shape, direction] : kHeldOutShapeDirection)
-      if (o.shape == shape && o.direction == direction) return true;
-  }
+bool in_held_out_pair(const ObjectFacts& o) {
+  for (const auto& [colour, shape] : kHeldOutColourShape)
+    if (o.colour == colour && o.shape == shape) return true;
+  for (const auto& [shape, direction] : kHeldOutShapeDirection)
+    if (o.shape == shape && o.direction == direction) return true;
   return false;
+}
+
+bool is_held_out(const ClipFacts& facts) {
+  return std::any_of(facts.objects.begin(), facts.objects.end(), in_held_out_pair);
 }
 
 ClipFacts sample_facts(uint64_t seed, Split split) {

@@ -80,6 +80,8 @@ ClipFacts parse_caption(const std::string& text);
 // kTrain never yields a held-out combination; kHeldOut always does.
 ClipFacts sample_facts(uint64_t seed, Split split);
 bool is_held_out(const ClipFacts& facts);
+// Whether this object's colour and shape, or its shape and direction, is a held-out pair.
+bool in_held_out_pair(const ObjectFacts& object);
 
 // Every word captions use, sorted (for the text encoder's vocabulary file).
 std::vector<std::string> caption_vocabulary();

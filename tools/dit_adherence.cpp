@@ -51,11 +51,17 @@ void write_report(json run, const ditkit::AdherenceResult& result, const std::st
   for (const ditkit::PromptResult& p : result.prompts)
     run["prompts"].push_back(
         {{"prompt", p.prompt}, {"seed", p.seed}, {"all_right", p.report.all_right}, {"wrong", p.report.wrong}});
+  auto counts = [](const ditkit::FactCounts& f) {
+    return json{{"backgrounds", f.backgrounds},     {"backgrounds_right", f.backgrounds_right},
+                {"objects", f.objects},             {"found", f.found},
+                {"shapes_right", f.shapes_right},   {"directions_right", f.directions_right},
+                {"speeds_judged", f.speeds_judged}, {"speeds_right", f.speeds_right}};
+  };
   const ditkit::FactCounts& f = result.facts;
-  run["facts"] = {{"backgrounds", f.backgrounds},     {"backgrounds_right", f.backgrounds_right},
-                  {"objects", f.objects},             {"found", f.found},
-                  {"shapes_right", f.shapes_right},   {"directions_right", f.directions_right},
-                  {"speeds_judged", f.speeds_judged}, {"speeds_right", f.speeds_right}};
+  run["facts"] = counts(f);
+  run["facts_in_held_out_pairs"] = counts(result.held_out_pair_facts);
+  run["facts_in_held_out_pairs"].erase("backgrounds");
+  run["facts_in_held_out_pairs"].erase("backgrounds_right");
   ditkit::write_text_file(out, run.dump(2) + "\n");
   // Which facts go wrong: a model can be far from adherent in one way only.
   std::printf("facts seen as stated: background %lld/%lld, objects found %lld/%lld; of those found: shape %lld, "
@@ -63,6 +69,12 @@ void write_report(json run, const ditkit::AdherenceResult& result, const std::st
               (long long)f.backgrounds_right, (long long)f.backgrounds, (long long)f.found, (long long)f.objects,
               (long long)f.shapes_right, (long long)f.directions_right, (long long)f.speeds_right,
               (long long)f.speeds_judged);
+  // Facts it knows but cannot combine show here: objects whose colour and shape, or shape and
+  // direction, training never showed together.
+  const ditkit::FactCounts& h = result.held_out_pair_facts;
+  if (h.objects > 0)
+    std::printf("objects in a held-out pair: found %lld/%lld; of those found: shape %lld, direction %lld\n",
+                (long long)h.found, (long long)h.objects, (long long)h.shapes_right, (long long)h.directions_right);
   std::printf("adherence %lld/%lld = %.1f%% (%s prompts); report %s\n", (long long)result.right,
               (long long)result.prompts.size(), 100.0 * result.share(), run["split"].get<std::string>().c_str(),
               out.c_str());

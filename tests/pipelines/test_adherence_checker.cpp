@@ -151,6 +151,19 @@ TEST(AdherenceChecker, CountsEachStatedFact) {
   EXPECT_EQ(counts(sum), (std::vector<int64_t>{1, 1, 2, 1, 1, 1, 1, 0}));
   sum += judge(seen, f).facts;
   EXPECT_EQ(counts(sum), (std::vector<int64_t>{2, 2, 4, 3, 3, 3, 3, 2}));
+  EXPECT_EQ(counts(judge(seen, f).held_out_pair_facts), std::vector<int64_t>(8, 0)) << "no held-out pair";
+
+  // The second tally counts only objects in a held-out pair: here the green square (a held-out
+  // colour and shape), seen as a triangle when the caption says so.
+  ClipFacts novel = f;
+  novel.objects[1].shape = Shape::kSquare;
+  const ClipObservation seen_novel = observe_clip(clip_to_frames(render_clips({novel}, {7}, {}, at::kCPU)[0]));
+  EXPECT_EQ(counts(judge(seen_novel, novel).held_out_pair_facts), (std::vector<int64_t>{0, 0, 1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(counts(judge(seen_novel, novel).facts), (std::vector<int64_t>{1, 1, 2, 2, 2, 2, 2, 2}));
+  wrong = novel;
+  wrong.objects[0].direction = Direction::kRight;  // wrong, but not in a held-out pair
+  wrong.objects[1].direction = Direction::kUp;     // wrong, in the held-out pair
+  EXPECT_EQ(counts(judge(seen_novel, wrong).held_out_pair_facts), (std::vector<int64_t>{0, 0, 1, 1, 1, 0, 0, 0}));
 }
 
 // The proof that the checker cannot flatter a model: (nearly) every ground-truth clip is judged

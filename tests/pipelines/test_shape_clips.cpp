@@ -108,7 +108,9 @@ TEST(ShapeClips, SplitsKeepHeldOutCombinationsApart) {
     EXPECT_TRUE(same(train, sample_facts(seed, Split::kTrain))) << "deterministic";
     two_objects += train.objects.size() == 2;
     textured += !train.texture.empty();
+    EXPECT_TRUE(std::any_of(held.objects.begin(), held.objects.end(), in_held_out_pair)) << caption(held);
     for (const ObjectFacts& o : train.objects) {
+      EXPECT_FALSE(in_held_out_pair(o)) << caption(train);
       ++train_pairs[o.colour + " " + shape_word(o.shape)];
       ++train_pairs[shape_word(o.shape) + " " + direction_word(o.direction)];
     }
@@ -118,6 +120,9 @@ TEST(ShapeClips, SplitsKeepHeldOutCombinationsApart) {
   for (const char* held : {"red triangle", "green square", "yellow circle", "circle up", "square left",
                            "triangle right"})
     EXPECT_EQ(train_pairs.count(held), 0u) << held;
+  EXPECT_TRUE(in_held_out_pair({"green", Shape::kSquare, Direction::kDown, Speed::kSlow}));   // colour, shape
+  EXPECT_TRUE(in_held_out_pair({"blue", Shape::kSquare, Direction::kLeft, Speed::kSlow}));    // shape, direction
+  EXPECT_FALSE(in_held_out_pair({"blue", Shape::kSquare, Direction::kUp, Speed::kSlow}));
   EXPECT_GT(two_objects, 1000);
   EXPECT_GT(textured, 1200);
 }
