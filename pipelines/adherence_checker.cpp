@@ -202,6 +202,22 @@ ClipObservation observe_clip(const at::Tensor& frames) {
   return out;
 }
 
+namespace {
+
+// One stated object's tally; `seen` is the object found in its colour, or null.
+FactCounts object_fact_counts(const ObjectFacts& stated, const ObjectReport* seen) {
+  FactCounts one;
+  one.objects = 1;
+  if (!seen) return one;
+  one.found = 1;
+  one.shapes_right = seen->shape == stated.shape;
+  one.directions_right = one.speeds_judged = seen->direction == stated.direction;
+  one.speeds_right = one.directions_right && seen->speed == stated.speed;
+  return one;
+}
+
+}  // namespace
+
 CheckReport judge(const ClipObservation& seen, const ClipFacts& stated) {
   validate(stated);
   CheckReport report;
@@ -215,15 +231,7 @@ CheckReport judge(const ClipObservation& seen, const ClipFacts& stated) {
   for (const ObjectFacts& o : stated.objects) {
     const auto r = std::find_if(seen.objects.begin(), seen.objects.end(),
                                 [&](const ObjectReport& x) { return x.colour == o.colour; });
-    FactCounts one;  // this object's facts
-    one.objects = 1;
-    if (r != seen.objects.end()) {
-      one.found = 1;
-      one.shapes_right = r->shape == o.shape;
-      one.directions_right = r->direction == o.direction;
-      one.speeds_judged = r->direction == o.direction;
-      one.speeds_right = r->direction == o.direction && r->speed == o.speed;
-    }
+    const FactCounts one = object_fact_counts(o, r == seen.objects.end() ? nullptr : &*r);
     n += one;
     if (in_held_out_pair(o)) report.held_out_pair_facts += one;
     if (r == seen.objects.end()) {

@@ -51,17 +51,15 @@ void write_report(json run, const ditkit::AdherenceResult& result, const std::st
   for (const ditkit::PromptResult& p : result.prompts)
     run["prompts"].push_back(
         {{"prompt", p.prompt}, {"seed", p.seed}, {"all_right", p.report.all_right}, {"wrong", p.report.wrong}});
-  auto counts = [](const ditkit::FactCounts& f) {
-    return json{{"backgrounds", f.backgrounds},     {"backgrounds_right", f.backgrounds_right},
-                {"objects", f.objects},             {"found", f.found},
+  auto object_counts = [](const ditkit::FactCounts& f) {
+    return json{{"objects", f.objects},             {"found", f.found},
                 {"shapes_right", f.shapes_right},   {"directions_right", f.directions_right},
                 {"speeds_judged", f.speeds_judged}, {"speeds_right", f.speeds_right}};
   };
   const ditkit::FactCounts& f = result.facts;
-  run["facts"] = counts(f);
-  run["facts_in_held_out_pairs"] = counts(result.held_out_pair_facts);
-  run["facts_in_held_out_pairs"].erase("backgrounds");
-  run["facts_in_held_out_pairs"].erase("backgrounds_right");
+  run["facts"] = object_counts(f);
+  run["facts"].update({{"backgrounds", f.backgrounds}, {"backgrounds_right", f.backgrounds_right}});
+  run["facts_in_held_out_pairs"] = object_counts(result.held_out_pair_facts);
   ditkit::write_text_file(out, run.dump(2) + "\n");
   // Which facts go wrong: a model can be far from adherent in one way only.
   std::printf("facts seen as stated: background %lld/%lld, objects found %lld/%lld; of those found: shape %lld, "
