@@ -42,10 +42,18 @@ install_libtorch() {
   if [ -x "$py" ] && "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     return 0
   fi
+  # The wheels are downloaded whole before they are installed: ~3 GB of downloads plus ~5 GB installed.
+  local need_gb=8 free_gb
+  free_gb=$(df -Pk "$ROOT" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "$free_gb" -lt "$need_gb" ]; then
+    log "error: installing torch==$TORCH_VERSION needs about $need_gb GB free on $(df -P "$ROOT" | awk 'NR == 2 { print $6 }'); only $free_gb GB is free"
+    exit 1
+  fi
   log "installing torch==$TORCH_VERSION into .venv (LibTorch for the C++ build; ~3 GB with its CUDA runtime wheels)"
   [ -x "$py" ] || python3 -m venv "$ROOT/.venv"
-  "$ROOT/.venv/bin/pip" install -q --upgrade pip
-  "$ROOT/.venv/bin/pip" install -q "torch==$TORCH_VERSION"
+  "$ROOT/.venv/bin/pip" install -q --no-cache-dir --upgrade pip
+  # No wheel cache: it would keep another ~3 GB on disk after the install.
+  "$ROOT/.venv/bin/pip" install -q --no-cache-dir "torch==$TORCH_VERSION"
 }
 
 # CUTLASS/CuTe headers for the Hopper attention kernel (header-only; the wheel is ~6 MB).
@@ -53,7 +61,7 @@ install_cutlass() {
   local py="$ROOT/.venv/bin/python"
   "$py" -c "import cutlass_library" 2>/dev/null && return 0
   log "installing nvidia-cutlass==$CUTLASS_VERSION into .venv (CUTLASS/CuTe headers)"
-  "$ROOT/.venv/bin/pip" install -q --no-deps "nvidia-cutlass==$CUTLASS_VERSION"
+  "$ROOT/.venv/bin/pip" install -q --no-cache-dir --no-deps "nvidia-cutlass==$CUTLASS_VERSION"
 }
 
 configure_and_build() {
