@@ -267,14 +267,24 @@ void validate(const ClipFacts& facts) {
     throw std::invalid_argument("clip facts: \"" + facts.texture + "\" is not a texture (" + joined(textures()) + ")");
 }
 
-std::string caption(const ClipFacts& facts) {
+std::string caption(const ClipFacts& facts) { return caption_dropping_facts(facts, 0, 0); }
+
+std::string caption_dropping_facts(const ClipFacts& facts, double p, uint64_t seed) {
+  if (!(p >= 0 && p <= 1)) throw std::invalid_argument("caption: the share of fact words to drop must be in [0, 1]");
   validate(facts);
+  Rng rng(seed);
+  auto fact = [&](const std::string& word) { return rng.uniform() < p ? std::string() : " " + word; };
   std::string out;
   for (const ObjectFacts& o : facts.objects) {
-    out += (out.empty() ? "a " : " and a ") + o.colour + " " + shape_word(o.shape) + " moves " + speed_word(o.speed) +
-           " " + direction_word(o.direction);
+    out += out.empty() ? "a" : " and a";
+    out += fact(o.colour);
+    out += fact(shape_word(o.shape)) + " moves";
+    out += fact(speed_word(o.speed));
+    out += fact(direction_word(o.direction));
   }
-  return out + " on a " + (facts.texture.empty() ? "" : facts.texture + " ") + facts.background + " background";
+  out += " on a";
+  if (!facts.texture.empty()) out += fact(facts.texture);
+  return out + fact(facts.background) + " background";
 }
 
 ClipFacts parse_caption(const std::string& text) {

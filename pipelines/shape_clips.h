@@ -72,6 +72,13 @@ std::array<uint8_t, 3> colour_rgb(const std::string& name);
 void validate(const ClipFacts& facts);
 
 std::string caption(const ClipFacts& facts);
+// caption(facts) with each fact word (an object's colour, shape, speed or direction, the texture,
+// the background colour) left out with probability `p`, each drawn apart from `seed`; "a", "moves",
+// "and", "on" and "background" stay ("a red moves left on a background" can come out). Training on
+// such captions shows each word's effect apart from the words it usually comes with, which an
+// unseen pair (a green square, when training never shows one) needs. p = 0 gives caption(facts).
+// Throws std::invalid_argument for p outside [0, 1] and as caption() does.
+std::string caption_dropping_facts(const ClipFacts& facts, double p, uint64_t seed);
 // The inverse of caption(); case-insensitive, extra spaces and a final '.' are fine. Throws
 // std::invalid_argument naming the word it cannot place, or the rule the facts break.
 ClipFacts parse_caption(const std::string& text);

@@ -47,13 +47,23 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise, kPureNoise };
+enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise, kPureNoise, kFactDropout };
 
 uint64_t derive(uint64_t seed, int64_t step, Stream stream, uint64_t index = 0) {
   return splitmix64(splitmix64(splitmix64(seed + 0x632be59bd9b4e019ull * stream) ^ uint64_t(step)) ^ index);
 }
 
 double unit_interval(uint64_t bits) { return (double(bits >> 11) + 0.5) * 0x1.0p-53; }  // in (0, 1)
+
+// Clip i of step `at_step`: what it shows, and the caption it trains with.
+ClipFacts clip_facts(const TrainOptions& o, int64_t at_step, int64_t i) {
+  return sample_facts(derive(o.seed, at_step, kFacts, uint64_t(i)), Split::kTrain);
+}
+
+std::string clip_caption(const TrainOptions& o, int64_t at_step, int64_t i, const ClipFacts& facts) {
+  if (unit_interval(derive(o.seed, at_step, kDropout, uint64_t(i))) < o.caption_dropout) return "";
+  return caption_dropping_facts(facts, o.fact_dropout, derive(o.seed, at_step, kFactDropout, uint64_t(i)));
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -93,6 +103,8 @@ void check_options(const TrainOptions& o) {
     fail("--pure-noise must be in [0, 1], got " + std::to_string(o.pure_noise));
   if (!(o.object_weight >= 0) || !std::isfinite(o.object_weight))
     fail("--object-weight must be >= 0 (0: off), got " + std::to_string(o.object_weight));
+  if (!(o.fact_dropout >= 0 && o.fact_dropout <= 1))
+    fail("--fact-dropout must be in [0, 1], got " + std::to_string(o.fact_dropout));
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
@@ -110,6 +122,7 @@ json run_identity(const TrainOptions& o) {
             {"prediction", o.prediction}};
   // Only when set, so that runs from before these settings existed still resume.
   if (o.object_weight > 0) j["object_weight"] = o.object_weight;
+  if (o.fact_dropout > 0) j["fact_dropout"] = o.fact_dropout;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
   return j;
 }
@@ -190,6 +203,12 @@ ModelPreset model_preset(const std::string& name) {
 
 at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight) {
   return at::max_pool3d(coverage, {factor[0], factor[1], factor[2]}).mul_(object_weight).add_(1);
+}
+
+std::vector<std::string> training_captions(const TrainOptions& options, int64_t step) {
+  std::vector<std::string> out;
+  for (int64_t i = 0; i < options.batch; ++i) out.push_back(clip_caption(options, step, i, clip_facts(options, step, i)));
+  return out;
 }
 
 double learning_rate(const TrainOptions& o, int64_t step) {
@@ -308,10 +327,9 @@ struct Trainer::State {
     std::vector<std::string> prompts;
     std::vector<float> sigmas;
     for (int64_t i = 0; i < B; ++i) {
-      facts.push_back(sample_facts(derive(o.seed, at_step, kFacts, uint64_t(i)), Split::kTrain));
+      facts.push_back(clip_facts(o, at_step, i));
       render_seeds.push_back(derive(o.seed, at_step, kRender, uint64_t(i)));
-      const bool drop = unit_interval(derive(o.seed, at_step, kDropout, uint64_t(i))) < o.caption_dropout;
-      prompts.push_back(drop ? std::string() : caption(facts.back()));
+      prompts.push_back(clip_caption(o, at_step, i, facts.back()));
       // Logit-normal(0, 1) by Box-Muller, then the sampler's shift.
       const uint64_t bits = derive(o.seed, at_step, kSigma, uint64_t(i));
       const double n = std::sqrt(-2 * std::log(unit_interval(bits))) *

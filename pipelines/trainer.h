@@ -93,6 +93,10 @@ struct TrainOptions {
   // of a clip, so unweighted the background outweighs the shape and path that most caption words
   // are about. 0: every cell alike.
   double object_weight = 0;
+  // Share of fact words (colour, shape, speed, direction, texture, background) left out of the
+  // captions that are kept, each on its own (caption_dropping_facts): the model sees what one word
+  // does apart from the words it usually comes with, which unseen pairs of them need. 0: none.
+  double fact_dropout = 0;
   // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
   // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, kMinSigmaForSample)
   // with the velocity, as the sampler converts it (SamplingOptions::prediction). Each
@@ -138,6 +142,10 @@ struct TrainSummary {
 // [B, 1, T/fT, H/fH, W/fW] from render_clips' coverage [B, 1, T, H, W] and the codec's factors.
 at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight);
 
+// The captions of step `step`'s batch (0-based), as the model reads them: caption_dropout of them
+// "", the others with fact_dropout of their fact words left out.
+std::vector<std::string> training_captions(const TrainOptions& options, int64_t step);
+
 // The learning rate at `step` (0-based) under `options`' warm-up and schedule.
 double learning_rate(const TrainOptions& options, int64_t step);
 // The EMA decay used after step `step` (1-based count of steps taken): min(ema_decay,
@@ -149,7 +157,7 @@ class Trainer {
   // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
   // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
   // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise,
-  // object_weight, prediction) to match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
+  // object_weight, fact_dropout, prediction) to match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
   // on resume and apply from then on. Without options.resume an existing checkpoint is an error
   // (runs are not overwritten by accident).
   explicit Trainer(TrainOptions options);

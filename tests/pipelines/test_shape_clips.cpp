@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "pipelines/shape_clips.h"
 
@@ -75,6 +77,45 @@ TEST(ShapeClips, CaptionParseRoundTripOverManySeeds) {
     }
   }
   EXPECT_EQ(seen_words, vocabulary) << "every vocabulary word appears in some caption";
+}
+
+TEST(ShapeClips, CaptionDroppingFactsLeavesOutOnlyFactWords) {
+  ClipFacts two{{{"red", Shape::kCircle, Direction::kLeft, Speed::kFast},
+                 {"green", Shape::kSquare, Direction::kUp, Speed::kSlow}},
+                "gray", "striped"};
+  EXPECT_EQ(caption_dropping_facts(two, 0, 7), caption(two));
+  EXPECT_EQ(caption_dropping_facts(two, 1, 7), "a moves and a moves on a background");
+  EXPECT_EQ(caption_dropping_facts(two, 0.5, 7), caption_dropping_facts(two, 0.5, 7)) << "deterministic";
+
+  // At p = 0.3 about 30% of the fact words go, each apart: the words left are the caption's words
+  // in order, every structure word among them, and each fact word is sometimes kept, sometimes not.
+  const std::set<std::string> structure{"a", "and", "moves", "on", "background"};
+  std::istringstream full_in(caption(two));
+  const std::vector<std::string> full{std::istream_iterator<std::string>(full_in), {}};
+  std::map<size_t, int> dropped_at;
+  size_t facts = 0, dropped = 0;
+  std::set<std::string> variants;
+  for (uint64_t seed = 0; seed < 1000; ++seed) {
+    const std::string text = caption_dropping_facts(two, 0.3, seed);
+    variants.insert(text);
+    std::istringstream in(text);
+    size_t at = 0;
+    for (std::string w; in >> w; ++at) {
+      while (at < full.size() && full[at] != w) {
+        ASSERT_FALSE(structure.count(full[at])) << "\"" << full[at] << "\" dropped from: " << text;
+        ++dropped_at[at];
+        ++dropped;
+        ++at;
+      }
+      ASSERT_LT(at, full.size()) << "not a subsequence of the caption: " << text;
+    }
+    ASSERT_EQ(at, full.size()) << text;
+    facts += size_t(std::count_if(full.begin(), full.end(), [&](const std::string& w) { return !structure.count(w); }));
+  }
+  EXPECT_NEAR(double(dropped) / double(facts), 0.3, 0.03);
+  EXPECT_EQ(dropped_at.size(), 10u) << "each of the ten fact words is dropped in some captions";
+  EXPECT_GT(variants.size(), 100u);
+  EXPECT_THROW(caption_dropping_facts(two, 1.5, 0), std::invalid_argument);
 }
 
 TEST(ShapeClips, ParseErrorsNameTheWord) {

@@ -124,6 +124,41 @@ TEST_F(TrainerTest, ObjectWeightChangesTheLossAndDefinesTheRun) {
   EXPECT_EQ(Trainer(o).step(), 1);
 }
 
+TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) {
+  TrainOptions o = tiny("fact-dropout");
+  o.batch = 64;
+  o.caption_dropout = 0.25;
+  const std::vector<std::string> whole = training_captions(o, 3);
+  o.fact_dropout = 0.5;
+  const std::vector<std::string> dropped = training_captions(o, 3);
+  ASSERT_EQ(whole.size(), 64u);
+  ASSERT_EQ(dropped.size(), 64u);
+  int empty = 0, shortened = 0;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    ASSERT_EQ(whole[i].empty(), dropped[i].empty()) << "caption dropout draws as before";
+    if (whole[i].empty()) {
+      ++empty;
+      continue;
+    }
+    EXPECT_NO_THROW(parse_caption(whole[i])) << whole[i];
+    EXPECT_LE(dropped[i].size(), whole[i].size());
+    shortened += dropped[i].size() < whole[i].size();
+  }
+  EXPECT_GT(empty, 4);
+  EXPECT_GT(shortened, 40) << "at 0.5 nearly every kept caption loses a word";
+  EXPECT_EQ(training_captions(o, 3), dropped);
+  EXPECT_NE(training_captions(o, 4), dropped);
+
+  o.batch = 4;
+  o.steps = 1;
+  Trainer(o).train();
+  o.resume = true;
+  o.fact_dropout = 0;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"fact_dropout", "0.5"}));
+  o.fact_dropout = 0.5;
+  EXPECT_EQ(Trainer(o).step(), 1);
+}
+
 TEST_F(TrainerTest, ResumeGivesTheWeightsOfAnUninterruptedRun) {
   TrainOptions whole = tiny("whole");
   Trainer straight(whole);
@@ -410,6 +445,9 @@ TEST_F(TrainerTest, BadInputGivesClearErrors) {
   o = tiny("options");
   o.object_weight = -1;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--object-weight", ">= 0"}));
+  o = tiny("options");
+  o.fact_dropout = -0.1;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--fact-dropout", "[0, 1]"}));
 }
 
 TEST_F(TrainerTest, TheTimeBudgetStopsWithACheckpoint) {
