@@ -270,7 +270,9 @@ void validate(const ClipFacts& facts) {
 std::string caption(const ClipFacts& facts) { return caption_dropping_facts(facts, 0, 0); }
 
 std::string caption_dropping_facts(const ClipFacts& facts, double p, uint64_t seed) {
-  if (!(p >= 0 && p <= 1)) throw std::invalid_argument("caption: the share of fact words to drop must be in [0, 1]");
+  if (!(p >= 0 && p <= 1))
+    throw std::invalid_argument("caption_dropping_facts: the share of fact words to drop must be in [0, 1], got " +
+                                std::to_string(p));
   validate(facts);
   Rng rng(seed);
   auto fact = [&](const std::string& word) { return rng.uniform() < p ? std::string() : " " + word; };
