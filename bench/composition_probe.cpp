@@ -12,24 +12,22 @@
 #include <ATen/core/grad_mode.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
-#include "dit/caption_encoder.h"
 #include "dit/video_codec.h"
-#include "dit/wan_transformer.h"
 #include "pipelines/adherence_checker.h"
 #include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
 #include "pipelines/sampler.h"
 #include "pipelines/shape_clips.h"
 #include "pipelines/shipped_model.h"
+#include "pipelines/text_to_video.h"
 
-namespace fs = std::filesystem;
 using namespace ditkit;
 
 namespace {
@@ -61,23 +59,19 @@ std::vector<Probe> probes() {
       for (Direction direction : kDirections) {
         const ObjectFacts o = object(colour, shape, direction);
         if (seen(o)) continue;
+        const Shape* donor_shape = std::find_if(std::begin(kShapes), std::end(kShapes),
+                                                [&](Shape other) { return seen(object(colour, other, direction)); });
+        // A colour that makes the object seen: then the shape + direction pair is not held out,
+        // only the colour + shape pair is.
+        const auto donor_colour = std::find_if(object_colours().begin(), object_colours().end(),
+                                               [&](const std::string& other) { return seen(object(other, shape, direction)); });
+        if (donor_shape == std::end(kShapes) || donor_colour == object_colours().end()) continue;
         Probe p;
         p.stated = {{o}, "black", ""};
         p.colour_donor = p.shape_donor = p.stated;
-        bool colour_donor = false, shape_donor = false;
-        for (Shape other : kShapes)
-          if (!colour_donor && seen(object(colour, other, direction))) {
-            p.colour_donor.objects[0].shape = other;
-            colour_donor = true;
-          }
-        // A colour that makes the object seen: then the shape + direction pair is not held out,
-        // only the colour + shape pair is.
-        for (const std::string& other : object_colours())
-          if (!shape_donor && seen(object(other, shape, direction))) {
-            p.shape_donor.objects[0].colour = other;
-            shape_donor = true;
-          }
-        if (colour_donor && shape_donor) out.push_back(p);
+        p.colour_donor.objects[0].shape = *donor_shape;
+        p.shape_donor.objects[0].colour = *donor_colour;
+        out.push_back(p);
       }
   return out;
 }
@@ -110,23 +104,17 @@ int main(int argc, char** argv) {
     if (model.empty()) model = find_default_model_folder();
     if (!is_shipped_model_folder(model)) throw std::invalid_argument("--model '" + model + "' is not a shapes model folder");
     const at::Device device = device_from_flag(device_name);
-    const at::ScalarType dtype = run_dtype(device);
     const ShippedModelIndex index = read_shipped_model_index(model);
-    const WanTransformer transformer = WanTransformer::load((fs::path(model) / "transformer").string(), device, dtype);
-    const CaptionEncoder captions = CaptionEncoder::load((fs::path(model) / "caption_encoder").string(), device, dtype);
+    TextToVideo pipeline = TextToVideo::load(model, device, run_dtype(device));
     const VideoCodec codec(index.codec);
-    const ModelDefaults& d = index.defaults;
-    SamplingOptions sampling;
-    sampling.steps = steps > 0 ? steps : d.steps;
-    sampling.guidance = d.guidance;
-    sampling.shift = d.shift;
-    sampling.scheduler = d.scheduler;
-    sampling.prediction = index.prediction;
-    const std::vector<int64_t> latent_shape = {1, index.codec.latent_channels(), d.frames / index.codec.factor[0],
-                                               d.height / index.codec.factor[1], d.width / index.codec.factor[2]};
+    const TextToVideoOptions gen = pipeline.default_options();
+    SamplingOptions sampling = gen.sampling;
+    if (steps > 0) sampling.steps = steps;
+    sampling.prediction = index.prediction;  // sample() takes it from here; generate() does this itself
+    const std::vector<int64_t> latent_shape = {1, index.codec.latent_channels(), gen.frames / index.codec.factor[0],
+                                               gen.height / index.codec.factor[1], gen.width / index.codec.factor[2]};
     at::NoGradGuard no_grad;
-    auto encode = [&](const std::string& text) { return captions.encode(captions.tokenize({text}).ids.to(device)); };
-    const at::Tensor uncond = encode(d.negative_prompt);
+    const at::Tensor uncond = pipeline.encode_texts({gen.negative_prompt}, 0);
 
     std::vector<Probe> list = probes();
     if (max_prompts > 0 && size_t(max_prompts) < list.size()) list.resize(size_t(max_prompts));
@@ -135,10 +123,13 @@ int main(int argc, char** argv) {
     Tally written, spliced;
     for (size_t i = 0; i < list.size(); ++i) {
       const Probe& p = list[i];
-      const at::Tensor as_written = encode(caption(p.stated));
+      // One batch: the stated caption, then the donors.
+      const at::Tensor texts =
+          pipeline.encode_texts({caption(p.stated), caption(p.colour_donor), caption(p.shape_donor)}, 0);
+      const at::Tensor as_written = texts.narrow(0, 0, 1);
       at::Tensor swapped = as_written.clone();
-      swapped.select(1, kColourWord).copy_(encode(caption(p.colour_donor)).select(1, kColourWord));
-      swapped.select(1, kShapeWord).copy_(encode(caption(p.shape_donor)).select(1, kShapeWord));
+      swapped.select(1, kColourWord).copy_(texts[1].select(0, kColourWord));
+      swapped.select(1, kShapeWord).copy_(texts[2].select(0, kShapeWord));
       std::printf("\"%s\" (colour token from \"%s %s\", shape token from \"%s %s\")\n", caption(p.stated).c_str(),
                   p.colour_donor.objects[0].colour.c_str(), shape_word(p.colour_donor.objects[0].shape).c_str(),
                   p.shape_donor.objects[0].colour.c_str(), shape_word(p.shape_donor.objects[0].shape).c_str());
@@ -146,7 +137,7 @@ int main(int argc, char** argv) {
         sampling.seed = int64_t(i) * 1000 + r;
         for (auto [context, tally, name] : {std::tuple{as_written, &written, "as written"},
                                             std::tuple{swapped, &spliced, "spliced"}}) {
-          const at::Tensor latents = sample(transformer, latent_shape, context, uncond, sampling);
+          const at::Tensor latents = sample(pipeline.transformer(), latent_shape, context, uncond, sampling);
           const CheckReport report = check_clip(codec.decode(latents), p.stated);
           ++tally->runs;
           tally->all_right += report.all_right;

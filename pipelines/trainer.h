@@ -157,9 +157,9 @@ class Trainer {
   // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
   // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
   // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise,
-  // object_weight, fact_dropout, prediction) to match, else std::runtime_error naming both values. Other settings (steps, lr, ...) may change
-  // on resume and apply from then on. Without options.resume an existing checkpoint is an error
-  // (runs are not overwritten by accident).
+  // object_weight, fact_dropout, prediction) to match, else std::runtime_error naming both values.
+  // Other settings (steps, lr, ...) may change on resume and apply from then on. Without
+  // options.resume an existing checkpoint is an error (runs are not overwritten by accident).
   explicit Trainer(TrainOptions options);
   ~Trainer();
   Trainer(const Trainer&) = delete;
