@@ -25,6 +25,7 @@ namespace {
 
 using cfg::check_run_dtype;
 using cfg::fail;
+using cfg::read_bool;
 using cfg::read_int;
 using cfg::require_at_least;
 using cfg::shape_str;
@@ -37,7 +38,7 @@ std::string sub(const std::string& dir, const char* name) { return (fs::path(dir
 std::string describe(const CaptionEncoderConfig& c) {
   std::ostringstream s;
   s << "vocab_size " << c.vocab_size << ", dim " << c.dim << ", " << c.layers << " layers, " << c.heads
-    << " heads, ffn " << c.ffn << ", max_length " << c.max_length;
+    << " heads, ffn " << c.ffn << ", max_length " << c.max_length << (c.token_mixing ? "" : ", no token mixing");
   return s.str();
 }
 
@@ -101,7 +102,7 @@ struct EncoderLayer {
         fc1(w, prefix + ".ffn.fc1", c.dim, c.ffn),
         fc2(w, prefix + ".ffn.fc2", c.ffn, c.dim) {}
 
-  // x [N, L, dim]; keep bool [N, 1, 1, L]: the keys each query may attend to.
+  // x [N, L, dim]; keep bool, broadcast to [N, heads, L, L]: the keys each query may attend to.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& keep) const {
     const int64_t N = x.size(0), L = x.size(1);
     at::Tensor h = norm1(x);
@@ -145,6 +146,7 @@ CaptionEncoderConfig load_caption_encoder_config(const std::string& path) {
   read_int(config, "ffn", c.ffn, path);
   read_int(config, "max_length", c.max_length, path);
   cfg::read_double(config, "eps", c.eps, path);
+  read_bool(config, "token_mixing", c.token_mixing, path);
   validate_caption_encoder_config(c, path);
   return c;
 }
@@ -304,8 +306,11 @@ at::Tensor CaptionEncoder::encode(const at::Tensor& ids_in) const {
   const int64_t N = ids.size(0), L = ids.size(1);
   const at::Tensor words = ids != 0;  // [N, L]
   // An empty prompt has no key to attend to; letting its queries see every (padding) key keeps
-  // softmax finite, and its output is zeroed below anyway.
-  const at::Tensor keep = (words | words.any(1, /*keepdim=*/true).logical_not()).view({N, 1, 1, L});
+  // softmax finite, and its output is zeroed below anyway. Without token mixing each query sees
+  // only its own position.
+  const at::Tensor keep = m.config.token_mixing
+                              ? (words | words.any(1, /*keepdim=*/true).logical_not()).view({N, 1, 1, L})
+                              : at::eye(L, ids.options().dtype(at::kBool)).view({1, 1, L, L});
   at::Tensor x = at::embedding(m.token_embedding, ids) + m.position_embedding.narrow(0, 0, L);
   for (const EncoderLayer& layer : m.layers) x = layer.forward(x, keep);
   x = m.final_norm(x);
@@ -328,7 +333,8 @@ void CaptionEncoder::save(const std::string& dir, at::ScalarType dtype) const {
                        {"heads", c.heads},
                        {"ffn", c.ffn},
                        {"max_length", c.max_length},
-                       {"eps", c.eps}};
+                       {"eps", c.eps},
+                       {"token_mixing", c.token_mixing}};
   write_text_file(sub(dir, "config.json"), config.dump(2) + "\n");
 }
 

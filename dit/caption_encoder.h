@@ -25,6 +25,10 @@ struct CaptionEncoderConfig {
   int64_t ffn = 512;
   int64_t max_length = 32;  // tokens per prompt: the context length the DiT sees
   double eps = 1e-5;        // LayerNorm epsilon
+  // false: each token's attention sees only itself, so a word's vector depends on the word and
+  // its position alone and never carries a neighbour's meaning (an unseen pair of words is then
+  // two vectors training has seen). The weights are the same either way.
+  bool token_mixing = true;
 };
 
 // Reads a caption_encoder/config.json; `_class_name`, when present, must be "CaptionEncoder".

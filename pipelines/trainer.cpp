@@ -123,6 +123,7 @@ json run_identity(const TrainOptions& o) {
   // Only when set, so that runs from before these settings existed still resume.
   if (o.object_weight > 0) j["object_weight"] = o.object_weight;
   if (o.fact_dropout > 0) j["fact_dropout"] = o.fact_dropout;
+  if (!o.caption_mixing) j["caption_mixing"] = false;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
   return j;
 }
@@ -247,7 +248,7 @@ struct Trainer::State {
 
   State(TrainOptions o, ModelPreset p, at::Device d)
       : options(std::move(o)),
-        preset(std::move(p)),
+        preset(with_options(std::move(p), options)),
         device(d),
         compute_dtype(options.precision == "bf16" || (options.precision == "auto" && device.is_cuda()) ? at::kBFloat16
                                                                                                       : at::kFloat),
@@ -289,6 +290,10 @@ struct Trainer::State {
     reset_log_sums();
   }
 
+  static ModelPreset with_options(ModelPreset p, const TrainOptions& o) {
+    p.captions.token_mixing = o.caption_mixing;
+    return p;
+  }
   WanTransformer make_transformer(at::ScalarType dtype) const {
     return WanTransformer::random(preset.transformer, options.seed, device, dtype);
   }

@@ -97,6 +97,10 @@ struct TrainOptions {
   // captions that are kept, each on its own (caption_dropping_facts): the model sees what one word
   // does apart from the words it usually comes with, which unseen pairs of them need. 0: none.
   double fact_dropout = 0;
+  // false: the caption encoder's tokens attend only to themselves (CaptionEncoderConfig::
+  // token_mixing), so that a colour word's vector cannot carry the shape it came with in training
+  // and the DiT has to read each fact from its own word. Written into the export's config.
+  bool caption_mixing = true;
   // "velocity": the network predicts eps - x0 (Wan's flow prediction; what the sampler expects).
   // "sample": it predicts x0 and the loss compares (x_t - x0_hat) / max(sigma, kMinSigmaForSample)
   // with the velocity, as the sampler converts it (SamplingOptions::prediction). Each

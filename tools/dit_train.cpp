@@ -41,10 +41,11 @@ void print_start(const ditkit::Trainer& trainer) {
                  o.recipe.c_str(), millions(count(params, "attention.")));
   std::fprintf(stderr,
                "dit-train: preset '%s': DiT %.2fM parameters (dim %lld = %lld heads x %lld, %lld layers, ffn %lld), "
-               "caption encoder %.2fM (dim %lld, %lld layers); %.1f MiB as bf16\n",
+               "caption encoder %.2fM (dim %lld, %lld layers%s); %.1f MiB as bf16\n",
                p.name.c_str(), millions(dit), (long long)c.inner_dim(), (long long)c.num_attention_heads,
                (long long)c.attention_head_dim, (long long)c.num_layers, (long long)c.ffn_dim, millions(text),
-               (long long)p.captions.dim, (long long)p.captions.layers, double(dit + text) * 2 / (1 << 20));
+               (long long)p.captions.dim, (long long)p.captions.layers,
+               p.captions.token_mixing ? "" : ", no token mixing", double(dit + text) * 2 / (1 << 20));
   std::fprintf(stderr,
                "dit-train: clips %lldx%lldx%lld -> latents %lldx%lldx%lldx%lld -> %lld tokens; batch %lld on %s%s; "
                "prediction %s, shift %g, pure noise %g, object weight %g, caption dropout %g, fact dropout %g\n",
@@ -93,6 +94,8 @@ int main(int argc, char** argv) {
   app.add_option("--fact-dropout", o.fact_dropout,
                  "share of fact words (colour, shape, direction, ...) left out of each kept caption; 0: none")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_flag("!--no-caption-mixing", o.caption_mixing,
+               "caption encoder tokens attend only to themselves, so each word says its own fact (kept in the export)");
   app.add_option("--prediction", o.prediction, "what the DiT predicts: sample (x0) or velocity (Wan's)")
       ->check(CLI::IsMember({"velocity", "sample"}));
   app.add_option("--seed", o.seed, "seed of the weights and of every step's data and noise");

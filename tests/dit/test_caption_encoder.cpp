@@ -150,6 +150,34 @@ TEST_F(CaptionEncoderFolder, SaveAndLoadGiveTheSameOutputs) {
   EXPECT_TRUE(at::allclose(from_bf16.encode(ids), encoder.encode(ids), 0.05, 0.05));
 }
 
+// Without token mixing a word's vector depends on the word and its position only; the same
+// weights with mixing let a changed neighbour move it (the control). The setting survives a save.
+TEST_F(CaptionEncoderFolder, WithoutTokenMixingAWordIgnoresItsNeighbours) {
+  CaptionEncoderConfig config = tiny_config();
+  const CaptionEncoder mixing = CaptionEncoder::random(config, CaptionVocabulary(kWords), 3, at::kCPU, at::kFloat);
+  config.token_mixing = false;
+  const CaptionEncoder alone = CaptionEncoder::random(config, CaptionVocabulary(kWords), 3, at::kCPU, at::kFloat);
+  const at::Tensor ids = alone.tokenize({"a red circle moves left", "a red square moves left", "a red"}).ids;
+  const at::Tensor out = alone.encode(ids), mixed = mixing.encode(ids);
+  for (int64_t position : {0, 1, 3, 4})
+    EXPECT_TRUE(at::equal(out[0][position], out[1][position])) << "position " << position;
+  EXPECT_FALSE(at::allclose(out[0][2], out[1][2], 1e-3, 1e-4)) << "the changed word itself";
+  EXPECT_TRUE(at::equal(out[2].narrow(0, 0, 2), out[0].narrow(0, 0, 2))) << "a shorter prompt";
+  EXPECT_FALSE(at::allclose(mixed[0][1], mixed[1][1], 1e-3, 1e-4)) << "with mixing, 'red' sees the shape";
+
+  alone.save(dir_.string(), at::kFloat);
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(path("config.json")))["token_mixing"], false);
+  const CaptionEncoder loaded = CaptionEncoder::load(dir_.string(), at::kCPU, at::kFloat);
+  EXPECT_FALSE(loaded.config().token_mixing);
+  EXPECT_TRUE(at::equal(loaded.encode(ids), out));
+
+  nlohmann::json bad = nlohmann::json::parse(std::ifstream(path("config.json")));
+  bad["token_mixing"] = "no";
+  std::ofstream(path("config.json")) << bad.dump();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { CaptionEncoder::load(dir_.string(), at::kCPU, at::kFloat); },
+                                              {path("config.json"), "token_mixing"}));
+}
+
 TEST_F(CaptionEncoderFolder, LoadErrorsNameTheFileAndTensor) {
   const CaptionEncoder encoder = tiny_encoder();
   encoder.save(dir_.string(), at::kFloat);

@@ -159,6 +159,24 @@ TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) 
   EXPECT_EQ(Trainer(o).step(), 1);
 }
 
+TEST_F(TrainerTest, NoCaptionMixingReachesTheExportAndDefinesTheRun) {
+  TrainOptions o = tiny("no-mixing");
+  o.caption_mixing = false;
+  o.batch = 2;
+  o.steps = 1;
+  Trainer trainer(o);
+  EXPECT_FALSE(trainer.preset().captions.token_mixing);
+  trainer.train();
+  const std::string folder = (dir_ / "model").string();
+  trainer.export_model(folder);
+  EXPECT_FALSE(CaptionEncoder::load(folder + "/caption_encoder", at::kCPU, at::kFloat).config().token_mixing);
+  o.resume = true;
+  o.caption_mixing = true;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"caption_mixing"}));
+  o.caption_mixing = false;
+  EXPECT_EQ(Trainer(o).step(), 1);
+}
+
 TEST_F(TrainerTest, ResumeGivesTheWeightsOfAnUninterruptedRun) {
   TrainOptions whole = tiny("whole");
   Trainer straight(whole);
