@@ -121,6 +121,15 @@ int main(int argc, char** argv) {
   try {
     ditkit::Trainer trainer(o);
     print_start(trainer);
+    if (!o.init_from.empty() && trainer.step() == 0) {
+      // --init-from takes the weights, not the folder's encoder setting: say so when they differ.
+      const bool folder_mixes =
+          ditkit::load_caption_encoder_config(o.init_from + "/caption_encoder/config.json").token_mixing;
+      if (folder_mixes != o.caption_mixing)
+        std::fprintf(stderr, "dit-train: note: %s's caption encoder has token mixing %s; this run trains it %s%s\n",
+                     o.init_from.c_str(), folder_mixes ? "on" : "off", o.caption_mixing ? "on" : "off",
+                     o.caption_mixing ? " (pass --no-caption-mixing to keep it off)" : "");
+    }
     // On a terminal the progress line is redrawn in place; clear it before a log line.
     const char* clear = ::isatty(::fileno(stderr)) ? "\r\033[K" : "";
     const ditkit::TrainSummary summary = trainer.train([&](const ditkit::TrainLogLine& l) {
