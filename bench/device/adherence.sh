@@ -5,11 +5,12 @@
 #         when it is git-ignored, e.g. "out/run4")
 #   then: tar -xzf adherence-<tag>.tgz && dit-adherence --judge <tag> --out <tag>.json   (here)
 #
-# MODEL_DIR defaults to the shipped model. Settings (environment): ADH_COUNT (40 prompts per run),
+# MODEL_DIR defaults to the shipped model. Settings (environment): ADH_COUNT (40 prompts per run
+# unless its flags give --count),
 # ADH_RUNS (a list of "tag:dit-adherence flags" runs, default "held-out:" = held-out prompts at the
 # model's own steps and guidance; e.g. ADH_RUNS='"g3:--guidance 3" "train:--split train --seed 1000"').
 # Each run's videos and manifest come back as $OUT/adherence-<tag>.tgz (<tag>/NNN.y4m, prompts.json);
-# keep a run to ~20 videos, as a returned file holds at most 16 MiB.
+# keep a run to ~20 videos, as a returned file holds at most 16 MiB, and a call to 8 returned files.
 set -uo pipefail
 t0=$(date +%s)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -42,8 +43,11 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
     tag="${run%%:*}" flags="${run#*:}"
     step "generate '$tag' ($flags)"
     mkdir -p "$WORK/$tag"
+    # A run's own --count wins over ADH_COUNT (dit-adherence takes the flag once).
+    count=(--count "${ADH_COUNT:-40}")
+    [[ " $flags " == *" --count "* ]] && count=()
     # shellcheck disable=SC2086  # flags is a list
-    "$BUILD/tools/dit-adherence" --model "$MODEL" --device cuda --count "${ADH_COUNT:-40}" \
+    "$BUILD/tools/dit-adherence" --model "$MODEL" --device cuda "${count[@]}" \
       --videos "$WORK/$tag" $flags | tail -2 || status=1
   done
   step "collect"
