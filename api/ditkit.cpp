@@ -3,7 +3,6 @@
 #include "ditkit/ditkit.h"
 
 #include <ATen/ATen.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cstring>
@@ -51,24 +50,14 @@ auto translated(ErrorCode fallback, const std::string& context, F&& f) -> declty
 
 Error invalid(const std::string& message) { return Error(ErrorCode::kInvalidArgument, message); }
 
+// A GPU asked for on a machine without one is "unsupported here"; any other bad name is invalid.
 at::Device parse_device(const std::string& name) {
-  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  if (name != "cpu" && name.rfind("cuda", 0) != 0)
-    throw invalid("device '" + name + "': expected auto, cpu, cuda or cuda:N");
-  at::Device device(at::kCPU);
   try {
-    device = at::Device(name);
-  } catch (const c10::Error&) {
-    throw invalid("device '" + name + "': expected auto, cpu, cuda or cuda:N");
+    return device_from_flag(name, "device");
+  } catch (const std::invalid_argument& e) {
+    const bool names_a_gpu = name == "cuda" || name.rfind("cuda:", 0) == 0;
+    throw Error(names_a_gpu && !at::hasCUDA() ? ErrorCode::kUnsupported : ErrorCode::kInvalidArgument, e.what());
   }
-  if (device.is_cuda()) {
-    if (!at::hasCUDA()) throw Error(ErrorCode::kUnsupported, "device '" + name + "': no CUDA GPU is available");
-    const int count = at::detail::getCUDAHooks().getNumGPUs();
-    if (device.has_index() && device.index() >= count)
-      throw invalid("device '" + name + "': there are " + std::to_string(count) + " CUDA GPUs");
-    if (!device.has_index()) device = at::Device(at::kCUDA, 0);
-  }
-  return device;
 }
 
 void check_options(const GenerateOptions& o) {

@@ -10,9 +10,10 @@
 namespace ditkit {
 
 // "auto": the first GPU when there is one, else the CPU; "cpu"; "cuda" (= cuda:0) or "cuda:N".
-// std::invalid_argument naming --device and the value when it names no such device here: not one
-// of those forms, a GPU on a machine without a usable one, or an index past the GPUs there are.
-c10::Device device_from_flag(const std::string& name);
+// std::invalid_argument naming `what` (the flag, or the library's option) and the value when it
+// names no such device here: not one of those forms, a GPU on a machine without a usable one, or
+// an index past the GPUs there are.
+c10::Device device_from_flag(const std::string& name, const std::string& what = "--device");
 
 // The dtype a model runs in on `device`: bfloat16 on a GPU, float32 on the CPU.
 inline c10::ScalarType run_dtype(c10::Device device) { return device.is_cuda() ? c10::kBFloat16 : c10::kFloat; }

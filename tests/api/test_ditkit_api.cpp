@@ -1,5 +1,6 @@
 // The C++ API (include/ditkit/ditkit.h): what it promises about errors, buffers, callbacks and
 // threads, on the tiny Wan folder. The C ABI has its own test in plain C (test_c_api.c).
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -86,7 +87,14 @@ TEST(Api, LoadErrorsSayWhatKind) {
   EXPECT_TRUE(fails_with([] { ditkit::Model::load({"/nonexistent/dir", "cpu"}); }, ditkit::ErrorCode::kModelNotFound,
                          "/nonexistent/dir"));
   EXPECT_TRUE(fails_with([] { ditkit::Model::load({kTiny, "tpu"}); }, ditkit::ErrorCode::kInvalidArgument,
-                         "expected auto, cpu, cuda or cuda:N"));
+                         "device: 'tpu' is not auto, cpu or cuda[:N]"));
+  if (at::hasCUDA()) {
+    EXPECT_TRUE(fails_with([] { ditkit::Model::load({kTiny, "cuda:99"}); }, ditkit::ErrorCode::kInvalidArgument,
+                           "device: 'cuda:99': this machine has"));
+  } else {
+    EXPECT_TRUE(fails_with([] { ditkit::Model::load({kTiny, "cuda:1"}); }, ditkit::ErrorCode::kUnsupported,
+                           "device: 'cuda:1': this machine has no usable CUDA GPU"));
+  }
   if (!DITKIT_HAVE_SENTENCEPIECE) GTEST_SKIP() << "built without sentencepiece";
   // A folder, but not a model's.
   EXPECT_TRUE(fails_with([] { ditkit::Model::load({std::string(DITKIT_TEST_DATA), "cpu"}); },
