@@ -54,9 +54,10 @@ Error invalid(const std::string& message) { return Error(ErrorCode::kInvalidArgu
 at::Device parse_device(const std::string& name) {
   try {
     return device_from_flag(name, "device");
+  } catch (const NoGpuError& e) {
+    throw Error(ErrorCode::kUnsupported, e.what());
   } catch (const std::invalid_argument& e) {
-    const bool names_a_gpu = name == "cuda" || name.rfind("cuda:", 0) == 0;
-    throw Error(names_a_gpu && !at::hasCUDA() ? ErrorCode::kUnsupported : ErrorCode::kInvalidArgument, e.what());
+    throw invalid(e.what());
   }
 }
 

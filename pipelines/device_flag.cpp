@@ -19,7 +19,7 @@ c10::Device device_from_flag(const std::string& name, const std::string& option)
   if (device->is_cpu()) return *device;
   // Checked here: CUDA's own error for a missing GPU or driver does not say which flag asked for it.
   const int64_t gpus = at::hasCUDA() ? at::getNumGPUs() : 0;
-  if (gpus == 0) throw std::invalid_argument(what + ": this machine has no usable CUDA GPU (cpu runs here)");
+  if (gpus == 0) throw NoGpuError(what + ": this machine has no usable CUDA GPU (cpu runs here)");
   const int64_t index = device->has_index() ? device->index() : 0;
   if (index >= gpus)
     throw std::invalid_argument(what + ": this machine has " + std::to_string(gpus) + " CUDA GPU" +

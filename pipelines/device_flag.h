@@ -5,14 +5,20 @@
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
+#include <stdexcept>
 #include <string>
 
 namespace ditkit {
 
+// A GPU asked for on a machine without a usable one: the value is fine, the machine lacks it.
+struct NoGpuError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 // "auto": the first GPU when there is one, else the CPU; "cpu"; "cuda" (= cuda:0) or "cuda:N".
 // std::invalid_argument naming `what` (the flag, or the library's option) and the value when it
-// names no such device here: not one of those forms, a GPU on a machine without a usable one, or
-// an index past the GPUs there are.
+// names no such device here: not one of those forms, an index past the GPUs there are, or (as
+// NoGpuError) a GPU on a machine without a usable one.
 c10::Device device_from_flag(const std::string& name, const std::string& what = "--device");
 
 // The dtype a model runs in on `device`: bfloat16 on a GPU, float32 on the CPU.
