@@ -20,7 +20,9 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
 
   step "configure"
   cutlass="$(bash "$ROOT/bench/device/unpack_cutlass.sh" "$BUILD")" || exit 1
-  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  # Tests and benches on explicitly: a build dir another script configured (adherence.sh, train.sh
+  # turn them off) keeps its cached OFF otherwise, and there would be no ditkit_tests to run.
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITKIT_TESTS=ON -DDITKIT_BENCH=ON \
     -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF -DDITKIT_CUTLASS_DIR="$cutlass" \
     -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" || exit 1
   step "build"
