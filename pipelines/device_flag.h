@@ -16,10 +16,10 @@ struct NoGpuError : std::invalid_argument {
 };
 
 // "auto": the first GPU when there is one, else the CPU; "cpu"; "cuda" (= cuda:0) or "cuda:N".
-// std::invalid_argument naming `what` (the flag, or the library's option) and the value when it
+// std::invalid_argument naming `option` (the flag, or the library's option) and the value when it
 // names no such device here: not one of those forms, an index past the GPUs there are, or (as
 // NoGpuError) a GPU on a machine without a usable one.
-c10::Device device_from_flag(const std::string& name, const std::string& what = "--device");
+c10::Device device_from_flag(const std::string& name, const std::string& option = "--device");
 
 // The dtype a model runs in on `device`: bfloat16 on a GPU, float32 on the CPU.
 inline c10::ScalarType run_dtype(c10::Device device) { return device.is_cuda() ? c10::kBFloat16 : c10::kFloat; }
