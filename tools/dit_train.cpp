@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <string>
 
+#include "dit/caption_encoder.h"
 #include "ditkit_config.h"
+#include "pipelines/shipped_model.h"
 #include "pipelines/trainer.h"
 
 namespace {
@@ -58,6 +60,20 @@ void print_start(const ditkit::Trainer& trainer) {
                (unsigned long long)o.seed, o.lr, (long long)o.warmup, o.schedule.c_str(), o.out_dir.c_str());
 }
 
+// A run that starts from a shipped folder keeps that model's caption encoder setting and sampling
+// shift unless the command gives them: fine-tuning a model should not quietly change how it reads
+// captions or samples (the export stores both).
+void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
+  if (o.init_from.empty()) return;
+  const bool mixes = ditkit::load_caption_encoder_config(o.init_from + "/caption_encoder/config.json").token_mixing;
+  const double shift = ditkit::read_shipped_model_index(o.init_from).defaults.shift;
+  if (app.count("--no-caption-mixing") == 0) o.caption_mixing = mixes;
+  if (app.count("--shift") == 0) o.shift = shift;
+  if (o.caption_mixing != mixes || o.shift != shift)
+    std::fprintf(stderr, "dit-train: note: %s has token mixing %s and shift %g; this run trains with mixing %s, shift %g\n",
+                 o.init_from.c_str(), mixes ? "on" : "off", shift, o.caption_mixing ? "on" : "off", o.shift);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,7 +100,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--ema-decay", o.ema_decay, "decay of the weights' moving average (the exported weights)");
   app.add_option("--caption-dropout", o.caption_dropout, "fraction of captions replaced by \"\" (for guidance)");
-  app.add_option("--shift", o.shift, "flow shift applied to the training noise levels and stored for sampling")
+  app.add_option("--shift", o.shift,
+                 "flow shift applied to the training noise levels and stored for sampling (with --init-from the "
+                 "folder's unless given)")
       ->check(CLI::PositiveNumber);
   app.add_option("--pure-noise", o.pure_noise, "fraction of clips trained at sigma = 1 (where sampling starts)")
       ->check(CLI::Range(0.0, 1.0));
@@ -95,7 +113,8 @@ int main(int argc, char** argv) {
                  "share of fact words (colour, shape, direction, ...) left out of each kept caption; 0: none")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-caption-mixing", o.caption_mixing,
-               "caption encoder tokens attend only to themselves, so each word says its own fact (kept in the export)");
+               "caption encoder tokens attend only to themselves, so each word says its own fact (kept in the export; "
+               "with --init-from the folder's setting unless given)");
   app.add_option("--prediction", o.prediction, "what the DiT predicts: sample (x0) or velocity (Wan's)")
       ->check(CLI::IsMember({"velocity", "sample"}));
   app.add_option("--seed", o.seed, "seed of the weights and of every step's data and noise");
@@ -119,17 +138,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    take_init_folder_settings(app, o);
     ditkit::Trainer trainer(o);
     print_start(trainer);
-    if (!o.init_from.empty() && trainer.step() == 0) {
-      // --init-from takes the weights, not the folder's encoder setting: say so when they differ.
-      const bool folder_mixes =
-          ditkit::load_caption_encoder_config(o.init_from + "/caption_encoder/config.json").token_mixing;
-      if (folder_mixes != o.caption_mixing)
-        std::fprintf(stderr, "dit-train: note: %s's caption encoder has token mixing %s; this run trains it %s%s\n",
-                     o.init_from.c_str(), folder_mixes ? "on" : "off", o.caption_mixing ? "on" : "off",
-                     o.caption_mixing ? " (pass --no-caption-mixing to keep it off)" : "");
-    }
     // On a terminal the progress line is redrawn in place; clear it before a log line.
     const char* clear = ::isatty(::fileno(stderr)) ? "\r\033[K" : "";
     const ditkit::TrainSummary summary = trainer.train([&](const ditkit::TrainLogLine& l) {
