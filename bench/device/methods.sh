@@ -16,8 +16,9 @@ commit="${1:-unknown}"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 
 cutlass="$(bash "$ROOT/bench/device/unpack_cutlass.sh" "$BUILD")" || exit 1
+# Benches on explicitly: a build dir train.sh or adherence.sh configured keeps their cached OFF otherwise.
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDITKIT_FFMPEG=OFF -DDITKIT_OPENCV=OFF \
-  -DDITKIT_CUTLASS_DIR="$cutlass" -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" \
+  -DDITKIT_BENCH=ON -DDITKIT_CUTLASS_DIR="$cutlass" -DDITKIT_GTEST_SOURCE="$ROOT/.deps/googletest" \
   -DDITKIT_EXTRA_INCLUDE="$ROOT/.deps/include" >/dev/null || exit 1
 cmake --build "$BUILD" -j "$(nproc)" --target method_attention denoise_time dit-ab || exit 1
 
