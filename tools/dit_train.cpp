@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 
 #include "dit/caption_encoder.h"
@@ -65,6 +66,9 @@ void print_start(const ditkit::Trainer& trainer) {
 // captions or samples (the export stores both).
 void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
   if (o.init_from.empty()) return;
+  if (!ditkit::is_shipped_model_folder(o.init_from))
+    throw std::invalid_argument("--init-from " + o.init_from +
+                                ": not a shipped model folder (no model_index.json naming DitkitShapesPipeline)");
   const bool mixes = ditkit::load_caption_encoder_config(o.init_from + "/caption_encoder/config.json").token_mixing;
   const double shift = ditkit::read_shipped_model_index(o.init_from).defaults.shift;
   if (app.count("--no-caption-mixing") == 0) o.caption_mixing = mixes;
