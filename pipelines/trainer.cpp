@@ -493,7 +493,7 @@ struct Trainer::State {
   // attention_weights.safetensors where it has them, so fine-tuning can go on from a tuned model;
   // those it lacks keep their initial values, and weights no rule of the recipe owns are not used.
   void init_from(const std::string& dir) {
-    const std::string where = "--init-from '" + dir + "'";
+    const std::string where = "--init-from " + dir;
     if (!is_shipped_model_folder(dir)) throw std::runtime_error(where + ": not a shipped model folder");
     const CaptionEncoder text = CaptionEncoder::load((fs::path(dir) / "caption_encoder").string(), device, at::kFloat);
     if (text.vocabulary().words() != caption_vocabulary())

@@ -9,7 +9,6 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <stdexcept>
 #include <string>
 
 #include "dit/caption_encoder.h"
@@ -65,10 +64,8 @@ void print_start(const ditkit::Trainer& trainer) {
 // shift unless the command gives them: fine-tuning a model should not quietly change how it reads
 // captions or samples (the export stores both).
 void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
-  if (o.init_from.empty()) return;
-  if (!ditkit::is_shipped_model_folder(o.init_from))
-    throw std::invalid_argument("--init-from " + o.init_from +
-                                ": not a shipped model folder (no model_index.json naming DitkitShapesPipeline)");
+  // Any other folder is the Trainer's to refuse, with the reason.
+  if (o.init_from.empty() || !ditkit::is_shipped_model_folder(o.init_from)) return;
   const bool mixes = ditkit::load_caption_encoder_config(o.init_from + "/caption_encoder/config.json").token_mixing;
   const double shift = ditkit::read_shipped_model_index(o.init_from).defaults.shift;
   if (app.count("--no-caption-mixing") == 0) o.caption_mixing = mixes;
