@@ -101,6 +101,8 @@ void check_options(const TrainOptions& o) {
   if (!(o.shift > 0) || !std::isfinite(o.shift)) fail("--shift must be > 0, got " + std::to_string(o.shift));
   if (!(o.pure_noise >= 0 && o.pure_noise <= 1))
     fail("--pure-noise must be in [0, 1], got " + std::to_string(o.pure_noise));
+  if (o.sigma_sampling != "logit-normal" && o.sigma_sampling != "uniform")
+    fail("--sigma-sampling '" + o.sigma_sampling + "': expected logit-normal or uniform");
   if (!(o.object_weight >= 0) || !std::isfinite(o.object_weight))
     fail("--object-weight must be >= 0 (0: off), got " + std::to_string(o.object_weight));
   if (!(o.fact_dropout >= 0 && o.fact_dropout <= 1))
@@ -125,6 +127,7 @@ json run_identity(const TrainOptions& o) {
   if (o.fact_dropout > 0) j["fact_dropout"] = o.fact_dropout;
   if (!o.caption_mixing) j["caption_mixing"] = false;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
+  if (o.sigma_sampling != "logit-normal") j["sigma_sampling"] = o.sigma_sampling;
   return j;
 }
 
@@ -204,6 +207,17 @@ ModelPreset model_preset(const std::string& name) {
 
 at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight) {
   return at::max_pool3d(coverage, {factor[0], factor[1], factor[2]}).mul_(object_weight).add_(1);
+}
+
+double training_sigma(const TrainOptions& o, int64_t step, int64_t index) {
+  if (unit_interval(derive(o.seed, step, kPureNoise, uint64_t(index))) < o.pure_noise) return 1.0;
+  const uint64_t bits = derive(o.seed, step, kSigma, uint64_t(index));
+  double t = unit_interval(bits);
+  if (o.sigma_sampling == "logit-normal") {  // N(0, 1) by Box-Muller, through the sigmoid
+    const double n = std::sqrt(-2 * std::log(t)) * std::cos(2 * M_PI * unit_interval(splitmix64(bits)));
+    t = 1 / (1 + std::exp(-n));
+  }
+  return o.shift * t / (1 + (o.shift - 1) * t);
 }
 
 std::vector<std::string> training_captions(const TrainOptions& options, int64_t step) {
@@ -335,13 +349,7 @@ struct Trainer::State {
       facts.push_back(clip_facts(o, at_step, i));
       render_seeds.push_back(derive(o.seed, at_step, kRender, uint64_t(i)));
       prompts.push_back(clip_caption(o, at_step, i, facts.back()));
-      // Logit-normal(0, 1) by Box-Muller, then the sampler's shift.
-      const uint64_t bits = derive(o.seed, at_step, kSigma, uint64_t(i));
-      const double n = std::sqrt(-2 * std::log(unit_interval(bits))) *
-                       std::cos(2 * M_PI * unit_interval(splitmix64(bits)));
-      const double s = 1 / (1 + std::exp(-n));
-      const bool pure = unit_interval(derive(o.seed, at_step, kPureNoise, uint64_t(i))) < o.pure_noise;
-      sigmas.push_back(pure ? 1.0f : float(o.shift * s / (1 + (o.shift - 1) * s)));
+      sigmas.push_back(float(training_sigma(o, at_step, i)));
     }
     at::Tensor coverage;
     const at::Tensor x0 = codec.encode(

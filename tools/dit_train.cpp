@@ -50,11 +50,11 @@ void print_start(const ditkit::Trainer& trainer) {
                p.captions.token_mixing ? "" : ", no token mixing", double(dit + text) * 2 / (1 << 20));
   std::fprintf(stderr,
                "dit-train: clips %lldx%lldx%lld -> latents %lldx%lldx%lldx%lld -> %lld tokens; batch %lld on %s%s; "
-               "prediction %s, shift %g, pure noise %g, object weight %g, caption dropout %g, fact dropout %g\n",
+               "prediction %s, shift %g (%s), pure noise %g, object weight %g, caption dropout %g, fact dropout %g\n",
                (long long)p.clip.frames, (long long)p.clip.height, (long long)p.clip.width, (long long)c.in_channels,
                (long long)f, (long long)h, (long long)w, (long long)tokens, (long long)o.batch,
                trainer.device().str().c_str(), trainer.compute_dtype() == at::kBFloat16 ? " (bf16 compute, fp32 master weights)" : " (fp32)",
-               o.prediction.c_str(), o.shift, o.pure_noise, o.object_weight, o.caption_dropout, o.fact_dropout);
+               o.prediction.c_str(), o.shift, o.sigma_sampling.c_str(), o.pure_noise, o.object_weight, o.caption_dropout, o.fact_dropout);
   std::fprintf(stderr, "dit-train: %s at step %lld of %lld, seed %llu, lr %g (warm-up %lld, %s), run folder %s\n",
                trainer.step() > 0 ? "resuming" : "starting", (long long)trainer.step(), (long long)o.steps,
                (unsigned long long)o.seed, o.lr, (long long)o.warmup, o.schedule.c_str(), o.out_dir.c_str());
@@ -107,6 +107,10 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--pure-noise", o.pure_noise, "fraction of clips trained at sigma = 1 (where sampling starts)")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--sigma-sampling", o.sigma_sampling,
+                 "how the noise levels are drawn before the shift: logit-normal, or uniform as the sampler's grid "
+                 "(trains the low-noise steps that set the frames' detail more often)")
+      ->check(CLI::IsMember({"logit-normal", "uniform"}));
   app.add_option("--object-weight", o.object_weight,
                  "extra loss weight on latent cells an object touches (they count 1 + this); 0: none")
       ->check(CLI::NonNegativeNumber);

@@ -159,6 +159,47 @@ TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) 
   EXPECT_EQ(Trainer(o).step(), 1);
 }
 
+// Shares of 6,400 draws (200 steps of 32 clips) at shift 48, the shipped model's.
+TEST_F(TrainerTest, SigmaSamplingSetsWhereTrainingLandsAndDefinesTheRun) {
+  TrainOptions o = tiny("sigma-sampling");
+  o.shift = 48;
+  o.pure_noise = 0.25;
+  auto shares = [&] {
+    int pure = 0, below_07 = 0, below_09 = 0, n = 0;
+    for (int64_t step = 0; step < 200; ++step)
+      for (int64_t i = 0; i < 32; ++i, ++n) {
+        const double sigma = training_sigma(o, step, i);
+        EXPECT_GT(sigma, 0);
+        EXPECT_LE(sigma, 1);
+        pure += sigma == 1.0;
+        below_07 += sigma < 0.7;
+        below_09 += sigma < 0.9;
+      }
+    return std::array<double, 3>{double(pure) / n, double(below_07) / n, double(below_09) / n};
+  };
+  // 0.75 of the clips x P(shifted t < 0.7 or 0.9): logit-normal 0.0013 and 0.047, uniform
+  // 0.046 and 0.158 (t < 0.7 / (48 - 47 * 0.7) and t < 0.9 / (48 - 47 * 0.9)).
+  const std::array<double, 3> logit_normal = shares();
+  EXPECT_NEAR(logit_normal[0], 0.25, 0.02);
+  EXPECT_LT(logit_normal[1], 0.004);
+  EXPECT_NEAR(logit_normal[2], 0.75 * 0.047, 0.01);
+  o.sigma_sampling = "uniform";
+  const std::array<double, 3> uniform = shares();
+  EXPECT_EQ(uniform[0], logit_normal[0]) << "the pure-noise draw does not depend on the sampling";
+  EXPECT_NEAR(uniform[1], 0.75 * 0.046, 0.01);
+  EXPECT_NEAR(uniform[2], 0.75 * 0.158, 0.015);
+  EXPECT_EQ(training_sigma(o, 7, 3), training_sigma(o, 7, 3));
+
+  o.batch = 4;
+  o.steps = 1;
+  Trainer(o).train();
+  o.resume = true;
+  o.sigma_sampling = "logit-normal";
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"sigma_sampling", "uniform"}));
+  o.sigma_sampling = "uniform";
+  EXPECT_EQ(Trainer(o).step(), 1);
+}
+
 TEST_F(TrainerTest, NoCaptionMixingReachesTheExportAndDefinesTheRun) {
   TrainOptions o = tiny("no-mixing");
   o.caption_mixing = false;
@@ -466,6 +507,9 @@ TEST_F(TrainerTest, BadInputGivesClearErrors) {
   o = tiny("options");
   o.fact_dropout = -0.1;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--fact-dropout", "[0, 1]"}));
+  o = tiny("options");
+  o.sigma_sampling = "gaussian";
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--sigma-sampling", "gaussian", "uniform"}));
 }
 
 TEST_F(TrainerTest, TheTimeBudgetStopsWithACheckpoint) {
