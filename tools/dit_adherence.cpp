@@ -48,9 +48,26 @@ void write_report(json run, const ditkit::AdherenceResult& result, const std::st
   run["right"] = result.right;
   run["adherence"] = result.share();
   run["prompts"] = json::array();
-  for (const ditkit::PromptResult& p : result.prompts)
-    run["prompts"].push_back(
-        {{"prompt", p.prompt}, {"seed", p.seed}, {"all_right", p.report.all_right}, {"wrong", p.report.wrong}});
+  for (const ditkit::PromptResult& p : result.prompts) {
+    // What the checker measured, so a verdict can be read against its numbers (a square judged a
+    // circle by its fill, a direction by its travel) without judging the videos again.
+    json seen = json::array();
+    for (const ditkit::ObjectReport& o : p.report.seen)
+      seen.push_back({{"colour", o.colour},
+                      {"stated", o.stated},
+                      {"shape", o.shape ? ditkit::shape_word(*o.shape) : "unclear"},
+                      {"fill", o.fill},
+                      {"direction", o.direction ? ditkit::direction_word(*o.direction) : "none"},
+                      {"speed", o.speed ? ditkit::speed_word(*o.speed) : "none"},
+                      {"travel_x", o.travel_x},
+                      {"travel_y", o.travel_y},
+                      {"frames_found", o.frames_found}});
+    run["prompts"].push_back({{"prompt", p.prompt},
+                              {"seed", p.seed},
+                              {"all_right", p.report.all_right},
+                              {"wrong", p.report.wrong},
+                              {"seen", seen}});
+  }
   auto object_counts = [](const ditkit::FactCounts& f) {
     return json{{"objects", f.objects},             {"found", f.found},
                 {"shapes_right", f.shapes_right},   {"directions_right", f.directions_right},
