@@ -5,12 +5,14 @@
 // from x_t follows the clip; one that listens to the caption follows the caption; at the highest
 // levels there is no object to follow (the estimate is a blur). It also says how far x̂0 moves
 // when the caption's direction, colour or shape word alone changes: how much the network listens
-// to each. docs/shipped_model.md reads it.
+// to each, and how sharp x̂0 under the stated caption is: the checker's shape and fill (area over
+// bounding box) of the object in it, beside the clip's own. docs/shipped_model.md reads it.
 //   path_probe [--model DIR] [--clips 8] [--sigma 0.9 --sigma 0.97 ...] [--device cpu]
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -65,6 +67,23 @@ int main(int argc, char** argv) {
       int path = 0, caption = 0, other = 0, none = 0;
       double moved_by[3] = {0, 0, 0};  // mean |Δx̂0| (pixel units of [-1, 1]) for direction, colour, shape
     };
+    // Per noise level (the last entry: the clip itself) and true shape, the object in x̂0 under the
+    // stated caption: how often found, how often the checker names its shape, its summed fill.
+    struct Sharpness {
+      int clips = 0, found = 0, shape_right = 0;
+      double fill = 0;
+    };
+    std::vector<std::array<Sharpness, 3>> sharpness(sigmas.size() + 1);
+    auto look = [&](const at::Tensor& latents, const ObjectFacts& object, std::array<Sharpness, 3>& row) {
+      Sharpness& s = row[static_cast<size_t>(object.shape)];
+      ++s.clips;
+      for (const ObjectReport& o : observe_clip(codec.decode(latents)).objects)
+        if (o.colour == object.colour) {
+          ++s.found;
+          s.shape_right += o.shape == object.shape;
+          s.fill += o.fill;
+        }
+    };
     double context_moved_by[3] = {0, 0, 0};  // mean |Δcontext| / mean |context|, the same word changes
     std::vector<Tally> tally(sigmas.size());
     for (int c = 0; c < clips; ++c) {
@@ -94,6 +113,7 @@ int main(int argc, char** argv) {
       at::Generator gen = at::globalContext().defaultGenerator(device).clone();
       gen.set_current_seed(seed + uint64_t(c));
       const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
+      look(x0, object, sharpness.back());
       std::printf("clip %d: \"%s\", told \"%s\"\n", c, caption(facts).c_str(), caption(told).c_str());
       for (size_t i = 0; i < sigmas.size(); ++i) {
         const double s = sigmas[i];
@@ -108,6 +128,7 @@ int main(int argc, char** argv) {
         const at::Tensor reworded[3] = {x0_hat, estimate(changed[0]), estimate(changed[1])};
         for (int w = 0; w < 3; ++w)
           tally[i].moved_by[w] += (codec.decode_float(reworded[w]) - codec.decode_float(x0_stated)).abs().mean().item<double>() / clips;
+        look(x0_stated, object, sharpness[i]);
         const ClipObservation seen = observe_clip(codec.decode(x0_hat));
         std::optional<Direction> moved;
         for (const ObjectReport& o : seen.objects)
@@ -133,6 +154,19 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < sigmas.size(); ++i)
       std::printf("| %.3f | %.4f | %.4f | %.4f |\n", sigmas[i], tally[i].moved_by[0], tally[i].moved_by[1],
                   tally[i].moved_by[2]);
+    std::printf("\nthe object in x̂0 under the stated caption: shape right / found / clips, mean fill (area over box;\n"
+                "the checker says square from 0.89, circle from 0.64)\n"
+                "| sigma | circle | square | triangle |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < sharpness.size(); ++i) {
+      if (i < sigmas.size())
+        std::printf("| %.3f |", sigmas[i]);
+      else
+        std::printf("| the clip |");
+      for (const Sharpness& s : sharpness[i])
+        std::printf(s.found ? " %d / %d / %d, %.3f |" : " %d / %d / %d, - |", s.shape_right, s.found, s.clips,
+                    s.found ? s.fill / s.found : 0.0);
+      std::printf("\n");
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "path_probe: %s\n", e.what());
     return 1;
