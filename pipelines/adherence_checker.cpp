@@ -166,11 +166,11 @@ ObjectReport report_colour(const at::Tensor& classes, const std::vector<bool>& p
   return r;
 }
 
-std::string optional_word(const std::optional<Shape>& s) { return s ? shape_word(*s) : "unclear"; }
-std::string optional_word(const std::optional<Direction>& d) { return d ? direction_word(*d) : "none"; }
-std::string optional_word(const std::optional<Speed>& s) { return s ? speed_word(*s) : "none"; }
-
 }  // namespace
+
+std::string seen_word(const std::optional<Shape>& s) { return s ? shape_word(*s) : "unclear"; }
+std::string seen_word(const std::optional<Direction>& d) { return d ? direction_word(*d) : "none"; }
+std::string seen_word(const std::optional<Speed>& s) { return s ? speed_word(*s) : "none"; }
 
 ClipObservation observe_clip(const at::Tensor& frames) {
   const at::Tensor video = contiguous_rgb(frames, 4, "observe_clip");
@@ -240,11 +240,11 @@ CheckReport judge(const ClipObservation& seen, const ClipFacts& stated) {
       continue;
     }
     const std::string what = "the " + o.colour + " object ";
-    if (r->shape != o.shape) report.wrong.push_back(what + "is " + optional_word(r->shape) + ", not " + shape_word(o.shape));
+    if (r->shape != o.shape) report.wrong.push_back(what + "is " + seen_word(r->shape) + ", not " + shape_word(o.shape));
     if (r->direction != o.direction)
-      report.wrong.push_back(what + "moves " + optional_word(r->direction) + ", not " + direction_word(o.direction));
+      report.wrong.push_back(what + "moves " + seen_word(r->direction) + ", not " + direction_word(o.direction));
     else if (r->speed != o.speed)
-      report.wrong.push_back(what + "moves " + optional_word(r->speed) + ", not " + speed_word(o.speed));
+      report.wrong.push_back(what + "moves " + seen_word(r->speed) + ", not " + speed_word(o.speed));
     report.seen.push_back(*r);
     report.seen.back().stated = true;
   }

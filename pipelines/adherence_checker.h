@@ -80,6 +80,12 @@ struct ClipObservation {
   std::vector<ObjectReport> objects;  // every object colour found in at least half the frames
 };
 
+// An ObjectReport's fact as a caption word, or what the checker says when it could not tell:
+// "unclear" for a shape, "none" for a direction or speed (the words of CheckReport::wrong).
+std::string seen_word(const std::optional<Shape>& shape);
+std::string seen_word(const std::optional<Direction>& direction);
+std::string seen_word(const std::optional<Speed>& speed);
+
 // frames: uint8 [T, H, W, 3] RGB, on any device (what the pipeline's decoder returns, or
 // clip_to_frames of a rendered clip).
 ClipObservation observe_clip(const at::Tensor& frames);

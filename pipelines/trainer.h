@@ -91,8 +91,8 @@ struct TrainOptions {
   // How the other clips' noise levels are drawn before the shift: "logit-normal" (t ~ sigmoid of
   // N(0, 1), SD3's) or "uniform" (t ~ U(0, 1), the distribution of the sampler's own grid, which
   // is evenly spaced in t). With shift 48, logit-normal trains 0.1% of clips below sigma 0.7 and
-  // uniform 4.6%, while 30 sampling steps take their last, the one that sets the frames'
-  // detail, from sigma 0.62.
+  // uniform 4.6%, while 30 sampling steps take their last from sigma 0.62. Measured on the
+  // shipped model (run 15, docs/shipped_model.md): uniform did not sharpen its shapes.
   std::string sigma_sampling = "logit-normal";
   // Extra loss weight on the latent cells an object touches: their error counts 1 + object_weight
   // times (the loss is divided by the mean weight, so its scale stays). Objects fill a few percent

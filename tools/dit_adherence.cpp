@@ -55,10 +55,10 @@ void write_report(json run, const ditkit::AdherenceResult& result, const std::st
     for (const ditkit::ObjectReport& o : p.report.seen)
       seen.push_back({{"colour", o.colour},
                       {"stated", o.stated},
-                      {"shape", o.shape ? ditkit::shape_word(*o.shape) : "unclear"},
+                      {"shape", ditkit::seen_word(o.shape)},
                       {"fill", o.fill},
-                      {"direction", o.direction ? ditkit::direction_word(*o.direction) : "none"},
-                      {"speed", o.speed ? ditkit::speed_word(*o.speed) : "none"},
+                      {"direction", ditkit::seen_word(o.direction)},
+                      {"speed", ditkit::seen_word(o.speed)},
                       {"travel_x", o.travel_x},
                       {"travel_y", o.travel_y},
                       {"frames_found", o.frames_found}});

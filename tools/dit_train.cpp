@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--sigma-sampling", o.sigma_sampling,
                  "how the noise levels are drawn before the shift: logit-normal, or uniform as the sampler's grid "
-                 "(trains the low-noise steps that set the frames' detail more often)")
+                 "(trains low noise levels more often)")
       ->check(CLI::IsMember({"logit-normal", "uniform"}));
   app.add_option("--object-weight", o.object_weight,
                  "extra loss weight on latent cells an object touches (they count 1 + this); 0: none")
