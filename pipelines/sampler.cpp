@@ -23,7 +23,10 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
   const int64_t B = latent_shape[0];
   TORCH_CHECK(context.dim() == 3 && context.size(0) == B, "sample: context must be [", B, ", L, text_dim], got ",
               context.sizes());
-  const bool guided = options.guidance > 1.0;
+  TORCH_CHECK(options.guidance_boundary >= 0 && options.guidance_boundary <= 1,
+              "sample: guidance_boundary is a sigma in [0, 1], got ", options.guidance_boundary);
+  const bool split_guidance = options.guidance_boundary > 0;
+  const bool guided = options.guidance > 1.0 || (split_guidance && options.guidance_below > 1.0);
   if (guided)
     TORCH_CHECK(uncond_context.defined() && uncond_context.sizes() == context.sizes(),
                 "sample: with guidance the uncond context must have the context's shape ", context.sizes(), ", got ",
@@ -44,8 +47,11 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     at::Tensor timestep = at::full({x.size(0)}, t, at::dtype(at::kFloat).device(model.device()));
     at::Tensor velocity = model.forward(x, timestep, model_ctx, attention, i, options.steps, parallel).to(at::kFloat);
     if (guided) {
+      // Both halves run at every step, so plans see one batch size throughout.
+      const double g = split_guidance && scheduler->sigmas()[i] < options.guidance_boundary ? options.guidance_below
+                                                                                           : options.guidance;
       auto halves = velocity.chunk(2);
-      velocity = halves[1] + options.guidance * (halves[0] - halves[1]);  // uncond + g·(cond − uncond)
+      velocity = g > 1.0 ? halves[1] + g * (halves[0] - halves[1]) : halves[0];  // uncond + g·(cond − uncond)
     }
     // Linear in the output, so guiding the x0 predictions and then converting is the same as
     // converting each and guiding the velocities.

@@ -19,6 +19,11 @@ namespace ditkit {
 struct SamplingOptions {
   int steps = 50;
   double guidance = 5.0;         // 1 or less: no guidance, the uncond pass is skipped
+  // Steps whose sigma is below guidance_boundary use guidance_below instead (Wan2.2's
+  // guidance_scale_2 under boundary_ratio): the layout is set at high sigma, detail below it.
+  // 0: one scale for every step.
+  double guidance_boundary = 0;
+  double guidance_below = 1.0;
   double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
   std::string scheduler = "unipc";  // or "euler"
   // What the model outputs: "velocity" (noise - x0, Wan's flow prediction) or "sample" (x0; the

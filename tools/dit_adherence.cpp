@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
                      judge;
   ditkit::AdherenceOptions o;
   int steps = 0;
-  double guidance = -1, shift = 0;
+  double guidance = -1, shift = 0, guidance_boundary = 0, guidance_below = 1;
   CLI::App app{"dit-adherence: prompt adherence of a shapes model, checked by looking at the frames"};
   app.footer(std::string("Generating on a machine without OpenCV, judging on another:\n") +
              "  dit-adherence --count 32 --videos DIR      writes DIR/NNN.y4m and DIR/" + kManifest + "\n" +
@@ -177,6 +177,11 @@ int main(int argc, char** argv) {
       app.add_option("-a,--attention", attention, "attention recipe"),
       app.add_option("--steps", steps, "denoising steps (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--guidance", guidance, "guidance scale (negative: the model's)"),
+      app.add_option("--guidance-boundary", guidance_boundary,
+                     "steps with sigma below this use --guidance-below (0: every step uses --guidance)")
+          ->check(CLI::Range(0.0, 1.0)),
+      app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
+          ->check(CLI::NonNegativeNumber),
       app.add_option("--shift", shift, "flow shift of the sampler (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--device", device_name, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE"),
       app.add_option("--videos", videos,
@@ -224,12 +229,17 @@ int main(int argc, char** argv) {
     if (steps > 0) o.generation.sampling.steps = steps;
     if (guidance >= 0) o.generation.sampling.guidance = guidance;
     if (shift > 0) o.generation.sampling.shift = shift;
+    o.generation.sampling.guidance_boundary = guidance_boundary;
+    o.generation.sampling.guidance_below = guidance_below;
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
-    std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g, shift %g, attention '%s'\n",
+    char below[64] = "";
+    if (guidance_boundary > 0)
+      std::snprintf(below, sizeof below, " (%g below sigma %g)", guidance_below, guidance_boundary);
+    std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shift %g, attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.guidance, o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.guidance, below, o.generation.sampling.shift, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
@@ -238,6 +248,8 @@ int main(int argc, char** argv) {
                       {"seed", o.seed},
                       {"steps", o.generation.sampling.steps},
                       {"guidance", o.generation.sampling.guidance},
+                      {"guidance_boundary", guidance_boundary},
+                      {"guidance_below", guidance_below},
                       {"shift", o.generation.sampling.shift},
                       {"attention", attention}};
     json listed = json::array();

@@ -30,7 +30,7 @@ struct ModelFlags {
   std::string model;  // empty: the shipped default model
   std::string device = "auto";
   int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0;
+  double guidance = 0, guidance_below = 1, guidance_boundary = 0;
   int64_t seed = 0;
 
   void add_to(CLI::App& app) {
@@ -44,6 +44,12 @@ struct ModelFlags {
     steps_ = from_model(app.add_option("--steps", steps, "denoising steps")->check(CLI::PositiveNumber));
     guidance_ = from_model(
         app.add_option("--guidance", guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
+    app.add_option("--guidance-boundary", guidance_boundary,
+                   "steps with sigma below this use --guidance-below instead of --guidance (0: every step "
+                   "uses --guidance)")
+        ->check(CLI::Range(0.0, 1.0));
+    app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
+        ->check(CLI::NonNegativeNumber);
     app.add_option("--seed", seed, "noise seed (same noise on CPU and GPU)");
     app.add_option("--device", device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   }
@@ -69,6 +75,8 @@ struct ModelFlags {
     if (frames_->count()) gen.frames = frames;
     if (steps_->count()) gen.sampling.steps = steps;
     if (guidance_->count()) gen.sampling.guidance = guidance;
+    gen.sampling.guidance_boundary = guidance_boundary;
+    gen.sampling.guidance_below = guidance_below;
     gen.sampling.seed = seed;
   }
 

@@ -58,6 +58,25 @@ TEST(Sampler, BatchedGuidanceEqualsSeparateCondAndUncondPasses) {
   EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
 }
 
+TEST(Sampler, GuidanceBelowTheBoundaryReplacesTheScale) {
+  const WanTransformer& model = tiny_model();
+  auto scheduler = make_flow_scheduler("euler", options(2).shift);
+  scheduler->set_timesteps(2);
+  SamplingOptions o = options(2, "euler");
+  o.guidance_boundary = (scheduler->sigmas()[0] + scheduler->sigmas()[1]) / 2;  // step 0 above, step 1 below
+  o.guidance_below = 1.0;
+  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
+
+  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
+  for (int i = 0; i < 2; ++i) {
+    at::Tensor t = at::full({1}, scheduler->timesteps()[i]);
+    at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
+    x = scheduler->step(i == 0 ? uncond + o.guidance * (cond - uncond) : cond, x);
+  }
+  EXPECT_TRUE(at::allclose(got, x, 1e-5, 1e-5));
+  EXPECT_FALSE(at::allclose(got, sample(model, kLatent, text(1), text(2), options(2, "euler")), 1e-4, 1e-4));
+}
+
 TEST(Sampler, RecipePicksTheMethodPerStep) {
   auto specs = attention_method_specs();
   RecipeAttention dense(parse_recipe("dense", specs));
@@ -86,6 +105,9 @@ TEST(Sampler, RejectsBadInput) {
   EXPECT_THROW(sample(tiny_model(), {1, 4, 3, 16}, text(1), text(2), options(2)), c10::Error);
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), options(0)), c10::Error);
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), at::Tensor(), options(2)), c10::Error);
+  SamplingOptions boundary = options(2);
+  boundary.guidance_boundary = 1.5;
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), boundary), c10::Error);
   SamplingOptions bad = options(2, "ddim");
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), bad), std::invalid_argument);
 }
