@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "ditkit_config.h"
 #if DITKIT_HAVE_CUDA
@@ -80,6 +81,24 @@ AttentionOutput run_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& 
   TORCH_CHECK(err == cudaSuccess, "block_sparse_attention: CUDA launch failed: ", cudaGetErrorString(err));
   return {out, lse};
 }
+
+// run_kernel with the block map: its rows, and the order CTAs take them in.
+AttentionOutput run_sparse_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& q, const BlockCsr& csr,
+                                  double scale) {
+  TORCH_CHECK(csr.row_offsets.device() == q.device() && csr.col_indices.device() == q.device(),
+              "block_sparse_attention: the block map must be on q's device ", q.device());
+  c10::cuda::CUDAGuard guard(q.device());
+  const int64_t R = csr.rows();
+  at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
+  // Longest rows first, so the last rows to start are the short ones.
+  at::Tensor order = at::argsort(offsets.narrow(0, 1, R) - offsets.narrow(0, 0, R), /*stable=*/true, /*dim=*/0,
+                                 /*descending=*/true)
+                         .to(at::kInt);
+  a.row_offsets = offsets.data_ptr<int32_t>();
+  a.col_indices = cols.data_ptr<int32_t>();
+  a.row_order = order.data_ptr<int32_t>();
+  return run_kernel(a, q, scale);
+}
 #endif
 
 }  // namespace
@@ -97,21 +116,7 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                                        const BlockCsr& csr, BlockShape blocks, double scale) {
   scale = check_attention_args(q, k, v, csr, blocks, scale);
 #if DITKIT_HAVE_CUDA
-  if (auto args = kernel_args(q, k, v, blocks)) {
-    TORCH_CHECK(csr.row_offsets.device() == q.device() && csr.col_indices.device() == q.device(),
-                "block_sparse_attention: the block map must be on q's device ", q.device());
-    c10::cuda::CUDAGuard guard(q.device());
-    const int64_t R = csr.rows();
-    at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
-    // Longest rows first, so the last rows to start are the short ones.
-    at::Tensor order = at::argsort(offsets.narrow(0, 1, R) - offsets.narrow(0, 0, R), /*stable=*/true, /*dim=*/0,
-                                   /*descending=*/true)
-                           .to(at::kInt);
-    args->row_offsets = offsets.data_ptr<int32_t>();
-    args->col_indices = cols.data_ptr<int32_t>();
-    args->row_order = order.data_ptr<int32_t>();
-    return run_kernel(*args, q, scale);
-  }
+  if (auto args = kernel_args(q, k, v, blocks)) return run_sparse_kernel(*args, q, csr, scale);
 #endif
   const int64_t B = q.size(0), S = q.size(1), H = q.size(2);
   at::Tensor mask = csr_to_mask(csr);
@@ -131,6 +136,34 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
       lse[b][h].copy_(row_lse.squeeze(-1));
     }
   return {out, lse};
+}
+
+bool block_sparse_attention_fuses_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         BlockShape blocks) {
+  return q.dim() == 4 && q.size(3) == 128 && block_sparse_attention_uses_kernel(q, k, v, blocks);
+}
+
+AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   const BlockCsr& csr, BlockShape blocks,
+                                                   const at::Tensor& complement_sums, double scale) {
+  scale = check_attention_args(q, k, v, csr, blocks, scale);
+  const int64_t D = q.size(3);
+  const std::vector<int64_t> sums_shape{csr.batch, csr.heads, csr.num_q_blocks, D + 1, D};
+  TORCH_CHECK(complement_sums.sizes() == at::IntArrayRef(sums_shape) && complement_sums.is_contiguous() &&
+                  complement_sums.scalar_type() == q.scalar_type() && complement_sums.device() == q.device(),
+              "block_sparse_attention_with_linear: complement sums must be contiguous ", q.scalar_type(), " ",
+              at::IntArrayRef(sums_shape), " on ", q.device(), ", got ", complement_sums.scalar_type(), " ",
+              complement_sums.sizes(), " on ", complement_sums.device());
+#if DITKIT_HAVE_CUDA
+  if (block_sparse_attention_fuses_linear(q, k, v, blocks)) {
+    auto args = kernel_args(q, k, v, blocks);
+    args->complement_sums = complement_sums.data_ptr();
+    if (cuda::block_sparse_attention_kernel_supports(*args)) return run_sparse_kernel(*args, q, csr, scale);
+  }
+#endif
+  TORCH_CHECK(false, "block_sparse_attention_with_linear: the kernel does not fuse the linear branch for these "
+                     "inputs (", q.device(), ", ", q.scalar_type(), ", head dim ", D,
+              "); check block_sparse_attention_fuses_linear first");
 }
 
 AttentionOutput block_sparse_attention_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -12,6 +12,13 @@
 // online softmax in registers, O += P·V (RS wgmma, P straight from the S registers). The QK GEMM
 // of stage i overlaps the PV GEMM of stage i-1, and a named-barrier ping-pong lets one
 // warpgroup's softmax run while the other's GEMMs occupy the tensor cores.
+//
+// With SLA's linear branch fused (kLinear, head dim 128): the producer also loads the query
+// block's complement sum H_c (D x D, projected) once, and each consumer, after its softmax
+// stages, computes φ(Q) = softmax over D of its 64 rows in the S accumulator's register layout,
+// so that φ(Q)·H_c is one more RS wgmma with H_c read like a V tile (D rows as its 128 keys), and
+// adds φ(Q)H_c / (φ(Q)·Z_c) to O / l before the single write. The rest of the branch (summaries,
+// complement map and GEMM) runs before this kernel: complement_linear_attention.cpp.
 #include "kernels/block_sparse_attention_cuda.h"
 
 #include <cute/tensor.hpp>
@@ -42,8 +49,9 @@ constexpr int kConsumerThreads = 256;
 constexpr int kProducerRegisters = 24, kConsumerRegisters = 240;
 static_assert(kProducerRegisters * 128 + kConsumerRegisters * kConsumerThreads <= 168 * kThreads);
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kLinear>
 struct KernelConfig {
+  static_assert(!kLinear || kHeadDim == kTileN, "H_c is read as one V tile: D rows");
   static constexpr int kStages = kHeadDim == 64 ? 4 : 2;
   using HeadDim = Int<kHeadDim>;
   using SmemAtom = GMMA::Layout_K_SW128_Atom<Element>;
@@ -76,13 +84,17 @@ struct KernelConfig {
     cute::array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> q;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> k;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> v;
+    // H_c in one K stage's layout (a few bytes when unused).
+    cute::array_aligned<Element, kLinear ? kTileN * kHeadDim : 8, 1024> hc;
     typename Pipeline::SharedStorage pipe_k, pipe_v;
-    uint64_t q_full;
+    uint64_t q_full, hc_full;
   };
 
   struct Params {
     TmaQ tma_q;
     TmaKV tma_k, tma_v;
+    TmaKV tma_hc;                   // kLinear: the complement sums as (D, D, B·H·NQ, 1) tensors
+    const Element* complement_sums;  // kLinear: [B, H, NQ, D + 1, D]; row D is Z_c
     Element* out;
     int64_t out_stride_b, out_stride_s, out_stride_h;
     float* lse;
@@ -210,11 +222,42 @@ __device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_p
   return chunks_per_block == 2 ? 2 * __ldg(cols + (t >> 1)) + (t & 1) : __ldg(cols + t);
 }
 
-template <class Element, int kHeadDim>
+// φ(Q) for this warpgroup's 64 query rows in the QK accumulator's layout (f: fp32, rows and
+// columns as `pos` gives them), rounded to Element as the tensor cores will read it; returns per
+// row φ(q)·Z_c, with z this thread's columns of Z_c.
+template <class Element, class F, class Pos, class SQ, int kCols>
+__device__ void softmax_features(F& f, Pos const& pos, SQ const& sq, const float (&z)[kCols], float* den) {
+  CUTE_UNROLL
+  for (int r = 0; r < size<0>(f); ++r) {
+    float m = -INFINITY;
+    CUTE_UNROLL
+    for (int j = 0; j < kCols; ++j) {
+      f(r, j) = float(sq(get<0>(pos(r, j)), get<1>(pos(r, j))));
+      m = fmaxf(m, f(r, j));
+    }
+    m = quad_max(m);
+    float sum = 0.f;
+    CUTE_UNROLL
+    for (int j = 0; j < kCols; ++j) {
+      f(r, j) = __expf(f(r, j) - m);
+      sum += f(r, j);
+    }
+    const float inv = 1.f / quad_sum(sum);
+    float dot = 0.f;
+    CUTE_UNROLL
+    for (int j = 0; j < kCols; ++j) {
+      f(r, j) = float(Element(f(r, j) * inv));
+      dot += f(r, j) * z[j];
+    }
+    den[r] = quad_sum(dot);
+  }
+}
+
+template <class Element, int kHeadDim, bool kLinear>
 __global__ void __launch_bounds__(kThreads, 1)
-    block_sparse_attention_kernel(const __grid_constant__ typename KernelConfig<Element, kHeadDim>::Params p) {
+    block_sparse_attention_kernel(const __grid_constant__ typename KernelConfig<Element, kHeadDim, kLinear>::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = KernelConfig<Element, kHeadDim>;
+  using Cfg = KernelConfig<Element, kHeadDim, kLinear>;
   using Pipeline = typename Cfg::Pipeline;
   using HeadDim = typename Cfg::HeadDim;
   extern __shared__ char smem_raw[];
@@ -239,7 +282,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   pp.num_consumers = kConsumerThreads;
   Pipeline pipe_k(ss.pipe_k, pp, Shape<_1, _1, _1>{});
   Pipeline pipe_v(ss.pipe_v, pp, Shape<_1, _1, _1>{});
-  if (threadIdx.x == 0) cutlass::arch::ClusterTransactionBarrier::init(&ss.q_full, 1);
+  if (threadIdx.x == 0) {
+    cutlass::arch::ClusterTransactionBarrier::init(&ss.q_full, 1);
+    if constexpr (kLinear) cutlass::arch::ClusterTransactionBarrier::init(&ss.hc_full, 1);
+  }
   cutlass::arch::fence_barrier_init();
   __syncthreads();
 
@@ -257,17 +303,29 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int w = 0; w < 2; ++w)
       copy(p.tma_q.with(ss.q_full), tQg(_, _, _, 2 * qb + w), tma_q.partition_D(sQ(_, _, w)));
 
+    auto chunk_dst = [&](Element* base, int stage, int half) {
+      // A 1024-byte aligned offset, which the 128-byte swizzle leaves unchanged.
+      const int offset = typename Cfg::SmemLayoutK{}.layout_b()(half * kChunk, 0, stage);
+      return make_tensor(make_smem_ptr(base + offset), typename Cfg::SmemLayoutChunk{});
+    };
+    if constexpr (kLinear) {
+      auto tma_hc = p.tma_hc.get_slice(_0{});
+      const auto hc_shape = make_shape(int32_t(kHeadDim), HeadDim{}, p.batch * p.heads * p.num_q_blocks, 1);
+      Tensor tHg = tma_hc.partition_S(local_tile(p.tma_hc.get_tma_tensor(hc_shape)(_, _, row, 0),
+                                                 Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.hc_full,
+                                                                     kTileN * kHeadDim * sizeof(Element));
+      CUTE_UNROLL
+      for (int w = 0; w < 2; ++w)
+        copy(p.tma_hc.with(ss.hc_full), tHg(_, _, _, w), tma_hc.partition_D(chunk_dst(ss.hc.data(), 0, w)));
+    }
+
     auto tma_k = p.tma_k.get_slice(_0{});
     auto tma_v = p.tma_v.get_slice(_0{});
     Tensor tKg = tma_k.partition_S(local_tile(p.tma_k.get_tma_tensor(gmem_shape)(_, _, h, b),
                                               Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
     Tensor tVg = tma_v.partition_S(local_tile(p.tma_v.get_tma_tensor(gmem_shape)(_, _, h, b),
                                               Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
-    auto chunk_dst = [&](Element* base, int stage, int half) {
-      // A 1024-byte aligned offset, which the 128-byte swizzle leaves unchanged.
-      const int offset = typename Cfg::SmemLayoutK{}.layout_b()(half * kChunk, 0, stage);
-      return make_tensor(make_smem_ptr(base + offset), typename Cfg::SmemLayoutChunk{});
-    };
     auto state = cutlass::make_producer_start_state<Pipeline>();
     for (int s = 0; s < n_stages; ++s) {
       // An odd chunk count loads the last chunk twice; the consumers mask the copy.
@@ -379,22 +437,51 @@ __global__ void __launch_bounds__(kThreads, 1)
     pipe_v.consumer_release(read_v);
   }
 
-  // Epilogue: O / l in q's dtype, straight from registers; LSE in natural log.
+  // The linear branch: acc_l = φ(Q)·H_c, den = φ(Q)·Z_c per row (0: an empty complement).
+  constexpr int kRows = decltype(size<0>(o_rc))::value;
+  Tensor acc_l = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
+  Tensor l_rc = make_tensor(acc_l.data(), rowcol(acc_l.layout()));
+  float den[kRows] = {};
+  if constexpr (kLinear) {
+    constexpr int kCols = decltype(size<1>(cols_rc))::value;
+    const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
+    float z[kCols];
+    CUTE_UNROLL
+    for (int j = 0; j < kCols; ++j) z[j] = float(zc[get<1>(cols_rc(0, j))]);
+    AccS acc_f;
+    Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
+    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), z, den);
+    to_operand(acc_f);
+    Tensor sHt = make_tensor(make_smem_ptr(ss.hc.data()), typename Cfg::SmemLayoutVt{});
+    Tensor tOrH = thr_pv.make_fragment_B(thr_pv.partition_B(sHt));
+    cutlass::arch::ClusterTransactionBarrier::wait(&ss.hc_full, 0);
+    issue_gemm<true>(mma_pv, tOrP, tOrH(_, _, _, 0), acc_l);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_l);
+  }
+
+  // Epilogue: O / l (+ the linear branch) in q's dtype, straight from registers; LSE in natural log.
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunk>, HeadDim>{}));
   Tensor o_pos = make_tensor(tOcO.data(), rowcol(tOcO.layout()));
   const int row0 = qb * 128 + wg * kChunk;
   CUTE_UNROLL
-  for (int r = 0; r < decltype(size<0>(o_rc))::value; ++r) {
+  for (int r = 0; r < kRows; ++r) {
     const float sum = quad_sum(softmax.row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const float inv_den = kLinear && den[r] > 0.f ? 1.f / den[r] : 0.f;
     const int token = row0 + get<0>(o_pos(r, 0));
     if (token >= p.tokens) continue;
     Element* out = p.out + b * p.out_stride_b + token * p.out_stride_s + h * p.out_stride_h;
     CUTE_UNROLL
     for (int j = 0; j < size<1>(o_rc); j += 2) {
       cutlass::Array<Element, 2> pair;
-      pair[0] = Element(o_rc(r, j) * inv);
-      pair[1] = Element(o_rc(r, j + 1) * inv);
+      if constexpr (kLinear) {
+        pair[0] = Element(o_rc(r, j) * inv + l_rc(r, j) * inv_den);
+        pair[1] = Element(o_rc(r, j + 1) * inv + l_rc(r, j + 1) * inv_den);
+      } else {
+        pair[0] = Element(o_rc(r, j) * inv);
+        pair[1] = Element(o_rc(r, j + 1) * inv);
+      }
       *reinterpret_cast<cutlass::Array<Element, 2>*>(out + get<1>(o_pos(r, j))) = pair;
     }
     if (tid % 4 == 0)
@@ -406,18 +493,26 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kLinear>
 cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
-  using Cfg = KernelConfig<Element, kHeadDim>;
+  using Cfg = KernelConfig<Element, kHeadDim, kLinear>;
   auto gmem = [&](const void* ptr, const int64_t* strides) {
     return make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)),
                        make_shape(int32_t(a.tokens), typename Cfg::HeadDim{}, int32_t(a.heads), int32_t(a.batch)),
                        make_stride(strides[1], _1{}, strides[2], strides[0]));
   };
+  const int64_t num_q_blocks = (a.tokens + 127) / 128, sum_rows = a.batch * a.heads * num_q_blocks;
+  // The complement sums as one (D, D) tile per CSR row; without them a placeholder never read.
+  const auto sums = make_tensor(
+      make_gmem_ptr(static_cast<Element const*>(kLinear ? a.complement_sums : a.q)),
+      make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(kLinear ? sum_rows : 1), int32_t(1)),
+      make_stride(int64_t(kHeadDim), _1{}, int64_t(kHeadDim + 1) * kHeadDim, int64_t(kHeadDim + 1) * kHeadDim * sum_rows));
   typename Cfg::Params p{
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.k, a.k_strides), typename Cfg::SmemLayoutChunk{}),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.v, a.v_strides), typename Cfg::SmemLayoutChunk{}),
+      make_tma_copy(SM90_TMA_LOAD{}, sums, typename Cfg::SmemLayoutChunk{}),
+      static_cast<Element const*>(a.complement_sums),
       static_cast<Element*>(a.out),
       a.out_strides[0],
       a.out_strides[1],
@@ -429,13 +524,13 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       int32_t(a.tokens),
       int32_t(a.heads),
       int32_t(a.batch),
-      int32_t((a.tokens + 127) / 128),
+      int32_t(num_q_blocks),
       int32_t(a.k_block / kChunk),
       float(a.scale * M_LOG2E)};
   const int rows = int(a.batch * a.heads * p.num_q_blocks);
   if (rows == 0) return cudaSuccess;
   const size_t smem = sizeof(typename Cfg::SharedStorage) + 1024;
-  auto kernel = block_sparse_attention_kernel<Element, kHeadDim>;
+  auto kernel = block_sparse_attention_kernel<Element, kHeadDim, kLinear>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   kernel<<<rows, kThreads, smem, stream>>>(p);
@@ -464,6 +559,8 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && strides[0] % 8 == 0 && strides[1] % 8 == 0 &&
            strides[2] % 8 == 0;
   };
+  if (a.complement_sums && (a.head_dim != 128 || reinterpret_cast<uintptr_t>(a.complement_sums) % 16 != 0))
+    return false;
   return (a.head_dim == 64 || a.head_dim == 128) && (a.k_block == 64 || a.k_block == 128) &&
          a.tokens < (int64_t(1) << 31) / 2 && aligned(a.q, a.q_strides) && aligned(a.k, a.k_strides) &&
          aligned(a.v, a.v_strides) && a.out_strides[1] % 2 == 0 && a.out_strides[2] % 2 == 0 &&
@@ -472,9 +569,13 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
 
 cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
   const bool bf16 = a.dtype == AttentionDtype::kBFloat16;
+  if (a.complement_sums) {
+    if (a.head_dim != 128) return cudaErrorInvalidValue;
+    return bf16 ? launch<cutlass::bfloat16_t, 128, true>(a, stream) : launch<cutlass::half_t, 128, true>(a, stream);
+  }
   if (a.head_dim == 64)
-    return bf16 ? launch<cutlass::bfloat16_t, 64>(a, stream) : launch<cutlass::half_t, 64>(a, stream);
-  return bf16 ? launch<cutlass::bfloat16_t, 128>(a, stream) : launch<cutlass::half_t, 128>(a, stream);
+    return bf16 ? launch<cutlass::bfloat16_t, 64, false>(a, stream) : launch<cutlass::half_t, 64, false>(a, stream);
+  return bf16 ? launch<cutlass::bfloat16_t, 128, false>(a, stream) : launch<cutlass::half_t, 128, false>(a, stream);
 }
 
 }  // namespace ditkit::cuda

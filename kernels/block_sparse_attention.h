@@ -29,6 +29,20 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         BlockShape blocks);
 
+// block_sparse_attention with SLA's projected linear branch added in the kernel's epilogue: out =
+// O_s + φ(q)H_c / (φ(q)·Z_c) per row (0 where Z_c is 0), φ = softmax over D, from
+// `complement_sums` [B, H, NQ, D + 1, D] in q's dtype, contiguous (per query block the D rows
+// of H_c, already projected, then Z_c: kernels/complement_linear_attention.h makes them); lse
+// is O_s's. Only where block_sparse_attention_fuses_linear holds; throws elsewhere.
+AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   const BlockCsr& csr, BlockShape blocks,
+                                                   const at::Tensor& complement_sums, double scale = 0.0);
+
+// Where the kernel runs (block_sparse_attention_uses_kernel) at head dim 128: H_c is read as one
+// key tile of 128 rows.
+bool block_sparse_attention_fuses_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         BlockShape blocks);
+
 // Every key block for every query block through the same kernel, with no block map to build or
 // read: dense attention, where block_sparse_attention_uses_kernel(q, k, v, {128, 128}) holds
 // (throws elsewhere). On the H100 it runs ~1.09x faster than cuDNN's fused attention

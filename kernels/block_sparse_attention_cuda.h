@@ -25,12 +25,17 @@ struct BlockSparseAttentionArgs {
   const int32_t* col_indices;     // ascending key blocks per row
   const int32_t* row_order;       // [R] the order CTAs take rows in: longest first
   float scale;                    // softmax scale applied to q·k
+  // Null, or SLA's complement sums [B, H, NQ, D + 1, D] in the inputs' dtype (per CSR row: the D
+  // rows of H_c, projected, then Z_c): the kernel adds φ(q)H_c / (φ(q)·Z_c) to each output row.
+  // Head dim 128 only.
+  const void* complement_sums;
 };
 
 // True when this build has the kernel and the current device can run it (sm_90).
 bool block_sparse_attention_kernel_available();
 
-// Shapes the kernel takes: head_dim 64 or 128, k_block 64 or 128, aligned 16-byte rows.
+// Shapes the kernel takes: head_dim 64 or 128 (128 with complement sums), k_block 64 or 128,
+// aligned 16-byte rows.
 bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& args);
 
 cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& args, cudaStream_t stream);

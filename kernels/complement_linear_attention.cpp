@@ -89,6 +89,35 @@ void check_launch(cudaError_t err, const char* kernel) {
   TORCH_CHECK(err == cudaSuccess, "add_projected_complement_linear_attention: CUDA launch of ", kernel,
               " failed: ", cudaGetErrorString(err));
 }
+
+// The CUDA path's first three stages: the per-block summaries [h_j·Wᵀ; z_j], the complement's 0/1
+// map and the GEMM that sums them; returns the complement sums [B, H, NQ, D + 1, D] in q's dtype.
+at::Tensor projected_complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q, const BlockCsr& critical,
+                                     const at::Tensor& projection, const std::function<void(const char*)>& done) {
+  TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
+              "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
+  // A fresh tensor: contiguous and aligned whatever the weight's layout.
+  const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
+  args.projection = w.data_ptr();
+  at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
+  args.summaries = summaries.data_ptr();
+  check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
+  done("summaries");
+  // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
+  const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
+  const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
+  at::Tensor complement = at::empty({B, H, NQ, NK}, q.options());
+  check_launch(cuda::launch_complement_map(offsets.data_ptr<int32_t>(), cols.data_ptr<int32_t>(), critical.rows(), NK,
+                                           args.type, complement.data_ptr(), stream),
+               "complement_map");
+  done("complement map");
+  at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).view({B, H, NQ, D + 1, D});
+  done("complement GEMM");
+  return sums;
+}
 #endif
 
 }  // namespace
@@ -108,7 +137,7 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
                                                const at::Tensor& projection,
                                                const std::function<void(const char* stage)>& after_stage) {
   check_args(q, k, v, critical, blocks);
-  const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
+  const int64_t D = q.size(3);
   TORCH_CHECK(out.sizes() == q.sizes(), "add_projected_complement_linear_attention: out ", out.sizes(),
               " must have q's shape ", q.sizes());
   TORCH_CHECK(projection.dim() == 2 && projection.size(0) == D && projection.size(1) == D,
@@ -116,33 +145,13 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
               projection.sizes());
 #if DITKIT_HAVE_CUDA
   if (auto args = kernel_args(out, q, k, v, blocks, projection)) {
-    TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
-                "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
     c10::cuda::CUDAGuard guard(q.device());
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     const auto done = [&](const char* stage) {
       if (after_stage) after_stage(stage);
     };
-    const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
-    // A fresh tensor: contiguous and aligned whatever the weight's layout.
-    const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
-    args->projection = w.data_ptr();
-    at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
-    args->summaries = summaries.data_ptr();
-    check_launch(cuda::launch_block_summaries(*args, stream), "block_summaries");
-    done("summaries");
-    // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
-    const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
-    const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
-    at::Tensor complement = at::empty({B, H, NQ, NK}, q.options());
-    check_launch(cuda::launch_complement_map(offsets.data_ptr<int32_t>(), cols.data_ptr<int32_t>(), critical.rows(), NK,
-                                             args->type, complement.data_ptr(), stream),
-                 "complement_map");
-    done("complement map");
-    at::Tensor sums = at::matmul(complement, summaries.view({B, H, NK, (D + 1) * D})).contiguous();
-    done("complement GEMM");
+    const at::Tensor sums = projected_complement_sums(*args, q, critical, projection, done);
     args->complement_sums = sums.data_ptr();
-    check_launch(cuda::launch_linear_combine(*args, stream), "linear_combine");
+    check_launch(cuda::launch_linear_combine(*args, c10::cuda::getCurrentCUDAStream()), "linear_combine");
     done("combine");
     return;
   }
@@ -151,6 +160,37 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
   at::Tensor linear = complement_linear_attention(q, k, v, critical, blocks);
   // One GEMM adds the projected branch onto out in its epilogue (fp32 accumulation).
   out = at::addmm(out.reshape({-1, D}), linear.reshape({-1, D}), wt).view(out.sizes());
+}
+
+bool sparse_linear_attention_fuses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, BlockShape blocks,
+                                   const at::Tensor& projection) {
+  // The output the kernel writes is fresh and shaped like q: q stands in for it.
+  return projected_complement_linear_attention_uses_kernel(q, q, k, v, blocks, projection) &&
+         block_sparse_attention_fuses_linear(q, k, v, blocks);
+}
+
+AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const BlockCsr& critical, BlockShape blocks, const at::Tensor& projection,
+                                        bool fused, const std::function<void(const char* stage)>& after_stage) {
+#if DITKIT_HAVE_CUDA
+  if (fused && sparse_linear_attention_fuses(q, k, v, blocks, projection)) {
+    check_args(q, k, v, critical, blocks);
+    auto args = kernel_args(q, q, k, v, blocks, projection);
+    c10::cuda::CUDAGuard guard(q.device());
+    const auto done = [&](const char* stage) {
+      if (after_stage) after_stage(stage);
+    };
+    const at::Tensor sums = projected_complement_sums(*args, q, critical, projection, done);
+    AttentionOutput r = block_sparse_attention_with_linear(q, k, v, critical, blocks, sums);
+    done("attention + combine");
+    return r;
+  }
+#endif
+  AttentionOutput r = block_sparse_attention(q, k, v, critical, blocks);
+  if (after_stage && projected_complement_linear_attention_uses_kernel(r.out, q, k, v, blocks, projection))
+    after_stage("attention");
+  add_projected_complement_linear_attention(r.out, q, k, v, critical, blocks, projection, after_stage);
+  return r;
 }
 
 at::Tensor complement_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

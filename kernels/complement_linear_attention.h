@@ -60,6 +60,23 @@ bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, co
                                                        const at::Tensor& v, BlockShape blocks,
                                                        const at::Tensor& projection);
 
+// Inference, both of SLA's branches: O_s + O_l·Wᵀ, with O_s the block-sparse softmax branch over
+// `critical` (its lse returned with it). With `fused`, where sparse_linear_attention_fuses holds,
+// the combine runs in the block-sparse kernel's epilogue (block_sparse_attention_with_linear)
+// after the summaries, complement map and GEMM above, which saves reading Q and reading and
+// writing the output once more; `after_stage` then names "summaries", "complement map",
+// "complement GEMM" and "attention + combine". Elsewhere, or without `fused`:
+// block_sparse_attention then add_projected_complement_linear_attention, `after_stage` naming
+// "attention" and that function's stages where its kernels run.
+AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const BlockCsr& critical, BlockShape blocks, const at::Tensor& projection,
+                                        bool fused = true,
+                                        const std::function<void(const char* stage)>& after_stage = nullptr);
+
+// Where both kernels take these inputs and the block-sparse one fuses the combine (head dim 128).
+bool sparse_linear_attention_fuses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, BlockShape blocks,
+                                   const at::Tensor& projection);
+
 // The oracle: per query token, the quadratic form Σ_s (φ(q)·φ(k_s)) v_s / Σ_s φ(q)·φ(k_s) over
 // the tokens of the key blocks the row does not list, explicit loops in fp64 on the CPU.
 at::Tensor complement_linear_attention_reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

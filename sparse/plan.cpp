@@ -24,19 +24,16 @@ bool records_grad(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 // Both branches over tokens in the plan's order.
 AttentionOutput run_branches(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan,
                              bool grad) {
+  const at::Tensor& w = plan.linear_projection;
+  // Inference: in q's dtype, onto the softmax output (in place, or in its kernel, on the GPU).
+  if (w.defined() && !grad) return sparse_linear_attention(q, k, v, plan.csr, plan.blocks, w, plan.fuse_linear);
   AttentionOutput r = grad ? block_sparse_attention_autograd(q, k, v, plan.csr, plan.blocks)
                            : block_sparse_attention(q, k, v, plan.csr, plan.blocks);
-  if (plan.linear_projection.defined()) {
-    const at::Tensor& w = plan.linear_projection;
-    if (grad) {
-      // Training applies the projection in fp32 (SLA keeps it there); the sum is rounded once.
-      at::Tensor linear = complement_linear_attention(q, k, v, plan.csr, plan.blocks);
-      at::Tensor projected = at::matmul(linear.to(w.scalar_type()), w.t());
-      r.out = (r.out.to(projected.scalar_type()) + projected).to(q.scalar_type());
-    } else {
-      // Inference: in q's dtype, onto the softmax output (in place where the CUDA kernels run).
-      add_projected_complement_linear_attention(r.out, q, k, v, plan.csr, plan.blocks, w);
-    }
+  if (w.defined()) {
+    // Training applies the projection in fp32 (SLA keeps it there); the sum is rounded once.
+    at::Tensor linear = complement_linear_attention(q, k, v, plan.csr, plan.blocks);
+    at::Tensor projected = at::matmul(linear.to(w.scalar_type()), w.t());
+    r.out = (r.out.to(projected.scalar_type()) + projected).to(q.scalar_type());
   }
   return r;
 }

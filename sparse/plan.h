@@ -41,6 +41,9 @@ struct Plan {
   // softmax branch: out = O_s + O_l·Wᵀ. The blocks it covers follow from `csr`, so the plan holds
   // only the weight: the layer's own tensor, which a trainer updates in place.
   at::Tensor linear_projection;
+  // At inference, whether the linear branch's last stage runs inside the block-sparse kernel
+  // where it can (kernels/complement_linear_attention.h, sparse_linear_attention).
+  bool fuse_linear = true;
 
   // Kept share of the key blocks averaged over rows: a float32 device scalar (1 for dense).
   at::Tensor density(at::Device device) const;

@@ -33,8 +33,8 @@ std::string projection_key(int layer) { return "blocks." + std::to_string(layer)
 
 class SlaMethod final : public AttentionMethod {
  public:
-  SlaMethod(BlockShape blocks, double keep, bool keep_diagonal)
-      : blocks_(blocks), keep_(keep), keep_diagonal_(keep_diagonal) {}
+  SlaMethod(BlockShape blocks, double keep, bool keep_diagonal, bool fuse)
+      : blocks_(blocks), keep_(keep), keep_diagonal_(keep_diagonal), fuse_(fuse) {}
   std::string name() const override { return "sla"; }
 
   // The plan is discrete (which blocks), so it is built outside autograd; only the projection it
@@ -47,6 +47,7 @@ class SlaMethod final : public AttentionMethod {
     Plan p;
     p.blocks = blocks_;
     p.linear_projection = projection(ctx.layer, D, q.device());
+    p.fuse_linear = fuse_;
     // The token mean from the block means, each weighted by its block's token count (the partial
     // last block has fewer).
     at::Tensor k_pooled = block_mean_pool(k, blocks_.k_block).to(at::kFloat);  // [B, NK, H, D]
@@ -99,6 +100,7 @@ class SlaMethod final : public AttentionMethod {
   BlockShape blocks_;
   double keep_;
   bool keep_diagonal_;
+  bool fuse_;
   std::map<int, at::Tensor> projections_;  // by layer
 };
 
@@ -113,12 +115,16 @@ MethodEntry sla_method_entry() {
            "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
           {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"},
           {"kblock", T::kString, 0, 0, {"64", "128"}, false, "64", "key block size in tokens"},
+          {"fuse", T::kInt, 0, 1, {}, false, "1",
+           "1: on Hopper at head dim 128 the linear branch's last stage runs in the block-sparse kernel; 0: "
+           "after it, as its own kernel"},
       },
       "sparse-linear attention: softmax on the top-scoring key blocks, learned-projection linear attention on "
       "the rest"};
   return {spec, [](const RecipeRule& rule) {
             BlockShape blocks{128, std::stoll(rule.string_param("kblock"))};
-            return std::make_unique<SlaMethod>(blocks, rule.float_param("keep"), rule.int_param("diag") != 0);
+            return std::make_unique<SlaMethod>(blocks, rule.float_param("keep"), rule.int_param("diag") != 0,
+                                               rule.int_param("fuse") != 0);
           }};
 }
 

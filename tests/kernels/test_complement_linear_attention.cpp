@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -100,6 +101,39 @@ TEST(ComplementLinearAttention, ProjectedAddIsTheOpThenTheProjection) {
   }
 }
 
+// Both branches off the GPU: block-sparse attention plus the projected add, for sla's inference;
+// the fused kernel is refused with a message that says what to check.
+TEST(ComplementLinearAttention, SparseLinearAttentionIsBothBranchesOnTheCpu) {
+  for (const Shape& s : kShapes) {
+    at::Tensor q = at::randn({s.B, s.S, s.H, s.D}), k = at::randn({s.B, s.S, s.H, s.D}),
+               v = at::randn({s.B, s.S, s.H, s.D}), w = at::randn({s.D, s.D}) * 0.3;
+    BlockCsr csr = mask_to_csr(critical_mask(s));
+    EXPECT_FALSE(sparse_linear_attention_fuses(q, k, v, s.blocks, w));
+    AttentionOutput got = sparse_linear_attention(q, k, v, csr, s.blocks, w);
+    AttentionOutput softmax = block_sparse_attention_reference(q, k, v, csr, s.blocks);
+    at::Tensor linear = complement_linear_attention_reference(q, k, v, csr, s.blocks).to(at::kDouble);
+    EXPECT_TRUE(close(got.out, softmax.out.to(at::kDouble) + at::matmul(linear, w.to(at::kDouble).t()), 1e-5))
+        << "S=" << s.S;
+    EXPECT_TRUE(close(got.lse.nan_to_num(0, 0, 0), softmax.lse.nan_to_num(0, 0, 0), 1e-5)) << "S=" << s.S;
+  }
+  const Shape s{1, 300, 2, 128, {128, 64}};
+  at::Tensor q = at::randn({s.B, s.S, s.H, s.D});
+  at::Tensor sums = at::zeros({s.B, s.H, 3, s.D + 1, s.D});
+  BlockCsr csr = mask_to_csr(critical_mask(s));
+  try {
+    block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums);
+    ADD_FAILURE() << "the CPU has no fused kernel";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("check block_sparse_attention_fuses_linear"), std::string::npos) << e.what();
+  }
+  try {
+    block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums.narrow(3, 0, s.D));
+    ADD_FAILURE() << "sums without their Z_c row";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("complement sums must be"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ComplementLinearAttentionCuda, MatchesReference) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   for (const Shape& s : kShapes) {
@@ -180,6 +214,66 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
             << what;
         EXPECT_TRUE(buffer.narrow(1, s.S, rows - s.S).eq(7).all().item<bool>()) << what;
       }
+}
+
+// The combine in the block-sparse kernel's epilogue (Hopper, head dim 128): O_s + O_l·Wᵀ against
+// the fp64 oracles of both branches, and against the unfused kernels, on partial and single query
+// blocks, both key block sizes, B, H > 1, a row that lists no block (the whole row is linear)
+// and one that lists every block (O_s alone).
+TEST(ComplementLinearAttentionCuda, FusedCombineMatchesReferenceAndUnfused) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const Shape shapes[] = {{2, 300, 3, 128, {128, 64}}, {1, 100, 2, 128, {128, 128}}, {1, 128, 1, 128, {128, 64}},
+                          {2, 389, 2, 128, {128, 128}}};
+  for (const Shape& s : shapes)
+    for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+      const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
+                               " kblock=" + std::to_string(s.blocks.k_block);
+      const auto opts = at::dtype(dtype).device(at::kCUDA);
+      at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts),
+                 v = at::randn({s.B, s.S, s.H, s.D}, opts);
+      at::Tensor w = at::randn({s.D, s.D}, at::dtype(at::kFloat).device(at::kCUDA)) / std::sqrt(double(s.D));
+      BlockCsr csr = mask_to_csr(critical_mask(s).cuda());
+      if (!block_sparse_attention_uses_kernel(q, k, v, s.blocks)) GTEST_SKIP() << "not a Hopper GPU";
+      ASSERT_TRUE(sparse_linear_attention_fuses(q, k, v, s.blocks, w)) << what;
+      std::vector<std::string> stages;
+      AttentionOutput got = sparse_linear_attention(q, k, v, csr, s.blocks, w, /*fused=*/true,
+                                                    [&](const char* stage) { stages.emplace_back(stage); });
+      EXPECT_EQ(stages, (std::vector<std::string>{"summaries", "complement map", "complement GEMM",
+                                                  "attention + combine"}))
+          << what;
+      AttentionOutput unfused = sparse_linear_attention(q, k, v, csr, s.blocks, w, /*fused=*/false);
+
+      auto f64 = [](const at::Tensor& x) { return x.to(at::kCPU, at::kDouble); };
+      AttentionOutput softmax = block_sparse_attention_reference(f64(q), f64(k), f64(v), csr, s.blocks);
+      at::Tensor linear = at::matmul(complement_linear_attention_reference(f64(q), f64(k), f64(v), csr, s.blocks),
+                                     f64(w).t());
+      const bool bf16 = dtype == at::kBFloat16;
+      EXPECT_TRUE(close(got.out, softmax.out + linear, bf16 ? 2e-2 : 5e-3)) << what;
+      // The unfused path rounds O_s before adding; the fused one rounds once.
+      EXPECT_TRUE(close(got.out, unfused.out, bf16 ? 2e-2 : 3e-3)) << what;
+      EXPECT_TRUE(at::equal(got.lse, unfused.lse)) << what;
+      // The first row lists no block (unless it is also the last): linear attention alone, held to
+      // a bound relative to its largest value.
+      if (s.B * s.H * csr.num_q_blocks > 1) {
+        at::Tensor first = got.out[0].narrow(0, 0, std::min<int64_t>(128, s.S)).select(1, 0);
+        at::Tensor first_want = linear[0].narrow(0, 0, std::min<int64_t>(128, s.S)).select(1, 0);
+        EXPECT_LE((f64(first) - first_want).abs().max().item<double>(),
+                  (bf16 ? 1.5e-2 : 3e-3) * first_want.abs().max().item<double>())
+            << what;
+      }
+      // The last row lists every block: its tokens get O_s exactly as the kernel alone gives it.
+      const int64_t last = (csr.num_q_blocks - 1) * 128;
+      AttentionOutput alone = block_sparse_attention(q, k, v, csr, s.blocks);
+      EXPECT_TRUE(at::equal(got.out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1),
+                            alone.out[s.B - 1].narrow(0, last, s.S - last).select(1, s.H - 1)))
+          << what;
+    }
+  // Head dim 64 and fp32 stay unfused.
+  const auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+  at::Tensor q64 = at::randn({1, 300, 2, 64}, opts), w64 = at::zeros({64, 64}, at::dtype(at::kFloat).device(at::kCUDA));
+  EXPECT_FALSE(sparse_linear_attention_fuses(q64, q64, q64, {128, 64}, w64));
+  at::Tensor q32 = at::randn({1, 300, 2, 128}, at::dtype(at::kFloat).device(at::kCUDA));
+  EXPECT_FALSE(sparse_linear_attention_fuses(q32, q32, q32, {128, 64}, at::zeros({128, 128}, q32.options())));
 }
 
 TEST(ComplementLinearAttentionCuda, KernelsTakeHalfInputsOutsideAutograd) {
