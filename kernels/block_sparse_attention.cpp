@@ -145,7 +145,8 @@ bool block_sparse_attention_fuses_linear(const at::Tensor& q, const at::Tensor& 
 
 AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                    const BlockCsr& csr, BlockShape blocks,
-                                                   const at::Tensor& complement_sums, double scale) {
+                                                   const at::Tensor& complement_sums, const at::Tensor& projection,
+                                                   double scale) {
   scale = check_attention_args(q, k, v, csr, blocks, scale);
   const int64_t D = q.size(3);
   const std::vector<int64_t> sums_shape{csr.batch, csr.heads, csr.num_q_blocks, D + 1, D};
@@ -154,10 +155,17 @@ AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at
               "block_sparse_attention_with_linear: complement sums must be contiguous ", q.scalar_type(), " ",
               at::IntArrayRef(sums_shape), " on ", q.device(), ", got ", complement_sums.scalar_type(), " ",
               complement_sums.sizes(), " on ", complement_sums.device());
+  TORCH_CHECK(projection.dim() == 2 && projection.size(0) == D && projection.size(1) == D &&
+                  projection.is_contiguous() && projection.scalar_type() == q.scalar_type() &&
+                  projection.device() == q.device(),
+              "block_sparse_attention_with_linear: the projection must be contiguous ", q.scalar_type(), " [", D, ", ",
+              D, "] on ", q.device(), ", got ", projection.scalar_type(), " ", projection.sizes(), " on ",
+              projection.device());
 #if DITKIT_HAVE_CUDA
   if (block_sparse_attention_fuses_linear(q, k, v, blocks)) {
     auto args = kernel_args(q, k, v, blocks);
     args->complement_sums = complement_sums.data_ptr();
+    args->projection = projection.data_ptr();
     if (cuda::block_sparse_attention_kernel_supports(*args)) return run_sparse_kernel(*args, q, csr, scale);
   }
 #endif

@@ -14,11 +14,12 @@
 // warpgroup's softmax run while the other's GEMMs occupy the tensor cores.
 //
 // With SLA's linear branch fused (kLinear, head dim 128): the producer also loads the query
-// block's complement sum H_c (D x D, projected) once, and each consumer, after its softmax
-// stages, computes φ(Q) = softmax over D of its 64 rows in the S accumulator's register layout,
-// so that φ(Q)·H_c is one more RS wgmma with H_c read like a V tile (D rows as its 128 keys), and
-// adds φ(Q)H_c / (φ(Q)·Z_c) to O / l before the single write. The rest of the branch (summaries,
-// complement map and GEMM) runs before this kernel: complement_linear_attention.cpp.
+// block's complement sum H_c (D x D) once, and after the last K tile the projection W into the
+// next K stage. Each consumer, after its softmax stages, computes φ(Q) = softmax over D of its 64
+// rows in the S accumulator's register layout, so that φ(Q)·H_c is one more RS wgmma with H_c
+// read like a V tile (D rows as its 128 keys), and (φ(Q)H_c)·Wᵀ one more with W read like a K
+// tile; it adds that over φ(Q)·Z_c to O / l before the single write. The rest of the branch
+// (summaries, complement map and GEMM) runs before this kernel: complement_linear_attention.cpp.
 #include "kernels/block_sparse_attention_cuda.h"
 
 #include <cute/tensor.hpp>
@@ -69,6 +70,9 @@ struct KernelConfig {
   using TiledMmaPV = decltype(make_tiled_mma(
       GMMA::rs_op_selector<Element, Element, float, Shape<Int<kChunk>, HeadDim, Int<kTileN>>, GMMA::Major::K,
                            GMMA::Major::MN>()));
+  // kLinear: (φ(Q)H_c)·Wᵀ, A from registers, W in a K stage.
+  using TiledMmaW = decltype(make_tiled_mma(
+      GMMA::rs_op_selector<Element, Element, float, Shape<Int<kChunk>, Int<kTileN>, HeadDim>>()));
 
   // Global tensors (tokens, head dim, heads, batch) with D contiguous.
   using GmemShape = Shape<int32_t, HeadDim, int32_t, int32_t>;
@@ -94,6 +98,7 @@ struct KernelConfig {
     TmaQ tma_q;
     TmaKV tma_k, tma_v;
     TmaKV tma_hc;                   // kLinear: the complement sums as (D, D, B·H·NQ, 1) tensors
+    TmaKV tma_w;                    // kLinear: W [D, D] as a (D, D, 1, 1) tensor
     const Element* complement_sums;  // kLinear: [B, H, NQ, D + 1, D]; row D is Z_c
     Element* out;
     int64_t out_stride_b, out_stride_s, out_stride_h;
@@ -343,6 +348,18 @@ __global__ void __launch_bounds__(kThreads, 1)
            tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
       ++state;
     }
+    if constexpr (kLinear) {
+      // W as one more K tile: it lands while the last stages run.
+      auto tma_w = p.tma_w.get_slice(_0{});
+      Tensor tWg = tma_w.partition_S(local_tile(p.tma_w.get_tma_tensor(make_shape(int32_t(kHeadDim), HeadDim{}, 1, 1))(
+                                                    _, _, 0, 0),
+                                                Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+      pipe_k.producer_acquire(state);
+      CUTE_UNROLL
+      for (int w = 0; w < 2; ++w)
+        copy(p.tma_w.with(*pipe_k.producer_get_barrier(state)), tWg(_, _, _, w),
+             tma_w.partition_D(chunk_dst(ss.k.data(), state.index(), w)));
+    }
     return;
   }
 
@@ -458,6 +475,16 @@ __global__ void __launch_bounds__(kThreads, 1)
     issue_gemm<true>(mma_pv, tOrP, tOrH(_, _, _, 0), acc_l);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_l);
+    warpgroup_fence_operand(tOrP);
+    // φ(Q)H_c rounded to Element as the next A operand (its layout is the S accumulator's at D = 128).
+    frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_l.data()));
+    typename Cfg::TiledMmaW mma_w;
+    auto thr_w = mma_w.get_thread_slice(tid);
+    Tensor tSrW = thr_w.make_fragment_B(thr_w.partition_B(sK));
+    pipe_k.consumer_wait(read_k);
+    issue_gemm<true>(mma_w, tOrP, tSrW(_, _, _, read_k.index()), acc_l);
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc_l);
   }
 
   // Epilogue: O / l (+ the linear branch) in q's dtype, straight from registers; LSE in natural log.
@@ -507,11 +534,16 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       make_gmem_ptr(static_cast<Element const*>(kLinear ? a.complement_sums : a.q)),
       make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(kLinear ? sum_rows : 1), int32_t(1)),
       make_stride(int64_t(kHeadDim), _1{}, int64_t(kHeadDim + 1) * kHeadDim, int64_t(kHeadDim + 1) * kHeadDim * sum_rows));
+  const auto projection = make_tensor(
+      make_gmem_ptr(static_cast<Element const*>(kLinear ? a.projection : a.q)),
+      make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(1), int32_t(1)),
+      make_stride(int64_t(kHeadDim), _1{}, int64_t(kHeadDim) * kHeadDim, int64_t(kHeadDim) * kHeadDim));
   typename Cfg::Params p{
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.k, a.k_strides), typename Cfg::SmemLayoutChunk{}),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.v, a.v_strides), typename Cfg::SmemLayoutChunk{}),
       make_tma_copy(SM90_TMA_LOAD{}, sums, typename Cfg::SmemLayoutChunk{}),
+      make_tma_copy(SM90_TMA_LOAD{}, projection, typename Cfg::SmemLayoutChunk{}),
       static_cast<Element const*>(a.complement_sums),
       static_cast<Element*>(a.out),
       a.out_strides[0],
@@ -559,7 +591,8 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && strides[0] % 8 == 0 && strides[1] % 8 == 0 &&
            strides[2] % 8 == 0;
   };
-  if (a.complement_sums && (a.head_dim != 128 || reinterpret_cast<uintptr_t>(a.complement_sums) % 16 != 0))
+  if (a.complement_sums && (a.head_dim != 128 || !a.projection || reinterpret_cast<uintptr_t>(a.complement_sums) % 16 != 0 ||
+                           reinterpret_cast<uintptr_t>(a.projection) % 16 != 0))
     return false;
   return (a.head_dim == 64 || a.head_dim == 128) && (a.k_block == 64 || a.k_block == 128) &&
          a.tokens < (int64_t(1) << 31) / 2 && aligned(a.q, a.q_strides) && aligned(a.k, a.k_strides) &&

@@ -30,13 +30,14 @@ bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k
                                         BlockShape blocks);
 
 // block_sparse_attention with SLA's projected linear branch added in the kernel's epilogue: out =
-// O_s + φ(q)H_c / (φ(q)·Z_c) per row (0 where Z_c is 0), φ = softmax over D, from
-// `complement_sums` [B, H, NQ, D + 1, D] in q's dtype, contiguous (per query block the D rows
-// of H_c, already projected, then Z_c: kernels/complement_linear_attention.h makes them); lse
-// is O_s's. Only where block_sparse_attention_fuses_linear holds; throws elsewhere.
+// O_s + (φ(q)H_c)·Wᵀ / (φ(q)·Z_c) per row (nothing where Z_c is 0), φ = softmax over D, from
+// `complement_sums` [B, H, NQ, D + 1, D] (per query block the D rows of H_c, then Z_c:
+// kernels/complement_linear_attention.h makes them) and `projection` W [D, D], both contiguous in
+// q's dtype; lse is O_s's. Only where block_sparse_attention_fuses_linear holds; throws elsewhere.
 AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                    const BlockCsr& csr, BlockShape blocks,
-                                                   const at::Tensor& complement_sums, double scale = 0.0);
+                                                   const at::Tensor& complement_sums, const at::Tensor& projection,
+                                                   double scale = 0.0);
 
 // Where the kernel runs (block_sparse_attention_uses_kernel) at head dim 128: H_c is read as one
 // key tile of 128 rows.

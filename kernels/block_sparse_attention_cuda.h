@@ -26,9 +26,10 @@ struct BlockSparseAttentionArgs {
   const int32_t* row_order;       // [R] the order CTAs take rows in: longest first
   float scale;                    // softmax scale applied to q·k
   // Null, or SLA's complement sums [B, H, NQ, D + 1, D] in the inputs' dtype (per CSR row: the D
-  // rows of H_c, projected, then Z_c): the kernel adds φ(q)H_c / (φ(q)·Z_c) to each output row.
-  // Head dim 128 only.
+  // rows of H_c, then Z_c) and its projection W [D, D], both contiguous: the kernel adds
+  // (φ(q)H_c)·Wᵀ / (φ(q)·Z_c) to each output row. Head dim 128 only.
   const void* complement_sums;
+  const void* projection;
 };
 
 // True when this build has the kernel and the current device can run it (sm_90).

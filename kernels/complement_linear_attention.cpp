@@ -90,18 +90,22 @@ void check_launch(cudaError_t err, const char* kernel) {
               " failed: ", cudaGetErrorString(err));
 }
 
-// The CUDA path's first three stages: the per-block summaries [h_j·Wᵀ; z_j], the complement's 0/1
-// map and the GEMM that sums them; returns the complement sums [B, H, NQ, D + 1, D] in q's dtype.
-at::Tensor projected_complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q, const BlockCsr& critical,
-                                     const at::Tensor& projection, const std::function<void(const char*)>& done) {
+// W in q's dtype: a fresh tensor, contiguous and aligned whatever the weight's layout.
+at::Tensor kernel_projection(const at::Tensor& q, const at::Tensor& projection) {
+  return at::empty(projection.sizes(), q.options()).copy_(projection);
+}
+
+// The CUDA path's first three stages: the per-block summaries [h_j·Wᵀ; z_j] ([h_j; z_j] with an
+// undefined `w`), the complement's 0/1 map and the GEMM that sums them; returns the complement
+// sums [B, H, NQ, D + 1, D] in q's dtype.
+at::Tensor complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q, const BlockCsr& critical,
+                           const at::Tensor& w, const std::function<void(const char*)>& done) {
   TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
               "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
   const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
-  // A fresh tensor: contiguous and aligned whatever the weight's layout.
-  const at::Tensor w = at::empty({D, D}, q.options()).copy_(projection);
-  args.projection = w.data_ptr();
+  args.projection = w.defined() ? w.data_ptr() : nullptr;
   at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
   args.summaries = summaries.data_ptr();
   check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
@@ -149,7 +153,7 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
     const auto done = [&](const char* stage) {
       if (after_stage) after_stage(stage);
     };
-    const at::Tensor sums = projected_complement_sums(*args, q, critical, projection, done);
+    const at::Tensor sums = complement_sums(*args, q, critical, kernel_projection(q, projection), done);
     args->complement_sums = sums.data_ptr();
     check_launch(cuda::launch_linear_combine(*args, c10::cuda::getCurrentCUDAStream()), "linear_combine");
     done("combine");
@@ -180,8 +184,10 @@ AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k
     const auto done = [&](const char* stage) {
       if (after_stage) after_stage(stage);
     };
-    const at::Tensor sums = projected_complement_sums(*args, q, critical, projection, done);
-    AttentionOutput r = block_sparse_attention_with_linear(q, k, v, critical, blocks, sums);
+    // The kernel projects φ(Q)H_c once per row, so the summaries stay unprojected.
+    const at::Tensor sums = complement_sums(*args, q, critical, at::Tensor(), done);
+    AttentionOutput r =
+        block_sparse_attention_with_linear(q, k, v, critical, blocks, sums, kernel_projection(q, projection));
     done("attention + combine");
     return r;
   }

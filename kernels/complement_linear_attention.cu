@@ -189,7 +189,7 @@ struct SummariesSmem {
 };
 
 // Key block j of (batch b, head h): h_j = φ(K_j)ᵀV_j [D, D] on the tensor cores, rounded to T,
-// times Wᵀ in a second pass, and z_j = Σ_t φ(k_t) [D] unprojected (den needs no projection),
+// times Wᵀ in a second pass where a projection is given, and z_j = Σ_t φ(k_t) [D] unprojected (den needs no projection),
 // written as the D + 1 rows of its summary. Rows past S are zero features and zero values, so a
 // partial block's padding adds nothing.
 template <typename T, int D, int KB>
@@ -218,7 +218,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(C
                    static_cast<const char*>(a.v) + b * a.v_strides[0] + first * a.v_strides[1] + h * a.v_strides[2],
                    a.v_strides[1], valid);
   __pipeline_commit();
-  RowVectors<T, D, D>::copy_async(ws, ld, static_cast<const char*>(a.projection), D * int(sizeof(T)), D);
+  if (a.projection)
+    RowVectors<T, D, D>::copy_async(ws, ld, static_cast<const char*>(a.projection), D * int(sizeof(T)), D);
   __pipeline_commit();
   __pipeline_wait_prior(1);  // K_j and V_j
   // This thread's columns are the same in every row it holds: it sums them as it goes.
@@ -262,6 +263,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(C
   // φ(K_j)ᵀ is φ(K_j) read column-major.
   Tiles::template mma<KB, wmma::col_major, wmma::row_major>(acc, fk, vs, ld, r0, c0);
   __syncthreads();  // h_j overwrites the tiles, the staging tiles z's partial sums
+  if (!a.projection) {
+    Tiles::store_rounded(acc, out, D, r0, c0, stage);
+    return;
+  }
   Tiles::store_rounded(acc, hs, ld, r0, c0, stage);
   Tiles::zero(acc);
   __pipeline_wait_prior(0);  // W

@@ -6,8 +6,7 @@
 // row r, with C(r) the critical blocks the CSR lists:
 //   H_c = Σ_{j ∉ C(r)} h_j = H_total − Σ_{j ∈ C(r)} h_j,   Z_c likewise,
 //   O_l = φ(q) H_c / (φ(q)·Z_c)                                  (0 where the complement is empty)
-// The right-hand identity is what a fused kernel would use (subtract each summary as it visits a
-// critical block). Here the complement sums are one batched GEMM of the complement's 0/1 block map
+// The complement sums are one batched GEMM of the complement's 0/1 block map
 // [NQ, NK] against the stacked summaries [NK, D·D + D], per (batch, head). The GEMM reads each
 // summary once per 128-row output tile (twice per head at 256 query blocks), where gathering the
 // critical blocks' summaries row by row reads one once per row that lists it (26 blocks x 256
@@ -63,7 +62,8 @@ bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, co
 // Inference, both of SLA's branches: O_s + O_l·Wᵀ, with O_s the block-sparse softmax branch over
 // `critical` (its lse returned with it). With `fused`, where sparse_linear_attention_fuses holds,
 // the combine runs in the block-sparse kernel's epilogue (block_sparse_attention_with_linear)
-// after the summaries, complement map and GEMM above, which saves reading Q and reading and
+// after the summaries (unprojected: the kernel applies Wᵀ once per query row instead of once per
+// key block's summary), complement map and GEMM above, which saves reading Q and reading and
 // writing the output once more; `after_stage` then names "summaries", "complement map",
 // "complement GEMM" and "attention + combine". Elsewhere, or without `fused`:
 // block_sparse_attention then add_projected_complement_linear_attention, `after_stage` naming

@@ -21,9 +21,11 @@ struct ComplementLinearArgs {
   const void* k;
   const void* v;
   int64_t q_strides[3], k_strides[3], v_strides[3];
-  const void* projection;  // W [D, D] contiguous, 16-byte aligned
+  // W [D, D] contiguous, 16-byte aligned; null: the summaries stay unprojected (for a kernel that
+  // projects later, block_sparse_attention_with_linear).
+  const void* projection;
   // [B, H, NK, D + 1, D] contiguous, written by launch_block_summaries: per key block its D rows
-  // of h_j·Wᵀ, h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
+  // of h_j·Wᵀ (h_j without a projection), h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
   void* summaries;
   // [B, H, NQ, D + 1, D] contiguous, read by launch_linear_combine: per query block H_c, then Z_c.
   const void* complement_sums;

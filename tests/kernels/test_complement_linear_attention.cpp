@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/block_csr.h"
@@ -118,19 +120,22 @@ TEST(ComplementLinearAttention, SparseLinearAttentionIsBothBranchesOnTheCpu) {
   }
   const Shape s{1, 300, 2, 128, {128, 64}};
   at::Tensor q = at::randn({s.B, s.S, s.H, s.D});
-  at::Tensor sums = at::zeros({s.B, s.H, 3, s.D + 1, s.D});
+  at::Tensor sums = at::zeros({s.B, s.H, 3, s.D + 1, s.D}), w = at::zeros({s.D, s.D});
   BlockCsr csr = mask_to_csr(critical_mask(s));
-  try {
-    block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums);
-    ADD_FAILURE() << "the CPU has no fused kernel";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("check block_sparse_attention_fuses_linear"), std::string::npos) << e.what();
-  }
-  try {
-    block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums.narrow(3, 0, s.D));
-    ADD_FAILURE() << "sums without their Z_c row";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("complement sums must be"), std::string::npos) << e.what();
+  const std::pair<std::function<void()>, std::string> refused[] = {
+      {[&] { block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums, w); },
+       "check block_sparse_attention_fuses_linear"},
+      {[&] { block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums.narrow(3, 0, s.D), w); },
+       "complement sums must be"},
+      {[&] { block_sparse_attention_with_linear(q, q, q, csr, s.blocks, sums, w.t()); }, "projection must be"},
+  };
+  for (const auto& [call, message] : refused) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted; expected: " << message;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
   }
 }
 
