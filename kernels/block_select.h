@@ -39,7 +39,8 @@ at::Tensor select_blocks(const at::Tensor& scores, const BlockGeometry& geometry
 // pass is needed); mass rows take a second, compacting kernel. No host synchronisation.
 BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
-// The oracle: per-row loops and std::sort in fp64 on the CPU.
+// The oracle: per-row loops and std::sort in fp64 on the CPU, ranking on the values rounded to
+// float as the kernel does.
 at::Tensor select_blocks_reference(const at::Tensor& scores, const BlockGeometry& geometry,
                                    const BlockSelection& selection);
 
