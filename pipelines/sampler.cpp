@@ -23,6 +23,8 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
   const int64_t B = latent_shape[0];
   TORCH_CHECK(context.dim() == 3 && context.size(0) == B, "sample: context must be [", B, ", L, text_dim], got ",
               context.sizes());
+  TORCH_CHECK(options.guidance_rescale >= 0 && options.guidance_rescale <= 1,
+              "sample: guidance_rescale must be in [0, 1], got ", options.guidance_rescale);
   TORCH_CHECK(options.guidance_boundary >= 0 && options.guidance_boundary <= 1,
               "sample: guidance_boundary is a sigma in [0, 1], got ", options.guidance_boundary);
   const bool split_guidance = options.guidance_boundary > 0;
@@ -52,9 +54,15 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
                                                                                            : options.guidance;
       auto halves = velocity.chunk(2);
       velocity = g > 1.0 ? halves[1] + g * (halves[0] - halves[1]) : halves[0];  // uncond + g·(cond − uncond)
+      if (g > 1.0 && options.guidance_rescale > 0) {
+        const std::vector<int64_t> per_sample{1, 2, 3, 4};
+        const at::Tensor ratio = at::std(halves[0], per_sample, /*unbiased=*/true, /*keepdim=*/true) /
+                                 at::std(velocity, per_sample, /*unbiased=*/true, /*keepdim=*/true);
+        velocity = velocity * (options.guidance_rescale * ratio + (1.0 - options.guidance_rescale));
+      }
     }
-    // Linear in the output, so guiding the x0 predictions and then converting is the same as
-    // converting each and guiding the velocities.
+    // Without a rescale, linear in the output, so guiding the x0 predictions and then converting
+    // is the same as converting each and guiding the velocities.
     if (options.prediction == "sample")
       velocity = (latents - velocity) / std::max(scheduler->sigmas()[i], kMinSigmaForSample);
     latents = scheduler->step(velocity, latents);

@@ -24,6 +24,10 @@ struct SamplingOptions {
   // 0: one scale for every step.
   double guidance_boundary = 0;
   double guidance_below = 1.0;
+  // Where guidance applies, the guided output's std (per sample) is pulled this far back toward
+  // the conditional output's (Lin et al. 2024, diffusers' guidance_rescale), against the
+  // over-saturation of high scales; on the model's output, x0 for a "sample" model. 0: off.
+  double guidance_rescale = 0;
   double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
   std::string scheduler = "unipc";  // or "euler"
   // What the model outputs: "velocity" (noise - x0, Wan's flow prediction) or "sample" (x0; the

@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
                      judge;
   ditkit::AdherenceOptions o;
   int steps = 0;
-  double guidance = -1, shift = 0, guidance_boundary = 0, guidance_below = 1;
+  double guidance = -1, shift = 0, guidance_boundary = 0, guidance_below = 1, guidance_rescale = 0;
   CLI::App app{"dit-adherence: prompt adherence of a shapes model, checked by looking at the frames"};
   app.footer(std::string("Generating on a machine without OpenCV, judging on another:\n") +
              "  dit-adherence --count 32 --videos DIR      writes DIR/NNN.y4m and DIR/" + kManifest + "\n" +
@@ -182,6 +182,9 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(0.0, 1.0)),
       app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
           ->check(CLI::NonNegativeNumber),
+      app.add_option("--guidance-rescale", guidance_rescale,
+                     "pull the guided output's spread back toward the conditional one's, 0 (off) to 1")
+          ->check(CLI::Range(0.0, 1.0)),
       app.add_option("--shift", shift, "flow shift of the sampler (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--device", device_name, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE"),
       app.add_option("--videos", videos,
@@ -231,6 +234,7 @@ int main(int argc, char** argv) {
     if (shift > 0) o.generation.sampling.shift = shift;
     o.generation.sampling.guidance_boundary = guidance_boundary;
     o.generation.sampling.guidance_below = guidance_below;
+    o.generation.sampling.guidance_rescale = guidance_rescale;
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
@@ -250,6 +254,7 @@ int main(int argc, char** argv) {
                       {"guidance", o.generation.sampling.guidance},
                       {"guidance_boundary", guidance_boundary},
                       {"guidance_below", guidance_below},
+                      {"guidance_rescale", guidance_rescale},
                       {"shift", o.generation.sampling.shift},
                       {"attention", attention}};
     json listed = json::array();

@@ -30,7 +30,7 @@ struct ModelFlags {
   std::string model;  // empty: the shipped default model
   std::string device = "auto";
   int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0, guidance_below = 1, guidance_boundary = 0;
+  double guidance = 0, guidance_below = 1, guidance_boundary = 0, guidance_rescale = 0;
   int64_t seed = 0;
 
   void add_to(CLI::App& app) {
@@ -50,6 +50,9 @@ struct ModelFlags {
         ->check(CLI::Range(0.0, 1.0));
     app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
         ->check(CLI::NonNegativeNumber);
+    app.add_option("--guidance-rescale", guidance_rescale,
+                   "pull the guided output's spread back toward the conditional one's, 0 (off) to 1")
+        ->check(CLI::Range(0.0, 1.0));
     app.add_option("--seed", seed, "noise seed (same noise on CPU and GPU)");
     app.add_option("--device", device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   }
@@ -77,6 +80,7 @@ struct ModelFlags {
     if (guidance_->count()) gen.sampling.guidance = guidance;
     gen.sampling.guidance_boundary = guidance_boundary;
     gen.sampling.guidance_below = guidance_below;
+    gen.sampling.guidance_rescale = guidance_rescale;
     gen.sampling.seed = seed;
   }
 

@@ -77,6 +77,24 @@ TEST(Sampler, GuidanceBelowTheBoundaryReplacesTheScale) {
   EXPECT_FALSE(at::allclose(got, sample(model, kLatent, text(1), text(2), options(2, "euler")), 1e-4, 1e-4));
 }
 
+TEST(Sampler, GuidanceRescalePullsTheSpreadTowardTheConditionalOutput) {
+  const WanTransformer& model = tiny_model();
+  SamplingOptions o = options(1, "euler");
+  o.guidance_rescale = 0.7;
+  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
+
+  auto scheduler = make_flow_scheduler("euler", o.shift);
+  scheduler->set_timesteps(1);
+  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
+  at::Tensor t = at::full({1}, scheduler->timesteps()[0]);
+  at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
+  at::Tensor guided = uncond + o.guidance * (cond - uncond);
+  at::Tensor rescaled = guided * (cond.std().item<double>() / guided.std().item<double>());
+  at::Tensor want = scheduler->step(0.7 * rescaled + 0.3 * guided, x);
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
+  EXPECT_FALSE(at::allclose(got, sample(model, kLatent, text(1), text(2), options(1, "euler")), 1e-4, 1e-4));
+}
+
 TEST(Sampler, RecipePicksTheMethodPerStep) {
   auto specs = attention_method_specs();
   RecipeAttention dense(parse_recipe("dense", specs));
@@ -108,6 +126,9 @@ TEST(Sampler, RejectsBadInput) {
   SamplingOptions boundary = options(2);
   boundary.guidance_boundary = 1.5;
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), boundary), c10::Error);
+  SamplingOptions rescale = options(2);
+  rescale.guidance_rescale = -0.5;
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), rescale), c10::Error);
   SamplingOptions bad = options(2, "ddim");
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), bad), std::invalid_argument);
 }
