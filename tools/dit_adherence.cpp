@@ -238,12 +238,19 @@ int main(int argc, char** argv) {
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
-    char below[64] = "";
-    if (guidance_boundary > 0)
-      std::snprintf(below, sizeof below, " (%g below sigma %g)", guidance_below, guidance_boundary);
+    std::string guidance_note;
+    char part[64];
+    if (guidance_boundary > 0) {
+      std::snprintf(part, sizeof part, " (%g below sigma %g)", guidance_below, guidance_boundary);
+      guidance_note += part;
+    }
+    if (guidance_rescale > 0) {
+      std::snprintf(part, sizeof part, " rescaled %g", guidance_rescale);
+      guidance_note += part;
+    }
     std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shift %g, attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.guidance, below, o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.guidance, guidance_note.c_str(), o.generation.sampling.shift, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
