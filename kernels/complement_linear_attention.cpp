@@ -108,7 +108,10 @@ at::Tensor complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q
   args.projection = w.defined() ? w.data_ptr() : nullptr;
   at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
   args.summaries = summaries.data_ptr();
-  check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
+  if (cuda::block_summaries_sm90_support(args))
+    check_launch(cuda::launch_block_summaries_sm90(args, stream), "block_summaries_sm90");
+  else
+    check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
   done("summaries");
   // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
   const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();

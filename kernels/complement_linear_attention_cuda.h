@@ -39,6 +39,11 @@ bool complement_linear_kernels_support(const ComplementLinearArgs& args);
 // One CTA per (key block, head, batch).
 cudaError_t launch_block_summaries(const ComplementLinearArgs& args, cudaStream_t stream);
 
+// The same unprojected summaries on Hopper with TMA and wgmma (block_summaries_sm90.cu), where
+// block_summaries_sm90_support holds: no projection, head dim 128, the current device sm_90.
+bool block_summaries_sm90_support(const ComplementLinearArgs& args);
+cudaError_t launch_block_summaries_sm90(const ComplementLinearArgs& args, cudaStream_t stream);
+
 // The complement of a block CSR as the 0/1 map [rows, nk] in `type` (kF16 or kBF16), contiguous:
 // row r is 1 except at cols[offsets[r]] to cols[offsets[r + 1] - 1] (int32, each below nk).
 cudaError_t launch_complement_map(const int32_t* offsets, const int32_t* cols, int64_t rows, int64_t nk,
