@@ -161,15 +161,26 @@ __global__ void __launch_bounds__(kThreads, 2) block_summaries_sm90_kernel(const
   warpgroup_wait<0>();
   warpgroup_fence_operand(acc);
 
+  // h_j out through shared memory, so that global stores are whole 16-byte vectors of a row: each
+  // warpgroup stages its 64 rows in a tile it has finished reading (K's or V's), the 16-byte
+  // chunks of row r at chunk ^ (r % 8), which keeps both the pair writes and the vector reads
+  // free of bank conflicts.
+  __syncthreads();  // both warpgroups are done with both tiles
+  Element* stage = wg == 0 ? ss.k.data() : ss.v.data();
+  auto staged = [&](int row, int c) { return stage + row * kD + ((c / kVec) ^ (row % 8)) * kVec + c % kVec; };
   Tensor pos = thr.partition_C(make_identity_tensor(Shape<_64, Int<kD>>{}));
   CUTE_UNROLL
   for (int i = 0; i < size(acc); i += 2) {
     // A thread's values come in pairs of neighbouring columns.
-    const int row = wg * 64 + get<0>(pos(i)), c = get<1>(pos(i));
     cutlass::Array<Element, 2> pair;
     pair[0] = Element(acc(i));
     pair[1] = Element(acc(i + 1));
-    *reinterpret_cast<cutlass::Array<Element, 2>*>(out + row * kD + c) = pair;
+    *reinterpret_cast<cutlass::Array<Element, 2>*>(staged(get<0>(pos(i)), get<1>(pos(i)))) = pair;
+  }
+  asm volatile("bar.sync %0, 128;" ::"r"(1 + wg));  // this warpgroup's 128 threads
+  for (int v = threadIdx.x % 128; v < 64 * kLanesPerRow; v += 128) {
+    const int row = v / kLanesPerRow, c = v % kLanesPerRow * kVec;
+    *reinterpret_cast<uint4*>(out + (wg * 64 + row) * kD + c) = *reinterpret_cast<const uint4*>(staged(row, c));
   }
 #endif
 }
