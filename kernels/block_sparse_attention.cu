@@ -409,6 +409,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_s.data()));
   };
 
+  // kLinear: φ(Q) and den = φ(Q)·Z_c per row now, while the first K and V tiles are in flight;
+  // φ(Q) waits in registers, the A operand of φ(Q)·H_c, until the epilogue.
+  constexpr int kRows = decltype(size<0>(o_rc))::value;
+  float den[kRows] = {};
+  FragP frag_q;
+  if constexpr (kLinear) {
+    constexpr int kCols = decltype(size<1>(cols_rc))::value;
+    const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
+    float z[kCols];
+    CUTE_UNROLL
+    for (int j = 0; j < kCols; ++j) z[j] = float(zc[get<1>(cols_rc(0, j))]);
+    AccS acc_f;
+    Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
+    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), z, den);
+    frag_q = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_f.data()));
+  }
+
   // The first stage alone; later ones issue QK of stage s together with PV of stage s - 1.
   if (n_stages > 0) {
     AccS acc_s;
@@ -454,28 +471,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     pipe_v.consumer_release(read_v);
   }
 
-  // The linear branch: acc_l = φ(Q)·H_c, den = φ(Q)·Z_c per row (0: an empty complement).
-  constexpr int kRows = decltype(size<0>(o_rc))::value;
+  // The linear branch: acc_l = (φ(Q)·H_c)·Wᵀ (den 0: an empty complement).
   Tensor acc_l = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
   Tensor l_rc = make_tensor(acc_l.data(), rowcol(acc_l.layout()));
-  float den[kRows] = {};
   if constexpr (kLinear) {
-    constexpr int kCols = decltype(size<1>(cols_rc))::value;
-    const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
-    float z[kCols];
-    CUTE_UNROLL
-    for (int j = 0; j < kCols; ++j) z[j] = float(zc[get<1>(cols_rc(0, j))]);
-    AccS acc_f;
-    Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
-    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), z, den);
-    to_operand(acc_f);
+    Tensor tOrQ = make_tensor(make_rmem_ptr<Element>(frag_q.data()), p_layout);
     Tensor sHt = make_tensor(make_smem_ptr(ss.hc.data()), typename Cfg::SmemLayoutVt{});
     Tensor tOrH = thr_pv.make_fragment_B(thr_pv.partition_B(sHt));
     cutlass::arch::ClusterTransactionBarrier::wait(&ss.hc_full, 0);
-    issue_gemm<true>(mma_pv, tOrP, tOrH(_, _, _, 0), acc_l);
+    issue_gemm<true>(mma_pv, tOrQ, tOrH(_, _, _, 0), acc_l);
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_l);
-    warpgroup_fence_operand(tOrP);
+    warpgroup_fence_operand(tOrQ);
     // φ(Q)H_c rounded to Element as the next A operand (its layout is the S accumulator's at D = 128).
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_l.data()));
     typename Cfg::TiledMmaW mma_w;
