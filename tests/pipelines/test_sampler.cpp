@@ -1,7 +1,10 @@
 // The whole denoising loop on the tiny random Wan model of tests/data/wan_tiny: determinism,
-// guidance batching, the recipe reaching the attention calls, cancellation, bad input.
+// guidance batching, the guidance split and rescale, the recipe reaching the attention calls,
+// cancellation, bad input.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <functional>
 
 #include "dit/wan_config.h"
 #include "pipelines/flow_scheduler.h"
@@ -44,55 +47,54 @@ TEST(Sampler, SameSeedSameVideoOtherSeedOtherVideo) {
   EXPECT_FALSE(at::allclose(a, c));
 }
 
-TEST(Sampler, BatchedGuidanceEqualsSeparateCondAndUncondPasses) {
-  const WanTransformer& model = tiny_model();
-  SamplingOptions o = options(1, "euler");
-  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
-
+// The sampler's Euler steps by hand from its noise, with the cond and uncond passes run apart:
+// `guide(step, cond, uncond)` makes the model output each step takes.
+using Guide = std::function<at::Tensor(int, const at::Tensor&, const at::Tensor&)>;
+at::Tensor sample_by_hand(const SamplingOptions& o, const Guide& guide) {
   auto scheduler = make_flow_scheduler("euler", o.shift);
-  scheduler->set_timesteps(1);
+  scheduler->set_timesteps(o.steps);
   at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
-  at::Tensor t = at::full({1}, scheduler->timesteps()[0]);
-  at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
-  at::Tensor want = scheduler->step(uncond + o.guidance * (cond - uncond), x);
+  for (int i = 0; i < o.steps; ++i) {
+    at::Tensor t = at::full({1}, scheduler->timesteps()[i]);
+    x = scheduler->step(guide(i, tiny_model().forward(x, t, text(1)), tiny_model().forward(x, t, text(2))), x);
+  }
+  return x;
+}
+
+TEST(Sampler, BatchedGuidanceEqualsSeparateCondAndUncondPasses) {
+  SamplingOptions o = options(1, "euler");
+  at::Tensor got = sample(tiny_model(), kLatent, text(1), text(2), o);
+  at::Tensor want = sample_by_hand(o, [&](int, const at::Tensor& cond, const at::Tensor& uncond) {
+    return uncond + o.guidance * (cond - uncond);
+  });
   EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
 }
 
 TEST(Sampler, GuidanceBelowTheBoundaryReplacesTheScale) {
-  const WanTransformer& model = tiny_model();
-  auto scheduler = make_flow_scheduler("euler", options(2).shift);
-  scheduler->set_timesteps(2);
   SamplingOptions o = options(2, "euler");
+  auto scheduler = make_flow_scheduler("euler", o.shift);
+  scheduler->set_timesteps(2);
   o.guidance_boundary = (scheduler->sigmas()[0] + scheduler->sigmas()[1]) / 2;  // step 0 above, step 1 below
   o.guidance_below = 1.0;
-  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
-
-  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
-  for (int i = 0; i < 2; ++i) {
-    at::Tensor t = at::full({1}, scheduler->timesteps()[i]);
-    at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
-    x = scheduler->step(i == 0 ? uncond + o.guidance * (cond - uncond) : cond, x);
-  }
-  EXPECT_TRUE(at::allclose(got, x, 1e-5, 1e-5));
-  EXPECT_FALSE(at::allclose(got, sample(model, kLatent, text(1), text(2), options(2, "euler")), 1e-4, 1e-4));
+  at::Tensor got = sample(tiny_model(), kLatent, text(1), text(2), o);
+  at::Tensor want = sample_by_hand(o, [&](int step, const at::Tensor& cond, const at::Tensor& uncond) {
+    return step == 0 ? uncond + o.guidance * (cond - uncond) : cond;
+  });
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
+  EXPECT_FALSE(at::allclose(got, sample(tiny_model(), kLatent, text(1), text(2), options(2, "euler")), 1e-4, 1e-4));
 }
 
 TEST(Sampler, GuidanceRescalePullsTheSpreadTowardTheConditionalOutput) {
-  const WanTransformer& model = tiny_model();
   SamplingOptions o = options(1, "euler");
   o.guidance_rescale = 0.7;
-  at::Tensor got = sample(model, kLatent, text(1), text(2), o);
-
-  auto scheduler = make_flow_scheduler("euler", o.shift);
-  scheduler->set_timesteps(1);
-  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
-  at::Tensor t = at::full({1}, scheduler->timesteps()[0]);
-  at::Tensor cond = model.forward(x, t, text(1)), uncond = model.forward(x, t, text(2));
-  at::Tensor guided = uncond + o.guidance * (cond - uncond);
-  at::Tensor rescaled = guided * (cond.std().item<double>() / guided.std().item<double>());
-  at::Tensor want = scheduler->step(0.7 * rescaled + 0.3 * guided, x);
+  at::Tensor got = sample(tiny_model(), kLatent, text(1), text(2), o);
+  at::Tensor want = sample_by_hand(o, [&](int, const at::Tensor& cond, const at::Tensor& uncond) {
+    at::Tensor guided = uncond + o.guidance * (cond - uncond);
+    at::Tensor rescaled = guided * (cond.std().item<double>() / guided.std().item<double>());
+    return 0.7 * rescaled + 0.3 * guided;
+  });
   EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5));
-  EXPECT_FALSE(at::allclose(got, sample(model, kLatent, text(1), text(2), options(1, "euler")), 1e-4, 1e-4));
+  EXPECT_FALSE(at::allclose(got, sample(tiny_model(), kLatent, text(1), text(2), options(1, "euler")), 1e-4, 1e-4));
 }
 
 TEST(Sampler, RecipePicksTheMethodPerStep) {
