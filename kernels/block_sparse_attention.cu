@@ -15,11 +15,12 @@
 //
 // With SLA's linear branch fused (kLinear, head dim 128): the producer also loads the query
 // block's complement sum H_c (D x D) once, and after the last K tile the projection W into the
-// next K stage. Each consumer, after its softmax stages, computes φ(Q) = softmax over D of its 64
-// rows in the S accumulator's register layout, so that φ(Q)·H_c is one more RS wgmma with H_c
-// read like a V tile (D rows as its 128 keys), and (φ(Q)H_c)·Wᵀ one more with W read like a K
-// tile; it adds that over φ(Q)·Z_c to O / l before the single write. The rest of the branch
-// (summaries, complement map and GEMM) runs before this kernel: complement_linear_attention.cpp.
+// next K stage. Each consumer, while its first K and V tiles load, computes φ(Q) = softmax over D
+// of its 64 rows in the S accumulator's register layout and keeps it there; after its softmax
+// stages φ(Q)·H_c is one more RS wgmma with H_c read like a V tile (D rows as its 128 keys), and
+// (φ(Q)H_c)·Wᵀ one more with W read like a K tile; it adds that over φ(Q)·Z_c to O / l before the
+// single write. The rest of the branch (summaries, complement map and GEMM) runs before this
+// kernel: complement_linear_attention.cpp.
 #include "kernels/block_sparse_attention_cuda.h"
 
 #include <cute/tensor.hpp>
@@ -228,8 +229,8 @@ __device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_p
 }
 
 // φ(Q) for this warpgroup's 64 query rows in the QK accumulator's layout (f: fp32, rows and
-// columns as `pos` gives them), rounded to Element as the tensor cores will read it; returns per
-// row φ(q)·Z_c, with z this thread's columns of Z_c.
+// columns as `pos` gives them), rounded to Element as the tensor cores will read it; den[r] gets
+// row r's φ(q)·Z_c, from z, this thread's columns of Z_c.
 template <class Element, class F, class Pos, class SQ, int kCols>
 __device__ void softmax_features(F& f, Pos const& pos, SQ const& sq, const float (&z)[kCols], float* den) {
   CUTE_UNROLL
