@@ -47,7 +47,7 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise, kPureNoise, kFactDropout };
+enum Stream : uint64_t { kFacts = 1, kRender, kDropout, kSigma, kNoise, kPureNoise, kFactDropout, kShapeSwap };
 
 uint64_t derive(uint64_t seed, int64_t step, Stream stream, uint64_t index = 0) {
   return splitmix64(splitmix64(splitmix64(seed + 0x632be59bd9b4e019ull * stream) ^ uint64_t(step)) ^ index);
@@ -107,6 +107,8 @@ void check_options(const TrainOptions& o) {
     fail("--object-weight must be >= 0 (0: off), got " + std::to_string(o.object_weight));
   if (!(o.fact_dropout >= 0 && o.fact_dropout <= 1))
     fail("--fact-dropout must be in [0, 1], got " + std::to_string(o.fact_dropout));
+  if (!(o.shape_swap >= 0 && o.shape_swap <= 1))
+    fail("--shape-swap must be in [0, 1], got " + std::to_string(o.shape_swap));
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
@@ -128,6 +130,7 @@ json run_identity(const TrainOptions& o) {
   if (!o.caption_mixing) j["caption_mixing"] = false;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
   if (o.sigma_sampling != "logit-normal") j["sigma_sampling"] = o.sigma_sampling;
+  if (o.shape_swap > 0) j["shape_swap"] = o.shape_swap;
   return j;
 }
 
@@ -207,6 +210,23 @@ ModelPreset model_preset(const std::string& name) {
 
 at::Tensor object_loss_weights(const at::Tensor& coverage, const std::array<int64_t, 3>& factor, double object_weight) {
   return at::max_pool3d(coverage, {factor[0], factor[1], factor[2]}).mul_(object_weight).add_(1);
+}
+
+ClipFacts noised_facts(const TrainOptions& o, int64_t step, int64_t index, const ClipFacts& facts, double sigma) {
+  const uint64_t bits = derive(o.seed, step, kShapeSwap, uint64_t(index));
+  if (sigma < kShapeSwapMinSigma || !(unit_interval(bits) < o.shape_swap)) return facts;
+  ClipFacts swapped = facts;
+  for (size_t k = 0; k < swapped.objects.size(); ++k) {
+    ObjectFacts& object = swapped.objects[k];
+    std::vector<Shape> others;
+    for (Shape shape : {Shape::kCircle, Shape::kSquare, Shape::kTriangle}) {
+      ObjectFacts candidate = object;
+      candidate.shape = shape;
+      if (shape != object.shape && !in_held_out_pair(candidate)) others.push_back(shape);
+    }
+    if (!others.empty()) object.shape = others[splitmix64(bits + k) % others.size()];
+  }
+  return swapped;
 }
 
 double training_sigma(const TrainOptions& o, int64_t step, int64_t index) {
@@ -341,7 +361,7 @@ struct Trainer::State {
   at::Tensor loss_at(int64_t at_step) {
     const TrainOptions& o = options;
     const int64_t B = o.batch;
-    std::vector<ClipFacts> facts;
+    std::vector<ClipFacts> facts, noised;
     std::vector<uint64_t> render_seeds;
     std::vector<std::string> prompts;
     std::vector<float> sigmas;
@@ -350,21 +370,28 @@ struct Trainer::State {
       render_seeds.push_back(derive(o.seed, at_step, kRender, uint64_t(i)));
       prompts.push_back(clip_caption(o, at_step, i, facts.back()));
       sigmas.push_back(float(training_sigma(o, at_step, i)));
+      if (o.shape_swap > 0) noised.push_back(noised_facts(o, at_step, i, facts.back(), sigmas.back()));
     }
     at::Tensor coverage;
     const at::Tensor x0 = codec.encode(
         render_clips(facts, render_seeds, preset.clip, device, o.object_weight > 0 ? &coverage : nullptr));
+    // What x_t is made from: x0, or with shape_swap each clip as noised_facts gives it.
+    const at::Tensor x0_in =
+        o.shape_swap > 0 ? codec.encode(render_clips(noised, render_seeds, preset.clip, device, nullptr)) : x0;
     at::Generator gen = at::globalContext().defaultGenerator(device).clone();
     gen.set_current_seed(derive(o.seed, at_step, kNoise));
     const at::Tensor noise = at::randn(x0.sizes(), gen, x0.options());
     const at::Tensor sigma = at::tensor(sigmas, at::kFloat).to(device);
     const at::Tensor s = sigma.view({B, 1, 1, 1, 1});
-    const at::Tensor x_t = (1 - s) * x0 + s * noise;
+    const at::Tensor x_t = (1 - s) * x0_in + s * noise;
     const at::Tensor context = compute_captions.encode(compute_captions.tokenize(prompts).ids);
     const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context, attention.get()).to(at::kFloat);
     const at::Tensor velocity =
         o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
-    const at::Tensor error = (velocity - (noise - x0)).square();
+    // The velocity that takes this x_t to x0, (x_t - x0) / sigma: noise - x0 exactly where x_t
+    // was made from x0 itself (the two renders are the same bits).
+    const at::Tensor target = o.shape_swap > 0 ? noise - x0 + (1 - s) / s * (x0_in - x0) : noise - x0;
+    const at::Tensor error = (velocity - target).square();
     if (o.object_weight == 0) return error.mean();
     const at::Tensor w = object_loss_weights(coverage, codec.config().factor, o.object_weight);
     return (error * w).mean() / w.mean();

@@ -103,6 +103,12 @@ struct TrainOptions {
   // captions that are kept, each on its own (caption_dropping_facts): the model sees what one word
   // does apart from the words it usually comes with, which unseen pairs of them need. 0: none.
   double fact_dropout = 0;
+  // Share of the clips at sigma >= kShapeSwapMinSigma whose x_t is made from the same clip with
+  // each object's shape changed, while the target stays the clip the caption describes: where a
+  // generated clip's layout is settled, the model is taught to draw the shape the caption names
+  // over another shape in x_t (the shipped model's squares come out round, docs/shipped_model.md).
+  // Replacement shapes never make a held-out pair. 0: none.
+  double shape_swap = 0;
   // false: the caption encoder's tokens attend only to themselves (CaptionEncoderConfig::
   // token_mixing), so that a colour word's vector cannot carry the shape it came with in training
   // and the DiT has to read each fact from its own word. Written into the export's config.
@@ -159,6 +165,15 @@ std::vector<std::string> training_captions(const TrainOptions& options, int64_t 
 // The noise level of clip `index` of step `step`'s batch (0-based): 1 for the pure_noise share,
 // otherwise t drawn by sigma_sampling and shifted as the sampler shifts: shift t / (1 + (shift - 1) t).
 double training_sigma(const TrainOptions& options, int64_t step, int64_t index);
+
+// The lowest noise level shape_swap applies at: above it x_t still shows a shape only faintly.
+constexpr double kShapeSwapMinSigma = 0.9;
+
+// The facts clip `index` of step `step` is noised from, given its own: the same, or for the
+// shape_swap share of clips at sigma >= kShapeSwapMinSigma, each object's shape replaced by
+// another that makes no held-out pair (an object with no such shape keeps its own).
+ClipFacts noised_facts(const TrainOptions& options, int64_t step, int64_t index, const ClipFacts& facts,
+                       double sigma);
 
 // The learning rate at `step` (0-based) under `options`' warm-up and schedule.
 double learning_rate(const TrainOptions& options, int64_t step);

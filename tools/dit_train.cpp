@@ -50,11 +50,13 @@ void print_start(const ditkit::Trainer& trainer) {
                p.captions.token_mixing ? "" : ", no token mixing", double(dit + text) * 2 / (1 << 20));
   std::fprintf(stderr,
                "dit-train: clips %lldx%lldx%lld -> latents %lldx%lldx%lldx%lld -> %lld tokens; batch %lld on %s%s; "
-               "prediction %s, shift %g (%s), pure noise %g, object weight %g, caption dropout %g, fact dropout %g\n",
+               "prediction %s, shift %g (%s), pure noise %g, object weight %g, caption dropout %g, fact dropout %g, "
+               "shape swap %g\n",
                (long long)p.clip.frames, (long long)p.clip.height, (long long)p.clip.width, (long long)c.in_channels,
                (long long)f, (long long)h, (long long)w, (long long)tokens, (long long)o.batch,
                trainer.device().str().c_str(), trainer.compute_dtype() == at::kBFloat16 ? " (bf16 compute, fp32 master weights)" : " (fp32)",
-               o.prediction.c_str(), o.shift, o.sigma_sampling.c_str(), o.pure_noise, o.object_weight, o.caption_dropout, o.fact_dropout);
+               o.prediction.c_str(), o.shift, o.sigma_sampling.c_str(), o.pure_noise, o.object_weight, o.caption_dropout, o.fact_dropout,
+               o.shape_swap);
   std::fprintf(stderr, "dit-train: %s at step %lld of %lld, seed %llu, lr %g (warm-up %lld, %s), run folder %s\n",
                trainer.step() > 0 ? "resuming" : "starting", (long long)trainer.step(), (long long)o.steps,
                (unsigned long long)o.seed, o.lr, (long long)o.warmup, o.schedule.c_str(), o.out_dir.c_str());
@@ -116,6 +118,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--fact-dropout", o.fact_dropout,
                  "share of fact words (colour, shape, direction, ...) left out of each kept caption; 0: none")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--shape-swap", o.shape_swap,
+                 "share of clips at sigma >= 0.9 noised from the clip with its objects' shapes changed, the target "
+                 "still the captioned clip (teaches the shape word over the shape in x_t); 0: none")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-caption-mixing", o.caption_mixing,
                "caption encoder tokens attend only to themselves, so each word says its own fact (kept in the export; "

@@ -124,6 +124,66 @@ TEST_F(TrainerTest, ObjectWeightChangesTheLossAndDefinesTheRun) {
   EXPECT_EQ(Trainer(o).step(), 1);
 }
 
+// 800 clips at each noise level: below kShapeSwapMinSigma nothing changes; at and above it about
+// the shape_swap share of clips come back with other shapes, and nothing else changed.
+TEST_F(TrainerTest, ShapeSwapNoisesFromOtherShapesAboveItsSigmaAndDefinesTheRun) {
+  TrainOptions o = tiny("shape-swap");
+  o.shape_swap = 0.5;
+  int swapped = 0, draws = 0;
+  for (int64_t step = 0; step < 100; ++step)
+    for (int64_t i = 0; i < 8; ++i) {
+      const ClipFacts facts = sample_facts(uint64_t(1000 + step * 8 + i), Split::kTrain);
+      for (double sigma : {0.5, 0.89, kShapeSwapMinSigma, 0.97, 1.0}) {
+        const ClipFacts got = noised_facts(o, step, i, facts, sigma);
+        ASSERT_EQ(got.objects.size(), facts.objects.size());
+        EXPECT_EQ(got.background, facts.background);
+        EXPECT_EQ(got.texture, facts.texture);
+        bool changed = false;
+        for (size_t k = 0; k < facts.objects.size(); ++k) {
+          const ObjectFacts &a = facts.objects[k], &b = got.objects[k];
+          EXPECT_EQ(b.colour, a.colour);
+          EXPECT_EQ(b.direction, a.direction);
+          EXPECT_EQ(b.speed, a.speed);
+          if (b.shape != a.shape) {
+            changed = true;
+            EXPECT_FALSE(in_held_out_pair(b)) << caption(got);
+          }
+        }
+        if (sigma < kShapeSwapMinSigma) {
+          EXPECT_FALSE(changed) << "sigma " << sigma;
+        } else {
+          swapped += changed;
+          ++draws;
+        }
+        o.shape_swap = 0;
+        EXPECT_EQ(caption(noised_facts(o, step, i, facts, sigma)), caption(facts));
+        o.shape_swap = 0.5;
+      }
+    }
+  EXPECT_NEAR(double(swapped) / draws, 0.5, 0.07);
+
+  // The loss of one step with and without: the batch has clips at sigma >= 0.9 to swap.
+  o.shape_swap = 1;
+  bool any = false;
+  for (int64_t i = 0; i < o.batch; ++i) any |= training_sigma(o, 0, i) >= kShapeSwapMinSigma;
+  ASSERT_TRUE(any);
+  const double with = Trainer(o).train_step().item<double>();
+  TrainOptions plain = tiny("no-swap");
+  const double without = Trainer(plain).train_step().item<double>();
+  EXPECT_TRUE(std::isfinite(with));
+  // Same weights and batch, bit for bit, but for the swapped clips' x_t and target; objects are a
+  // few percent of a clip, so the losses differ only a little.
+  EXPECT_NE(with, without);
+
+  o.steps = 1;
+  Trainer(o).train();
+  o.resume = true;
+  o.shape_swap = 0.5;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"shape_swap", "1"}));
+  o.shape_swap = 1;
+  EXPECT_EQ(Trainer(o).step(), 1);
+}
+
 TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) {
   TrainOptions o = tiny("fact-dropout");
   o.batch = 64;
@@ -500,6 +560,9 @@ TEST_F(TrainerTest, BadInputGivesClearErrors) {
   o = tiny("options");
   o.pure_noise = 1.5;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--pure-noise", "[0, 1]"}));
+  o = tiny("options");
+  o.shape_swap = -0.1;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--shape-swap", "[0, 1]"}));
   o = tiny("options");
   o.object_weight = -1;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(o); }, {"--object-weight", ">= 0"}));
