@@ -121,7 +121,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--shape-swap", o.shape_swap,
                  "share of clips at sigma >= 0.9 noised from the clip with its objects' shapes changed, the target "
-                 "still the captioned clip (teaches the shape word over the shape in x_t); 0: none")
+                 "still the captioned clip (meant to teach the shape word over the shape in x_t; run 17 measured it "
+                 "hurting: docs/shipped_model.md); 0: none")
       ->check(CLI::Range(0.0, 1.0));
   app.add_flag("!--no-caption-mixing", o.caption_mixing,
                "caption encoder tokens attend only to themselves, so each word says its own fact (kept in the export; "
