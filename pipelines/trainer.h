@@ -108,7 +108,7 @@ struct TrainOptions {
   // generated clip's layout is settled, the model is taught to draw the shape the caption names
   // over another shape in x_t (the shipped model's squares come out round, docs/shipped_model.md).
   // Replacement shapes never make a held-out pair. 0: none. Measured (run 17, 0.5 for 2,929 steps
-  // from the shipped weights): adherence fell from 10 to 3 of 20, triangles broke up.
+  // from the shipped weights): adherence fell from 10 to 3 of 20 (11 without it), triangles broke up.
   double shape_swap = 0;
   // false: the caption encoder's tokens attend only to themselves (CaptionEncoderConfig::
   // token_mixing), so that a colour word's vector cannot carry the shape it came with in training
