@@ -162,8 +162,7 @@ AttentionOutput block_sparse_attention_with_linear(const at::Tensor& q, const at
               D, "] on ", q.device(), ", got ", projection.scalar_type(), " ", projection.sizes(), " on ",
               projection.device());
 #if DITKIT_HAVE_CUDA
-  if (block_sparse_attention_fuses_linear(q, k, v, blocks)) {
-    auto args = kernel_args(q, k, v, blocks);
+  if (auto args = kernel_args(q, k, v, blocks); args && D == 128) {
     args->complement_sums = complement_sums.data_ptr();
     args->projection = projection.data_ptr();
     if (cuda::block_sparse_attention_kernel_supports(*args)) return run_sparse_kernel(*args, q, csr, scale);

@@ -180,9 +180,10 @@ AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k
                                         const BlockCsr& critical, BlockShape blocks, const at::Tensor& projection,
                                         bool fused, const std::function<void(const char* stage)>& after_stage) {
 #if DITKIT_HAVE_CUDA
-  if (fused && sparse_linear_attention_fuses(q, k, v, blocks, projection)) {
+  // The output the kernel writes is fresh and shaped like q: q stands in for it.
+  auto args = fused ? kernel_args(q, q, k, v, blocks, projection) : std::nullopt;
+  if (args && block_sparse_attention_fuses_linear(q, k, v, blocks)) {
     check_args(q, k, v, critical, blocks);
-    auto args = kernel_args(q, q, k, v, blocks, projection);
     c10::cuda::CUDAGuard guard(q.device());
     const auto done = [&](const char* stage) {
       if (after_stage) after_stage(stage);

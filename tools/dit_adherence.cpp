@@ -25,6 +25,7 @@
 #include "pipelines/video_writer.h"
 #include "pipelines/y4m.h"
 #include "sparse/attention_method.h"
+#include "tools/model_flags.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -160,7 +161,8 @@ int main(int argc, char** argv) {
                      judge;
   ditkit::AdherenceOptions o;
   int steps = 0;
-  double guidance = -1, shift = 0, guidance_boundary = 0, guidance_below = 1, guidance_rescale = 0;
+  double guidance = -1, shift = 0;
+  ditkit::tools::GuidanceFlags guidance_steps;
   CLI::App app{"dit-adherence: prompt adherence of a shapes model, checked by looking at the frames"};
   app.footer(std::string("Generating on a machine without OpenCV, judging on another:\n") +
              "  dit-adherence --count 32 --videos DIR      writes DIR/NNN.y4m and DIR/" + kManifest + "\n" +
@@ -168,7 +170,7 @@ int main(int argc, char** argv) {
              (DITKIT_HAVE_OPENCV ? "This build has OpenCV: it generates and judges."
                                  : "This build has no OpenCV: it only generates, into --videos DIR."));
   app.option_defaults()->always_capture_default();
-  const std::vector<CLI::Option*> generating = {
+  std::vector<CLI::Option*> generating = {
       app.add_option("-m,--model", model, "shapes model folder; default: the shipped model")->envname("DITKIT_MODEL"),
       app.add_option("--count", o.count, "prompts to generate and check")->check(CLI::PositiveNumber),
       app.add_option("--seed", o.seed, "prompt i is drawn from seed + i and generated with noise seed seed + i"),
@@ -177,20 +179,13 @@ int main(int argc, char** argv) {
       app.add_option("-a,--attention", attention, "attention recipe"),
       app.add_option("--steps", steps, "denoising steps (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--guidance", guidance, "guidance scale (negative: the model's)"),
-      app.add_option("--guidance-boundary", guidance_boundary,
-                     "steps with sigma below this use --guidance-below (0: every step uses --guidance)")
-          ->check(CLI::Range(0.0, 1.0)),
-      app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
-          ->check(CLI::NonNegativeNumber),
-      app.add_option("--guidance-rescale", guidance_rescale,
-                     "pull the guided output's spread back toward the conditional one's, 0 (off) to 1")
-          ->check(CLI::Range(0.0, 1.0)),
       app.add_option("--shift", shift, "flow shift of the sampler (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--device", device_name, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE"),
       app.add_option("--videos", videos,
                      "also write each video as DIR/NNN.y4m, listed with its prompt in DIR/" + std::string(kManifest) +
                          " for --judge (the folder must exist); required in a build without OpenCV")
           ->type_name("DIR")};
+  for (CLI::Option* option : guidance_steps.add_to(app)) generating.push_back(option);
   CLI::Option* judge_option = app.add_option(
       "--judge", judge, "judge the videos a run wrote with --videos DIR instead of generating; needs OpenCV")
       ->type_name("DIR");
@@ -232,25 +227,13 @@ int main(int argc, char** argv) {
     if (steps > 0) o.generation.sampling.steps = steps;
     if (guidance >= 0) o.generation.sampling.guidance = guidance;
     if (shift > 0) o.generation.sampling.shift = shift;
-    o.generation.sampling.guidance_boundary = guidance_boundary;
-    o.generation.sampling.guidance_below = guidance_below;
-    o.generation.sampling.guidance_rescale = guidance_rescale;
+    guidance_steps.apply(o.generation.sampling);
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
-    std::string guidance_note;
-    char part[64];
-    if (guidance_boundary > 0) {
-      std::snprintf(part, sizeof part, " (%g below sigma %g)", guidance_below, guidance_boundary);
-      guidance_note += part;
-    }
-    if (guidance_rescale > 0) {
-      std::snprintf(part, sizeof part, " rescaled %g", guidance_rescale);
-      guidance_note += part;
-    }
     std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shift %g, attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.guidance, guidance_note.c_str(), o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.guidance, guidance_steps.describe().c_str(), o.generation.sampling.shift, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
@@ -259,9 +242,9 @@ int main(int argc, char** argv) {
                       {"seed", o.seed},
                       {"steps", o.generation.sampling.steps},
                       {"guidance", o.generation.sampling.guidance},
-                      {"guidance_boundary", guidance_boundary},
-                      {"guidance_below", guidance_below},
-                      {"guidance_rescale", guidance_rescale},
+                      {"guidance_boundary", guidance_steps.boundary},
+                      {"guidance_below", guidance_steps.below},
+                      {"guidance_rescale", guidance_steps.rescale},
                       {"shift", o.generation.sampling.shift},
                       {"attention", attention}};
     json listed = json::array();

@@ -172,11 +172,12 @@ int main(int argc, char** argv) {
     gen.vae_chunk = o.vae_chunk;
     if (rank0)
       std::fprintf(stderr,
-                   "dit-gen: %s on %s%s (%s), %lldx%lld, %lld frames, %d steps, guidance %g, shift %g, attention '%s'\n",
+                   "dit-gen: %s on %s%s (%s), %lldx%lld, %lld frames, %d steps, guidance %g%s, shift %g, attention '%s'\n",
                    model.c_str(), device.str().c_str(),
                    place ? (", rank 0 of " + std::to_string(place->world)).c_str() : "",
                    c10::toString(dtype), static_cast<long long>(gen.width), static_cast<long long>(gen.height),
-                   static_cast<long long>(gen.frames), gen.sampling.steps, gen.sampling.guidance, gen.sampling.shift,
+                   static_cast<long long>(gen.frames), gen.sampling.steps, gen.sampling.guidance,
+                   o.run.guidance_steps.describe().c_str(), gen.sampling.shift,
                    o.attention.c_str());
     ditkit::Recipe recipe = ditkit::load_recipe(o.attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, static_cast<int>(pipeline.transformer().config().num_layers), gen.sampling.steps);

@@ -8,11 +8,13 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "pipelines/device_flag.h"
 #include "pipelines/model_location.h"
@@ -26,11 +28,52 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// How guidance changes over the steps (SamplingOptions: a second scale below a sigma, a
+// rescale), the same flags in every tool that generates. Their defaults change nothing.
+struct GuidanceFlags {
+  double boundary = 0, below = 1, rescale = 0;
+
+  // Returns the options, for a tool that refuses them in a mode that does not generate.
+  std::vector<CLI::Option*> add_to(CLI::App& app) {
+    return {app.add_option("--guidance-boundary", boundary,
+                           "steps with sigma below this use --guidance-below instead of --guidance (0: every step "
+                           "uses --guidance)")
+                ->check(CLI::Range(0.0, 1.0)),
+            app.add_option("--guidance-below", below, "guidance scale below --guidance-boundary (1: none)")
+                ->check(CLI::NonNegativeNumber),
+            app.add_option("--guidance-rescale", rescale,
+                           "pull the guided output's spread back toward the conditional one's, 0 (off) to 1")
+                ->check(CLI::Range(0.0, 1.0))};
+  }
+
+  void apply(SamplingOptions& sampling) const {
+    sampling.guidance_boundary = boundary;
+    sampling.guidance_below = below;
+    sampling.guidance_rescale = rescale;
+  }
+
+  // " (G below sigma S)", " rescaled R", both or "" as given, for a tool's settings line.
+  std::string describe() const {
+    std::string text;
+    char part[64];
+    if (boundary > 0) {
+      std::snprintf(part, sizeof part, " (%g below sigma %g)", below, boundary);
+      text += part;
+    }
+    if (rescale > 0) {
+      std::snprintf(part, sizeof part, " rescaled %g", rescale);
+      text += part;
+    }
+    return text;
+  }
+};
+
 struct ModelFlags {
   std::string model;  // empty: the shipped default model
   std::string device = "auto";
   int width = 0, height = 0, frames = 0, steps = 0;
-  double guidance = 0, guidance_below = 1, guidance_boundary = 0, guidance_rescale = 0;
+  double guidance = 0;
+  GuidanceFlags guidance_steps;
   int64_t seed = 0;
 
   void add_to(CLI::App& app) {
@@ -44,15 +87,7 @@ struct ModelFlags {
     steps_ = from_model(app.add_option("--steps", steps, "denoising steps")->check(CLI::PositiveNumber));
     guidance_ = from_model(
         app.add_option("--guidance", guidance, "classifier-free guidance scale")->check(CLI::NonNegativeNumber));
-    app.add_option("--guidance-boundary", guidance_boundary,
-                   "steps with sigma below this use --guidance-below instead of --guidance (0: every step "
-                   "uses --guidance)")
-        ->check(CLI::Range(0.0, 1.0));
-    app.add_option("--guidance-below", guidance_below, "guidance scale below --guidance-boundary (1: none)")
-        ->check(CLI::NonNegativeNumber);
-    app.add_option("--guidance-rescale", guidance_rescale,
-                   "pull the guided output's spread back toward the conditional one's, 0 (off) to 1")
-        ->check(CLI::Range(0.0, 1.0));
+    guidance_steps.add_to(app);
     app.add_option("--seed", seed, "noise seed (same noise on CPU and GPU)");
     app.add_option("--device", device, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE");
   }
@@ -78,9 +113,7 @@ struct ModelFlags {
     if (frames_->count()) gen.frames = frames;
     if (steps_->count()) gen.sampling.steps = steps;
     if (guidance_->count()) gen.sampling.guidance = guidance;
-    gen.sampling.guidance_boundary = guidance_boundary;
-    gen.sampling.guidance_below = guidance_below;
-    gen.sampling.guidance_rescale = guidance_rescale;
+    guidance_steps.apply(gen.sampling);
     gen.sampling.seed = seed;
   }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -56,6 +57,19 @@ class TrainerTest : public ::testing::Test {
     o.seed = 7;
     o.threads = 1;  // this model's ops are too small to gain from threads, and lose much on a busy machine
     return o;
+  }
+
+  // Trains `o` one step; then resuming with `change` made is refused naming `words` (the setting
+  // defines the run), and resuming as the run was goes on from step 1.
+  static void expect_resume_refuses(TrainOptions o, const std::function<void(TrainOptions&)>& change,
+                                    const std::vector<std::string>& words) {
+    o.steps = 1;
+    Trainer(o).train();
+    o.resume = true;
+    TrainOptions changed = o;
+    change(changed);
+    EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(changed); }, words));
+    EXPECT_EQ(Trainer(o).step(), 1);
   }
 
   fs::path dir_;
@@ -115,13 +129,7 @@ TEST_F(TrainerTest, ObjectWeightChangesTheLossAndDefinesTheRun) {
   EXPECT_TRUE(std::isfinite(weighted));
   EXPECT_GT(std::abs(weighted - plain), 1e-4 * plain) << "same batch, same weights: only the weighting differs";
 
-  o.steps = 1;
-  Trainer(o).train();
-  o.resume = true;
-  o.object_weight = 0;
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"object_weight", "4"}));
-  o.object_weight = 4;
-  EXPECT_EQ(Trainer(o).step(), 1);
+  expect_resume_refuses(o, [](TrainOptions& c) { c.object_weight = 0; }, {"object_weight", "4"});
 }
 
 // 800 clips at each noise level: below kShapeSwapMinSigma nothing changes; at and above it about
@@ -175,13 +183,7 @@ TEST_F(TrainerTest, ShapeSwapNoisesFromOtherShapesAboveItsSigmaAndDefinesTheRun)
   // few percent of a clip, so the losses differ only a little.
   EXPECT_NE(with, without);
 
-  o.steps = 1;
-  Trainer(o).train();
-  o.resume = true;
-  o.shape_swap = 0.5;
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"shape_swap", "1"}));
-  o.shape_swap = 1;
-  EXPECT_EQ(Trainer(o).step(), 1);
+  expect_resume_refuses(o, [](TrainOptions& c) { c.shape_swap = 0.5; }, {"shape_swap", "1"});
 }
 
 TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) {
@@ -210,13 +212,7 @@ TEST_F(TrainerTest, FactDropoutLeavesWordsOutOfTheKeptCaptionsAndDefinesTheRun) 
   EXPECT_NE(training_captions(o, 4), dropped);
 
   o.batch = 4;
-  o.steps = 1;
-  Trainer(o).train();
-  o.resume = true;
-  o.fact_dropout = 0;
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"fact_dropout", "0.5"}));
-  o.fact_dropout = 0.5;
-  EXPECT_EQ(Trainer(o).step(), 1);
+  expect_resume_refuses(o, [](TrainOptions& c) { c.fact_dropout = 0; }, {"fact_dropout", "0.5"});
 }
 
 // Shares of 6,400 draws (200 steps of 32 clips) at shift 48, the shipped model's.
@@ -250,13 +246,7 @@ TEST_F(TrainerTest, SigmaSamplingSetsWhereTrainingLandsAndDefinesTheRun) {
   EXPECT_NEAR(uniform[2], 0.75 * 0.158, 0.015);
 
   o.batch = 4;
-  o.steps = 1;
-  Trainer(o).train();
-  o.resume = true;
-  o.sigma_sampling = "logit-normal";
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(o); }, {"sigma_sampling", "uniform"}));
-  o.sigma_sampling = "uniform";
-  EXPECT_EQ(Trainer(o).step(), 1);
+  expect_resume_refuses(o, [](TrainOptions& c) { c.sigma_sampling = "logit-normal"; }, {"sigma_sampling", "uniform"});
 }
 
 TEST_F(TrainerTest, NoCaptionMixingReachesTheExportAndDefinesTheRun) {
