@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/block_pool_cuda.h"
+#include "kernels/cuda_element_type.h"
 #endif
 
 namespace ditkit {
@@ -23,20 +24,15 @@ void check_pool_args(const at::Tensor& x, int64_t block) {
 
 #if DITKIT_HAVE_CUDA
 at::Tensor block_mean_pool_cuda(const at::Tensor& x_in, int64_t block) {
-  cuda::ElementType type;
-  switch (x_in.scalar_type()) {
-    case at::kFloat: type = cuda::ElementType::kF32; break;
-    case at::kHalf: type = cuda::ElementType::kF16; break;
-    case at::kBFloat16: type = cuda::ElementType::kBF16; break;
-    default: TORCH_CHECK(false, "block_mean_pool: CUDA path takes f32, f16 or bf16, got ", x_in.scalar_type());
-  }
+  const auto type = cuda::element_type_of(x_in.scalar_type());
+  TORCH_CHECK(type, "block_mean_pool: CUDA path takes f32, f16 or bf16, got ", x_in.scalar_type());
   // Strided views are read in place; only a non-unit stride on D forces a copy.
   at::Tensor x = x_in.stride(3) == 1 ? x_in : x_in.contiguous();
   const int64_t B = x.size(0), S = x.size(1), H = x.size(2), D = x.size(3);
   const int64_t nb = (S + block - 1) / block;
   at::Tensor out = at::empty({B, nb, H, D}, x.options());
   c10::cuda::CUDAGuard guard(x.device());
-  cuda::BlockPoolArgs args{x.data_ptr(), out.data_ptr(), type, B, S, H, D,
+  cuda::BlockPoolArgs args{x.data_ptr(), out.data_ptr(), *type, B, S, H, D,
                            x.stride(0), x.stride(1), x.stride(2), block};
   cudaError_t err = cuda::launch_block_mean_pool(args, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "block_mean_pool: CUDA launch failed: ", cudaGetErrorString(err));

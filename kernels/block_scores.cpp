@@ -2,6 +2,15 @@
 
 #include <ATen/ATen.h>
 
+#include "ditkit_config.h"
+#if DITKIT_HAVE_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/block_scores_cuda.h"
+#include "kernels/cuda_element_type.h"
+#endif
+
 namespace ditkit {
 
 namespace {
@@ -12,10 +21,39 @@ void check_scores_args(const at::Tensor& qp, const at::Tensor& kp) {
               "block_scores: q ", qp.sizes(), " and k ", kp.sizes(), " differ in batch, heads or head dim");
 }
 
+#if DITKIT_HAVE_CUDA
+// The kernel reads the pooled [B, N, H, D] tensors where they are; other dtypes and mixed
+// dtypes take the ATen path.
+bool block_scores_kernel_applies(const at::Tensor& qp, const at::Tensor& kp) {
+  return qp.is_cuda() && kp.device() == qp.device() && qp.scalar_type() == kp.scalar_type() &&
+         cuda::element_type_of(qp.scalar_type());
+}
+
+at::Tensor block_scores_cuda(const at::Tensor& qp_in, const at::Tensor& kp_in, double scale) {
+  at::Tensor qp = qp_in.stride(3) == 1 ? qp_in : qp_in.contiguous();
+  at::Tensor kp = kp_in.stride(3) == 1 ? kp_in : kp_in.contiguous();
+  const int64_t B = qp.size(0), NQ = qp.size(1), H = qp.size(2), NK = kp.size(1);
+  at::Tensor out = at::empty({B, H, NQ, NK}, qp.options().dtype(at::kFloat));
+  c10::cuda::CUDAGuard guard(qp.device());
+  cuda::BlockScoresArgs args{qp.data_ptr(),  kp.data_ptr(),  out.data_ptr<float>(),
+                             *cuda::element_type_of(qp.scalar_type()),
+                             B,             H,             qp.size(3),
+                             NQ,            NK,            qp.stride(0),
+                             qp.stride(1),  qp.stride(2),  kp.stride(0),
+                             kp.stride(1),  kp.stride(2),  static_cast<float>(scale)};
+  cudaError_t err = cuda::launch_block_scores(args, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "block_scores: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+#endif
+
 }  // namespace
 
 at::Tensor block_scores(const at::Tensor& q_pooled, const at::Tensor& k_pooled, double scale) {
   check_scores_args(q_pooled, k_pooled);
+#if DITKIT_HAVE_CUDA
+  if (block_scores_kernel_applies(q_pooled, k_pooled)) return block_scores_cuda(q_pooled, k_pooled, scale);
+#endif
   at::Tensor q = q_pooled.transpose(1, 2).to(at::kFloat);  // [B, H, NQ, D]
   at::Tensor k = k_pooled.transpose(1, 2).to(at::kFloat);  // [B, H, NK, D]
   return at::matmul(q, k.transpose(-1, -2)).mul_(scale);

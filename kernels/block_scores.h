@@ -7,7 +7,8 @@
 namespace ditkit {
 
 // q_pooled [B, NQ, H, D], k_pooled [B, NK, H, D] (from block_mean_pool) -> float32 [B, H, NQ, NK].
-// One batched GEMM on the tensors' device.
+// On a GPU (f32, f16 or bf16, both alike) one kernel reads the pooled tensors where
+// they are; otherwise one batched GEMM on the tensors' device.
 at::Tensor block_scores(const at::Tensor& q_pooled, const at::Tensor& k_pooled, double scale);
 
 // The oracle: fp64 on the CPU.

@@ -2,6 +2,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/block_select_cuda.h"
@@ -145,6 +146,70 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
   if (threadIdx.x == 0) a.counts[r] = count;
 }
 
+// Top-k rows, one warp a row: lane l holds blocks l, l + 32, ... as 64-bit keys (the ranking
+// value's orderable bits above the complemented index, so the larger value and then the lower
+// index wins, as in the sort). Each of the k rounds takes the warp's largest remaining key; only
+// the winning lane rescans its own blocks. Far cheaper than sorting the row when k is small.
+constexpr int kWarpRowsPerCta = kThreads / 32;
+constexpr int64_t kMaxWarpTopK = 64;
+
+template <int kItems>
+__global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs a) {
+  const int lane = threadIdx.x % 32;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerCta + threadIdx.x / 32;
+  if (r >= a.rows) return;
+  const int64_t nk = a.num_k_blocks, i = r % a.num_q_blocks, k = min(a.top_k, nk);
+  const float* s = a.scores + r * nk;
+  uint64_t key[kItems];
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t j = t * 32 + lane;
+    key[t] = 0;  // no block: never the largest while real ones remain
+    if (j < nk)
+      key[t] = static_cast<uint64_t>(orderable(is_forced(a, i, j) ? INFINITY : s[j])) << 32 |
+               (0xffffffffu - static_cast<uint32_t>(j));
+  }
+  uint64_t chosen = 0, mine = 0;
+  const auto rescan = [&] {
+    mine = 0;
+#pragma unroll
+    for (int t = 0; t < kItems; ++t)
+      if (!(chosen >> t & 1) && key[t] > mine) mine = key[t];
+  };
+  rescan();
+  for (int64_t round = 0; round < k; ++round) {
+    uint64_t best = mine;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
+    if (mine == best) {
+#pragma unroll
+      for (int t = 0; t < kItems; ++t)
+        if (key[t] == best) chosen |= uint64_t{1} << t;
+      rescan();
+    }
+  }
+  if (lane == 0) {
+    a.offsets[r] = static_cast<int32_t>(r * k);
+    if (r == a.rows - 1) a.offsets[a.rows] = static_cast<int32_t>(a.rows * k);
+  }
+  // Ascending columns: block t·32 + lane goes after every chosen block of a lower t or lane.
+  int32_t* out = a.cols + r * k;
+  int base = 0;
+#pragma unroll
+  for (int t = 0; t < kItems; ++t) {
+    const bool kept = chosen >> t & 1;
+    const unsigned lanes = __ballot_sync(0xffffffffu, kept);
+    if (kept) out[base + __popc(lanes & ((1u << lane) - 1))] = static_cast<int32_t>(t * 32 + lane);
+    base += __popc(lanes);
+  }
+}
+
+template <int kItems>
+void launch_top_k_warp(const SelectArgs& a, cudaStream_t stream) {
+  const auto grid = static_cast<unsigned>((a.rows + kWarpRowsPerCta - 1) / kWarpRowsPerCta);
+  select_top_k_warp_kernel<kItems><<<grid, kThreads, 0, stream>>>(a);
+}
+
 __global__ void compact_rows_kernel(const uint8_t* keep, const int32_t* offsets, int64_t nk, int32_t* cols) {
   const int64_t r = blockIdx.x;
   write_kept_columns(keep + r * nk, nk, cols + offsets[r]);
@@ -155,6 +220,16 @@ __global__ void compact_rows_kernel(const uint8_t* keep, const int32_t* offsets,
 cudaError_t launch_select_blocks(const SelectArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.num_k_blocks == 0) return cudaSuccess;
   if (a.num_k_blocks > kMaxSelectBlocks || a.rows > 0x7fffffff) return cudaErrorInvalidValue;
+  if (a.top_k > 0 && std::min(a.top_k, a.num_k_blocks) <= kMaxWarpTopK) {
+    const int64_t nk = a.num_k_blocks;
+    if (nk <= 64) launch_top_k_warp<2>(a, stream);
+    else if (nk <= 128) launch_top_k_warp<4>(a, stream);
+    else if (nk <= 256) launch_top_k_warp<8>(a, stream);
+    else if (nk <= 512) launch_top_k_warp<16>(a, stream);
+    else if (nk <= 1024) launch_top_k_warp<32>(a, stream);
+    else launch_top_k_warp<64>(a, stream);
+    return cudaGetLastError();
+  }
   const auto grid = static_cast<unsigned>(a.rows);
   if (a.num_k_blocks <= kThreads * 2)
     select_blocks_kernel<2><<<grid, kThreads, 0, stream>>>(a);

@@ -3,9 +3,10 @@
 // projects once per query row). The same item as complement_linear_attention.cu's wmma kernel,
 // built like the attention kernel: one thread loads K_j and V_j with TMA into 128-byte swizzled
 // shared memory; 256 threads turn K_j into φ(K_j) in place (16-byte vectors, a row over 16
-// lanes) and sum z_j; then two warpgroups each take 64 rows of h_j in one SS wgmma, φ(K_j)ᵀ and V_j
-// both read MN-major from the tiles as they lie (the layout the attention kernel reads V with).
-// Small shared memory (64 KB at 128-token blocks), so CTAs overlap each other's loads and math.
+// lanes) and sum z_j; then two warpgroups each take 64 rows of h_j in two SS wgmmas of 64 columns,
+// φ(K_j)ᵀ and V_j both read MN-major from the tiles as they lie (the layout the attention kernel
+// reads V with). Small shared memory (64 KB at 128-token blocks) and few registers, so three CTAs
+// an SM overlap each other's loads and math.
 #include "kernels/complement_linear_attention_cuda.h"
 
 #include <cute/tensor.hpp>
@@ -40,7 +41,9 @@ struct Config {
   using SmemChunk = decltype(composition(SmemLayout{}, Layout<Shape<Int<kChunk>, Int<kD>>, Stride<_1, Int<KB>>>{}));
   // The same bytes as (D, tokens): the MN-major A (φ(K)ᵀ) and B (V) of h = φ(K)ᵀV.
   using SmemLayoutT = decltype(composition(SmemLayout{}, make_ordered_layout(Shape<Int<kD>, Int<KB>>{}, Step<_2, _1>{})));
-  using TiledMma = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, Shape<_64, Int<kD>, Int<KB>>,
+  // 64 x 64 of h_j per wgmma: half the accumulator registers of a 64 x 128 one, which lets three
+  // CTAs share an SM (each warpgroup takes its 64 rows in two column halves).
+  using TiledMma = decltype(make_tiled_mma(GMMA::ss_op_selector<Element, Element, float, Shape<_64, _64, Int<KB>>,
                                                                 GMMA::Major::MN, GMMA::Major::MN>()));
   using GmemTensor = decltype(make_tensor(make_gmem_ptr(static_cast<Element const*>(nullptr)),
                                           Shape<int32_t, Int<kD>, int32_t, int32_t>{},
@@ -61,7 +64,7 @@ struct Config {
 };
 
 template <class T, int KB>
-__global__ void __launch_bounds__(kThreads, 2) block_summaries_sm90_kernel(const __grid_constant__ typename Config<T, KB>::Params p) {
+__global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const __grid_constant__ typename Config<T, KB>::Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = Config<T, KB>;
   using Element = typename Cfg::Element;
@@ -139,27 +142,37 @@ __global__ void __launch_bounds__(kThreads, 2) block_summaries_sm90_kernel(const
     out[kD * kD + threadIdx.x] = Element(sum);
   }
 
-  // Warpgroup w: rows [64w, 64w + 64) of h_j.
+  // Warpgroup w: rows [64w, 64w + 64) of h_j, columns [0, 64) then [64, 128); the first half
+  // waits in registers as T while the second is computed.
   const int wg = threadIdx.x / 128;
   typename Cfg::TiledMma mma;
   auto thr = mma.get_thread_slice(threadIdx.x % 128);
   Tensor sA = local_tile(make_tensor(make_smem_ptr(ss.k.data()), typename Cfg::SmemLayoutT{}), Shape<_64, Int<KB>>{},
                          make_coord(wg, _0{}));
-  Tensor sB = make_tensor(make_smem_ptr(ss.v.data()), typename Cfg::SmemLayoutT{});
   Tensor tA = thr.make_fragment_A(thr.partition_A(sA));
-  Tensor tB = thr.make_fragment_B(thr.partition_B(sB));
-  Tensor acc = partition_fragment_C(mma, Shape<_64, Int<kD>>{});
-  warpgroup_fence_operand(acc);
-  warpgroup_arrive();
-  mma.accumulate_ = GMMA::ScaleOut::Zero;
+  Tensor acc = partition_fragment_C(mma, Shape<_64, _64>{});
+  cutlass::Array<Element, decltype(size(acc))::value> first_half;
   CUTE_UNROLL
-  for (int kb = 0; kb < size<2>(tA); ++kb) {
-    cute::gemm(mma, tA(_, _, kb), tB(_, _, kb), acc);
-    mma.accumulate_ = GMMA::ScaleOut::One;
+  for (int half = 0; half < 2; ++half) {
+    Tensor sB = local_tile(make_tensor(make_smem_ptr(ss.v.data()), typename Cfg::SmemLayoutT{}), Shape<_64, Int<KB>>{},
+                           make_coord(half, _0{}));
+    Tensor tB = thr.make_fragment_B(thr.partition_B(sB));
+    warpgroup_fence_operand(acc);
+    warpgroup_arrive();
+    mma.accumulate_ = GMMA::ScaleOut::Zero;
+    CUTE_UNROLL
+    for (int kb = 0; kb < size<2>(tA); ++kb) {
+      cute::gemm(mma, tA(_, _, kb), tB(_, _, kb), acc);
+      mma.accumulate_ = GMMA::ScaleOut::One;
+    }
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(acc);
+    if (half == 0) {
+      CUTE_UNROLL
+      for (int i = 0; i < size(acc); ++i) first_half[i] = Element(acc(i));
+    }
   }
-  warpgroup_commit_batch();
-  warpgroup_wait<0>();
-  warpgroup_fence_operand(acc);
 
   // h_j out through shared memory, so that global stores are whole 16-byte vectors of a row: each
   // warpgroup stages its 64 rows in a tile it has finished reading (K's or V's), the 16-byte
@@ -168,14 +181,18 @@ __global__ void __launch_bounds__(kThreads, 2) block_summaries_sm90_kernel(const
   __syncthreads();  // both warpgroups are done with both tiles
   Element* stage = wg == 0 ? ss.k.data() : ss.v.data();
   auto staged = [&](int row, int c) { return stage + row * kD + ((c / kVec) ^ (row % 8)) * kVec + c % kVec; };
-  Tensor pos = thr.partition_C(make_identity_tensor(Shape<_64, Int<kD>>{}));
+  Tensor pos = thr.partition_C(make_identity_tensor(Shape<_64, _64>{}));
   CUTE_UNROLL
   for (int i = 0; i < size(acc); i += 2) {
     // A thread's values come in pairs of neighbouring columns.
+    const int row = get<0>(pos(i)), c = get<1>(pos(i));
     cutlass::Array<Element, 2> pair;
+    pair[0] = first_half[i];
+    pair[1] = first_half[i + 1];
+    *reinterpret_cast<cutlass::Array<Element, 2>*>(staged(row, c)) = pair;
     pair[0] = Element(acc(i));
     pair[1] = Element(acc(i + 1));
-    *reinterpret_cast<cutlass::Array<Element, 2>*>(staged(get<0>(pos(i)), get<1>(pos(i)))) = pair;
+    *reinterpret_cast<cutlass::Array<Element, 2>*>(staged(row, c + 64)) = pair;
   }
   asm volatile("bar.sync %0, 128;" ::"r"(1 + wg));  // this warpgroup's 128 threads
   for (int v = threadIdx.x % 128; v < 64 * kLanesPerRow; v += 128) {

@@ -11,6 +11,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/cuda_element_type.h"
 #include "kernels/dit_block_ops_cuda.h"
 #endif
 
@@ -52,20 +53,11 @@ bool recording_grad(std::initializer_list<at::Tensor> tensors) {
 }
 
 #if DITKIT_HAVE_CUDA
-std::optional<cuda::ElementType> element_type(at::ScalarType type) {
-  switch (type) {
-    case at::kFloat: return cuda::ElementType::kF32;
-    case at::kHalf: return cuda::ElementType::kF16;
-    case at::kBFloat16: return cuda::ElementType::kBF16;
-    default: return std::nullopt;
-  }
-}
-
 bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
 // Rows [B, S, C] the row kernels can take: contiguous, 16-byte aligned, C whole vectors that fit a CTA.
 bool fusable_rows(const at::Tensor& x) {
-  if (!x.is_cuda() || x.dim() != 3 || !x.is_contiguous() || !element_type(x.scalar_type()) || !aligned16(x))
+  if (!x.is_cuda() || x.dim() != 3 || !x.is_contiguous() || !cuda::element_type_of(x.scalar_type()) || !aligned16(x))
     return false;
   const int64_t per_vec = 16 / int64_t(x.element_size()), C = x.size(2);
   return C % per_vec == 0 && C / per_vec <= int64_t(cuda::kRowThreadsMax) * cuda::kRowVecsPerThread;
@@ -120,7 +112,7 @@ at::Tensor modulated_layer_norm(const at::Tensor& x, const at::Tensor& weight, c
     c10::cuda::CUDAGuard guard(x.device());
     cuda::ModulatedLayerNormArgs args{x.data_ptr(),
                                       out.data_ptr(),
-                                      *element_type(x.scalar_type()),
+                                      *cuda::element_type_of(x.scalar_type()),
                                       row_shape(x),
                                       weight.defined() ? weight.data_ptr<float>() : nullptr,
                                       bias.defined() ? bias.data_ptr<float>() : nullptr,
@@ -151,7 +143,7 @@ at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& y, const at::Te
   if (gated_residual_fuses(x, y, gate)) {
     at::Tensor out = at::empty_like(x);
     c10::cuda::CUDAGuard guard(x.device());
-    cuda::GatedResidualArgs args{x.data_ptr(),  y.data_ptr(), out.data_ptr(), *element_type(x.scalar_type()),
+    cuda::GatedResidualArgs args{x.data_ptr(),  y.data_ptr(), out.data_ptr(), *cuda::element_type_of(x.scalar_type()),
                                  row_shape(x), gate.defined() ? gate.data_ptr<float>() : nullptr,
                                  gate.defined() ? *batch_vector_stride(gate, x) : 0};
     check_launch(cuda::launch_gated_residual(args, c10::cuda::getCurrentCUDAStream()), "gated_residual");
@@ -191,7 +183,7 @@ at::Tensor rms_norm_rope(const at::Tensor& x, const at::Tensor& weight, double e
     c10::cuda::CUDAGuard guard(x.device());
     cuda::RmsNormRopeArgs args{x.data_ptr(),
                                out.data_ptr(),
-                               *element_type(x.scalar_type()),
+                               *cuda::element_type_of(x.scalar_type()),
                                row_shape(x),
                                weight.data_ptr(),
                                cos.defined() ? cos.data_ptr<float>() : nullptr,

@@ -6,10 +6,10 @@
 // runs exactly top-k sparse attention, and fine-tuning teaches W (and the model) to use the
 // linear branch.
 //
-// Block scores are q̄_i·(k̄_j − k̄)/√D: q mean-pooled per query block, k mean-pooled per key block
-// and centred on its mean over all tokens (per batch and head), as SLA scores. Within a row the
-// centring shifts every score by the same q̄_i·k̄, so the ranking (and the plan) is what uncentred
-// scores give; what it changes is the scores' range.
+// Block scores are q̄_i·(k̄_j − k̄)/√D in SLA: q mean-pooled per query block, k mean-pooled per key
+// block and centred on its mean over all tokens. Within a row the centring shifts every score by
+// the same q̄_i·k̄, so the ranking, and with it the plan, is what uncentred scores give: the plan
+// is topk's (sparse/topk.h) with k = ceil(keep·NK), and skips the centring's passes.
 //
 // The projection: one [D, D] weight per layer shared by the heads (the paper's one Linear over
 // the head dimension per attention layer), keyed "blocks.{layer}.attn1.sla_proj.weight", float32.
@@ -20,10 +20,8 @@
 #include <cmath>
 #include <regex>
 
-#include "kernels/block_pool.h"
-#include "kernels/block_scores.h"
-#include "kernels/block_select.h"
 #include "sparse/method_registry.h"
+#include "sparse/topk.h"
 
 namespace ditkit {
 
@@ -48,15 +46,8 @@ class SlaMethod final : public AttentionMethod {
     p.blocks = blocks_;
     p.linear_projection = projection(ctx.layer, D, q.device());
     p.fuse_linear = fuse_;
-    // The token mean from the block means, each weighted by its block's token count (the partial
-    // last block has fewer).
-    at::Tensor k_pooled = block_mean_pool(k, blocks_.k_block).to(at::kFloat);  // [B, NK, H, D]
-    at::Tensor counts = key_block_sizes(geometry, q.device()).to(at::kFloat).view({1, NK, 1, 1});
-    at::Tensor k_mean = (k_pooled * counts).sum(1, /*keepdim=*/true) / static_cast<float>(S);
-    at::Tensor scores = block_scores(block_mean_pool(q, blocks_.q_block), k_pooled - k_mean,
-                                     1.0 / std::sqrt(static_cast<double>(D)));
     const auto top_k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(keep_ * NK - 1e-9)));
-    p.csr = select_blocks_csr(scores, geometry, BlockSelection{top_k, 0.0, keep_diagonal_, 0});
+    p.csr = topk_block_csr(q, k, TopkSelection{blocks_, BlockSelection{top_k, 0.0, keep_diagonal_, 0}});
     return p;
   }
 

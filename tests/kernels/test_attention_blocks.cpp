@@ -228,6 +228,54 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   EXPECT_TRUE(at::equal(invert_permutation(perm.cuda()).cpu(), invert_permutation(perm)));
 }
 
+// The score kernel: query and key counts that are not multiples of its 32-block tiles, one
+// block, head dims that are not a multiple of its 32-wide chunks (and one of several chunks),
+// strided views, each element type; and mixed dtypes, which take the ATen path.
+TEST(AttentionBlocksCuda, BlockScoresMatchReferenceOnAwkwardShapes) {
+  SKIP_WITHOUT_CUDA();
+  struct Case {
+    int64_t B, NQ, NK, H, D;
+  };
+  for (const Case& c : {Case{1, 1, 1, 1, 8}, Case{2, 33, 70, 3, 5}, Case{2, 256, 256, 12, 128}, Case{1, 40, 7, 2, 64},
+                        Case{1, 5, 9, 2, 200}}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      at::Tensor qp = at::randn({c.B, c.NQ, c.H, c.D}).to(dtype), kp = at::randn({c.B, c.NK, c.H, c.D}).to(dtype);
+      const double tol = dtype == at::kFloat ? 1e-4 : 1e-3;  // fp32 sums of rounded inputs
+      at::Tensor got = block_scores(qp.cuda(), kp.cuda(), 0.125);
+      ASSERT_EQ(got.scalar_type(), at::kFloat);
+      EXPECT_TRUE(close(got, block_scores_reference(qp, kp, 0.125), tol))
+          << dtype << " NQ=" << c.NQ << " NK=" << c.NK << " H=" << c.H << " D=" << c.D;
+    }
+  }
+  at::Tensor qp = at::randn({2, 3, 9, 32}).transpose(1, 2), kp = at::randn({2, 3, 20, 32}).transpose(1, 2);
+  EXPECT_TRUE(close(block_scores(qp.cuda(), kp.cuda(), 0.5), block_scores_reference(qp, kp, 0.5), 1e-4));
+  at::Tensor q16 = at::randn({1, 6, 2, 16}), k32 = at::randn({1, 4, 2, 16});
+  EXPECT_TRUE(close(block_scores(q16.to(at::kHalf).cuda(), k32.cuda(), 1.0),
+                    block_scores_reference(q16.to(at::kHalf), k32, 1.0), 1e-3));
+}
+
+// Top-k rows take the warp kernel (k <= 64): rows of every width it is built for, k = NK, forced
+// blocks beyond k, and ties (few distinct scores), where the lower index must win as in the sort.
+TEST(AttentionBlocksCuda, TopkRowsMatchReferenceOnTiesAndEveryRowWidth) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t tokens : {64, 100, 2000, 6000, 19000, 40000, 75600}) {
+    BlockGeometry g{tokens, 128, 64};
+    const int64_t NK = g.num_k_blocks();
+    for (bool ties : {false, true}) {
+      at::Tensor scores = at::randn({1, 2, g.num_q_blocks(), NK});
+      if (ties) scores = at::randint(0, 3, scores.sizes()).to(at::kFloat);
+      for (BlockSelection sel : {BlockSelection{1, 0.0, false, 0}, BlockSelection{std::min<int64_t>(NK, 64), 0.0, true, 0},
+                                 BlockSelection{13, 0.0, true, 0}, BlockSelection{2, 0.0, true, 4}}) {
+        BlockCsr got = select_blocks_csr(scores.cuda(), g, sel);
+        BlockCsr want = mask_to_csr_reference(select_blocks_reference(scores, g, sel));
+        ASSERT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets)) << tokens << " k=" << sel.top_k;
+        EXPECT_TRUE(at::equal(got.col_indices.cpu(), want.col_indices))
+            << tokens << " k=" << sel.top_k << " first=" << sel.keep_first << " ties=" << ties;
+      }
+    }
+  }
+}
+
 TEST(AttentionBlocksCuda, AttentionMatchesReferences) {
   SKIP_WITHOUT_CUDA();
   for (const AttnShape& s : kAttnShapes) {
