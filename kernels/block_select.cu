@@ -2,7 +2,6 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
-#include <algorithm>
 #include <cmath>
 
 #include "kernels/block_select_cuda.h"
@@ -11,6 +10,7 @@ namespace ditkit::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarpRowsPerCta = kThreads / 32;  // top-k rows: one warp each
 using BlockScanInt = cub::BlockScan<int, kThreads>;
 
 // Writes the kept columns of one row (flags in shared memory) in ascending order from `out`,
@@ -43,12 +43,12 @@ __device__ inline bool is_forced(const SelectArgs& a, int64_t i, int64_t j) {
          (a.keep_diagonal && j * a.k_block < (i + 1) * a.q_block && (j + 1) * a.k_block > i * a.q_block);
 }
 
-// One CTA per row: sort the row's blocks by value in shared memory (a block-wide radix sort;
-// radix sorting is stable, so equal values keep the lower index first, as the CPU reference
-// does), then keep the first k, or the prefix whose mass stays short of the target, plus the
+// Mass rows, one CTA a row: sort the row's blocks by log-mass log(n_j) + score_j in shared memory
+// (a block-wide radix sort; radix sorting is stable, so equal values keep the lower index first,
+// as the CPU reference does), then keep the prefix whose mass stays short of the target, plus the
 // forced blocks.
 template <int kItems>
-__global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
+__global__ void __launch_bounds__(kThreads) select_mass_kernel(SelectArgs a) {
   using BlockSort = cub::BlockRadixSort<uint32_t, kThreads, kItems, int>;
   using BlockReduce = cub::BlockReduce<double, kThreads>;
   using BlockScan = cub::BlockScan<double, kThreads>;
@@ -63,10 +63,8 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
 
   const int64_t nk = a.num_k_blocks, r = blockIdx.x, i = r % a.num_q_blocks;
   const float* s = a.scores + r * nk;
-  const bool top_k_mode = a.top_k > 0;
   const int64_t last_size = a.tokens % a.k_block;
 
-  // Ranking value: top-k ranks forced blocks first; mass ranks by n_j·exp(score_j).
   uint32_t keys[kItems];
   int index[kItems];
   double local_max = -INFINITY;
@@ -77,65 +75,42 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
     keys[t] = 0;  // padding sorts last
     if (j >= nk) continue;
     flags[j] = 0;
-    float v;
-    if (top_k_mode) {
-      v = is_forced(a, i, j) ? INFINITY : s[j];
-    } else {
-      const double n = (j == nk - 1 && last_size) ? last_size : a.k_block;
-      p[j] = static_cast<double>(s[j]) + log(n);  // log-mass for now
-      local_max = fmax(local_max, p[j]);
-      v = static_cast<float>(p[j]);
-    }
-    keys[t] = orderable(v);
+    const double n = (j == nk - 1 && last_size) ? last_size : a.k_block;
+    p[j] = static_cast<double>(s[j]) + log(n);  // log-mass for now
+    local_max = fmax(local_max, p[j]);
+    keys[t] = orderable(static_cast<float>(p[j]));
   }
-  if (!top_k_mode) {
-    const double m = BlockReduce(temp.reduce).Reduce(local_max, [](double x, double y) { return fmax(x, y); });
-    if (threadIdx.x == 0) shared_max = m;
-    __syncthreads();
-    double sum = 0;
+  const double m = BlockReduce(temp.reduce).Reduce(local_max, [](double x, double y) { return fmax(x, y); });
+  if (threadIdx.x == 0) shared_max = m;
+  __syncthreads();
+  double sum = 0;
 #pragma unroll
-    for (int t = 0; t < kItems; ++t) {
-      const int64_t j = threadIdx.x * kItems + t;
-      if (j < nk) sum += (p[j] = exp(p[j] - shared_max));
-    }
-    sum = BlockReduce(temp.reduce).Sum(sum);
-    if (threadIdx.x == 0) shared_sum = sum;
+  for (int t = 0; t < kItems; ++t) {
+    const int64_t j = threadIdx.x * kItems + t;
+    if (j < nk) sum += (p[j] = exp(p[j] - shared_max));
   }
+  sum = BlockReduce(temp.reduce).Sum(sum);
+  if (threadIdx.x == 0) shared_sum = sum;
   __syncthreads();
 
   BlockSort(temp.sort).SortDescending(keys, index);  // blocked: thread t holds ranks t·kItems ...
   __syncthreads();
 
-  if (top_k_mode) {
+  double share[kItems], mine = 0;
 #pragma unroll
-    for (int t = 0; t < kItems; ++t)
-      if (threadIdx.x * kItems + t < a.top_k && index[t] < nk) flags[index[t]] = 1;
-  } else {
-    double share[kItems], mine = 0;
+  for (int t = 0; t < kItems; ++t) {
+    share[t] = index[t] < nk ? p[index[t]] / shared_sum : 0.0;
+    mine += share[t];
+  }
+  double before;
+  BlockScan(temp.scan).ExclusiveSum(mine, before);
 #pragma unroll
-    for (int t = 0; t < kItems; ++t) {
-      share[t] = index[t] < nk ? p[index[t]] / shared_sum : 0.0;
-      mine += share[t];
-    }
-    double before;
-    BlockScan(temp.scan).ExclusiveSum(mine, before);
-#pragma unroll
-    for (int t = 0; t < kItems; ++t) {
-      if (index[t] < nk) flags[index[t]] = before < a.mass || is_forced(a, i, index[t]);
-      before += share[t];
-    }
+  for (int t = 0; t < kItems; ++t) {
+    if (index[t] < nk) flags[index[t]] = before < a.mass || is_forced(a, i, index[t]);
+    before += share[t];
   }
   __syncthreads();
 
-  if (top_k_mode) {
-    const int64_t k = min(a.top_k, nk);
-    if (threadIdx.x == 0) {
-      a.offsets[r] = static_cast<int32_t>(r * k);
-      if (r == a.rows - 1) a.offsets[a.rows] = static_cast<int32_t>(a.rows * k);
-    }
-    write_kept_columns(flags, nk, a.cols + r * k);
-    return;
-  }
   int count = 0;
   for (int64_t j = threadIdx.x; j < nk; j += kThreads) {
     a.keep[r * nk + j] = flags[j];
@@ -146,60 +121,55 @@ __global__ void __launch_bounds__(kThreads) select_blocks_kernel(SelectArgs a) {
   if (threadIdx.x == 0) a.counts[r] = count;
 }
 
-// Top-k rows, one warp a row: lane l holds blocks l, l + 32, ... as 64-bit keys (the ranking
-// value's orderable bits above the complemented index, so the larger value and then the lower
-// index wins, as in the sort). Each of the k rounds takes the warp's largest remaining key; only
-// the winning lane rescans its own blocks. Far cheaper than sorting the row when k is small.
-constexpr int kWarpRowsPerCta = kThreads / 32;
-constexpr int64_t kMaxWarpTopK = 64;
-
+// Top-k rows, one warp a row: lane l holds blocks l, l + 32, ... as the ranking value's orderable
+// bits. The k-th largest key T is found bit by bit from the top (keep a bit when at least k keys
+// reach the prefix with it set: 32 warp-wide counts, whatever k is); the row keeps every key above
+// T and, of the keys equal to T, the lowest-index ones, as the stable sort does.
 template <int kItems>
 __global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs a) {
   const int lane = threadIdx.x % 32;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpRowsPerCta + threadIdx.x / 32;
   if (r >= a.rows) return;
-  const int64_t nk = a.num_k_blocks, i = r % a.num_q_blocks, k = min(a.top_k, nk);
+  const int64_t nk = a.num_k_blocks, i = r % a.num_q_blocks;
+  const int k = static_cast<int>(min(a.top_k, nk));
   const float* s = a.scores + r * nk;
-  uint64_t key[kItems];
+  uint32_t key[kItems];
 #pragma unroll
   for (int t = 0; t < kItems; ++t) {
     const int64_t j = t * 32 + lane;
-    key[t] = 0;  // no block: never the largest while real ones remain
-    if (j < nk)
-      key[t] = static_cast<uint64_t>(orderable(is_forced(a, i, j) ? INFINITY : s[j])) << 32 |
-               (0xffffffffu - static_cast<uint32_t>(j));
+    key[t] = j < nk ? orderable(is_forced(a, i, j) ? INFINITY : s[j]) : 0;
   }
-  uint64_t chosen = 0, mine = 0;
-  const auto rescan = [&] {
-    mine = 0;
+  const auto valid = [&](int t) { return t * 32 + lane < nk; };
+  const auto count_at_least = [&](uint32_t bound) {
+    int c = 0;
 #pragma unroll
-    for (int t = 0; t < kItems; ++t)
-      if (!(chosen >> t & 1) && key[t] > mine) mine = key[t];
+    for (int t = 0; t < kItems; ++t) c += valid(t) && key[t] >= bound;
+    return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(c)));
   };
-  rescan();
-  for (int64_t round = 0; round < k; ++round) {
-    uint64_t best = mine;
+  uint32_t threshold = 0;
+  for (int bit = 31; bit >= 0; --bit)
+    if (count_at_least(threshold | 1u << bit) >= k) threshold |= 1u << bit;
+  int above = 0;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) best = max(best, __shfl_xor_sync(0xffffffffu, best, offset));
-    if (mine == best) {
-#pragma unroll
-      for (int t = 0; t < kItems; ++t)
-        if (key[t] == best) chosen |= uint64_t{1} << t;
-      rescan();
-    }
-  }
+  for (int t = 0; t < kItems; ++t) above += valid(t) && key[t] > threshold;
+  const int ties_kept = k - static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(above)));
+
   if (lane == 0) {
     a.offsets[r] = static_cast<int32_t>(r * k);
     if (r == a.rows - 1) a.offsets[a.rows] = static_cast<int32_t>(a.rows * k);
   }
-  // Ascending columns: block t·32 + lane goes after every chosen block of a lower t or lane.
+  // Ascending columns: block t·32 + lane goes after every kept block of a lower t or lane.
+  const unsigned lower_lanes = (1u << lane) - 1;
   int32_t* out = a.cols + r * k;
-  int base = 0;
+  int base = 0, ties_seen = 0;
 #pragma unroll
   for (int t = 0; t < kItems; ++t) {
-    const bool kept = chosen >> t & 1;
+    const bool tie = valid(t) && key[t] == threshold;
+    const unsigned ties = __ballot_sync(0xffffffffu, tie);
+    const bool kept = (valid(t) && key[t] > threshold) || (tie && ties_seen + __popc(ties & lower_lanes) < ties_kept);
+    ties_seen += __popc(ties);
     const unsigned lanes = __ballot_sync(0xffffffffu, kept);
-    if (kept) out[base + __popc(lanes & ((1u << lane) - 1))] = static_cast<int32_t>(t * 32 + lane);
+    if (kept) out[base + __popc(lanes & lower_lanes)] = static_cast<int32_t>(t * 32 + lane);
     base += __popc(lanes);
   }
 }
@@ -220,7 +190,7 @@ __global__ void compact_rows_kernel(const uint8_t* keep, const int32_t* offsets,
 cudaError_t launch_select_blocks(const SelectArgs& a, cudaStream_t stream) {
   if (a.rows == 0 || a.num_k_blocks == 0) return cudaSuccess;
   if (a.num_k_blocks > kMaxSelectBlocks || a.rows > 0x7fffffff) return cudaErrorInvalidValue;
-  if (a.top_k > 0 && std::min(a.top_k, a.num_k_blocks) <= kMaxWarpTopK) {
+  if (a.top_k > 0) {
     const int64_t nk = a.num_k_blocks;
     if (nk <= 64) launch_top_k_warp<2>(a, stream);
     else if (nk <= 128) launch_top_k_warp<4>(a, stream);
@@ -232,11 +202,11 @@ cudaError_t launch_select_blocks(const SelectArgs& a, cudaStream_t stream) {
   }
   const auto grid = static_cast<unsigned>(a.rows);
   if (a.num_k_blocks <= kThreads * 2)
-    select_blocks_kernel<2><<<grid, kThreads, 0, stream>>>(a);
+    select_mass_kernel<2><<<grid, kThreads, 0, stream>>>(a);
   else if (a.num_k_blocks <= kThreads * 4)
-    select_blocks_kernel<4><<<grid, kThreads, 0, stream>>>(a);
+    select_mass_kernel<4><<<grid, kThreads, 0, stream>>>(a);
   else
-    select_blocks_kernel<8><<<grid, kThreads, 0, stream>>>(a);
+    select_mass_kernel<8><<<grid, kThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -34,9 +34,9 @@ at::Tensor key_block_sizes(const BlockGeometry& geometry, at::Device device);
 // no host synchronisation.
 at::Tensor select_blocks(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
-// The same selection straight to the CSR the kernels read. On the GPU one kernel ranks each row
-// in shared memory and writes the kept columns (top-k rows have exactly k entries, so no count
-// pass is needed); mass rows take a second, compacting kernel. No host synchronisation.
+// The same selection straight to the CSR the kernels read. On the GPU top-k rows take one kernel
+// (a warp a row writes its kept columns; every row has exactly k, so no count pass is needed);
+// mass rows are sorted a CTA a row, then compacted by a second kernel. No host synchronisation.
 BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& geometry, const BlockSelection& selection);
 
 // The oracle: per-row loops and std::sort in fp64 on the CPU, ranking on the values rounded to

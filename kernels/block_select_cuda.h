@@ -1,6 +1,7 @@
 // Launchers for the CUDA block-selection kernels (ATen-free; block_select.cpp and block_csr.cpp
-// hold the checks). One CTA per row of key-block scores; the row lives in shared memory and each
-// block's rank is counted exactly (ties go to the lower index, as in the CPU reference).
+// hold the checks). Top-k rows: one warp a row, which finds the k-th largest score bit by bit;
+// mass rows: one CTA a row, which sorts it in shared memory. Either way ties go to the lower
+// index, as in the CPU reference.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -23,8 +24,8 @@ struct SelectArgs {
   int32_t* counts;                   // mass mode: [R] kept blocks per row
 };
 
-// Largest NK the selection kernel holds in shared memory (36 KB a CTA); wider rows take the ATen
-// path. 2,048 key blocks of 64 tokens cover 131,072 tokens.
+// Largest NK the selection kernels hold (the mass kernel's shared memory, 36 KB a CTA; the top-k
+// warp's registers); wider rows take the ATen path. 2,048 key blocks of 64 tokens cover 131,072 tokens.
 constexpr int64_t kMaxSelectBlocks = 2048;
 
 cudaError_t launch_select_blocks(const SelectArgs& args, cudaStream_t stream);

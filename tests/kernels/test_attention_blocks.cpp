@@ -254,7 +254,7 @@ TEST(AttentionBlocksCuda, BlockScoresMatchReferenceOnAwkwardShapes) {
                     block_scores_reference(q16.to(at::kHalf), k32, 1.0), 1e-3));
 }
 
-// Top-k rows take the warp kernel (k <= 64): rows of every width it is built for, k = NK, forced
+// Top-k rows take the warp kernel: rows of every width it is built for, k from 1 to NK, forced
 // blocks beyond k, and ties (few distinct scores), where the lower index must win as in the sort.
 TEST(AttentionBlocksCuda, TopkRowsMatchReferenceOnTiesAndEveryRowWidth) {
   SKIP_WITHOUT_CUDA();
@@ -264,8 +264,9 @@ TEST(AttentionBlocksCuda, TopkRowsMatchReferenceOnTiesAndEveryRowWidth) {
     for (bool ties : {false, true}) {
       at::Tensor scores = at::randn({1, 2, g.num_q_blocks(), NK});
       if (ties) scores = at::randint(0, 3, scores.sizes()).to(at::kFloat);
-      for (BlockSelection sel : {BlockSelection{1, 0.0, false, 0}, BlockSelection{std::min<int64_t>(NK, 64), 0.0, true, 0},
-                                 BlockSelection{13, 0.0, true, 0}, BlockSelection{2, 0.0, true, 4}}) {
+      for (BlockSelection sel : {BlockSelection{1, 0.0, false, 0}, BlockSelection{NK, 0.0, true, 0},
+                                 BlockSelection{NK / 2 + 1, 0.0, false, 0}, BlockSelection{13, 0.0, true, 0},
+                                 BlockSelection{2, 0.0, true, 4}}) {
         BlockCsr got = select_blocks_csr(scores.cuda(), g, sel);
         BlockCsr want = mask_to_csr_reference(select_blocks_reference(scores, g, sel));
         ASSERT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets)) << tokens << " k=" << sel.top_k;

@@ -31,8 +31,7 @@ struct Shape {
   int64_t B, S, H, D, block;
 };
 // Awkward on purpose: one token, exactly one block, one past a block, S not a multiple of the
-// block, several heads and batches, D not a multiple of a warp, blocks of fewer tokens than the
-// row kernel has warps.
+// block, several heads and batches, D not a multiple of a warp, blocks of a few tokens.
 const Shape kShapes[] = {{1, 1, 1, 8, 128},   {1, 128, 2, 64, 128}, {2, 129, 3, 16, 128},
                          {2, 300, 4, 5, 64},  {1, 1000, 12, 128, 128}, {3, 77, 1, 33, 7}, {2, 50, 2, 16, 5}};
 
