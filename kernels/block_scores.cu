@@ -15,21 +15,15 @@ constexpr int kTile = 64, kChunk = 32, kThreads = 256, kPatch = 4, kPitch = kTil
 // Rows first .. first+kTile-1 of x (rows `stride_n` apart), head dims d0 .. d0+kChunk-1, as floats
 // in tile[d][row]. A warp takes 8 head dims of 4 rows: its stores land in 32 different banks
 // (the pitch moves a head dim by 4 banks), and its loads are 16 contiguous bytes a row at 16 bits.
-// A thread keeps one head dim and steps down the rows.
-constexpr int kRowsPerPass = kThreads / kChunk;
-static_assert(kChunk == 32 && kTile % kRowsPerPass == 0);
-
 template <typename T>
 __device__ void load_chunk(const T* x, int64_t stride_n, int64_t first, int64_t count, int64_t d0, int64_t dim,
                            float (*tile)[kPitch]) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int d = lane % 8 + 8 * (warp % 4), r0 = lane / 8 + 4 * (warp / 4);
-  const bool in_dim = d0 + d < dim;
-  const T* p = x + (first + r0) * stride_n + d0 + d;
-  const int64_t rows = count - first;
-#pragma unroll
-  for (int r = r0; r < kTile; r += kRowsPerPass, p += kRowsPerPass * stride_n)
-    tile[d][r] = in_dim && r < rows ? to_float(*p) : 0.f;
+  for (int e = threadIdx.x; e < kTile * kChunk; e += kThreads) {
+    const int warp = e / 32, lane = e % 32;
+    const int d = lane % 8 + 8 * (warp % (kChunk / 8)), r = lane / 8 + 4 * (warp / (kChunk / 8));
+    const bool inside = first + r < count && d0 + d < dim;
+    tile[d][r] = inside ? to_float(x[(first + r) * stride_n + d0 + d]) : 0.f;
+  }
 }
 
 template <typename T>
