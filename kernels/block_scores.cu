@@ -6,13 +6,11 @@
 namespace ditkit::cuda {
 namespace {
 
-// A register-blocked GEMM per (batch, head): a CTA of two warps computes 64x64 scores, each
-// thread an 8x8 patch, over the head dim in chunks of 32. The chunks sit in shared memory with the
-// head dim outermost, so a thread reads its 8 pooled queries and 8 pooled keys as four float4s and
-// does 64 FMAs with them (a 4x4 patch a thread spent most of its instructions on everything else).
-// Tails (query, key or head dim) are zero-filled and never stored.
-constexpr int kTile = 64, kChunk = 32, kPatch = 8, kThreads = (kTile / kPatch) * (kTile / kPatch),
-              kPitch = kTile + 4;
+// A register-blocked GEMM per (batch, head): a CTA computes 64x64 scores, each thread a 4x4
+// patch, over the head dim in chunks of 32. The chunks sit in shared memory with the head dim
+// outermost, so a thread reads its 4 pooled queries and 4 pooled keys as two float4s and does 16
+// FMAs with them. Tails (query, key or head dim) are zero-filled and never stored.
+constexpr int kTile = 64, kChunk = 32, kThreads = 256, kPatch = 4, kPitch = kTile + 4;
 
 // Rows first .. first+kTile-1 of x (rows `stride_n` apart), head dims d0 .. d0+kChunk-1, as floats
 // in tile[d][row]. A warp takes 8 head dims of 4 rows: its stores land in 32 different banks
@@ -44,14 +42,11 @@ __global__ void __launch_bounds__(kThreads) block_scores_kernel(BlockScoresArgs 
     load_chunk(q, a.q_stride_n, i0, a.num_q, d0, a.dim, q_tile);
     load_chunk(k, a.k_stride_n, j0, a.num_k, d0, a.dim, k_tile);
     __syncthreads();
-#pragma unroll 4
+#pragma unroll 8
     for (int d = 0; d < kChunk; ++d) {
-      float qs[kPatch], ks[kPatch];
-#pragma unroll
-      for (int v = 0; v < kPatch; v += 4) {
-        *reinterpret_cast<float4*>(&qs[v]) = *reinterpret_cast<const float4*>(&q_tile[d][ty * kPatch + v]);
-        *reinterpret_cast<float4*>(&ks[v]) = *reinterpret_cast<const float4*>(&k_tile[d][tx * kPatch + v]);
-      }
+      const float4 qv = *reinterpret_cast<const float4*>(&q_tile[d][ty * kPatch]);
+      const float4 kv = *reinterpret_cast<const float4*>(&k_tile[d][tx * kPatch]);
+      const float qs[kPatch] = {qv.x, qv.y, qv.z, qv.w}, ks[kPatch] = {kv.x, kv.y, kv.z, kv.w};
 #pragma unroll
       for (int u = 0; u < kPatch; ++u)
 #pragma unroll
