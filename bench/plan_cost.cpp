@@ -97,7 +97,8 @@ int main(int argc, char** argv) {
   at::Tensor qp = ditkit::block_mean_pool(q, 128), kp = ditkit::block_mean_pool(k, kblock);
   at::Tensor scores = ditkit::block_scores(qp, kp, scale);
   std::printf("stages (ms): pool q %.4f | pool k %.4f | scores %.4f | select->csr %.4f\n",
-              median_ms([&] { ditkit::block_mean_pool(q, 128); }), median_ms([&] { ditkit::block_mean_pool(k, kblock); }),
+              median_ms([&] { ditkit::block_mean_pool(q, 128); }),
+              median_ms([&] { ditkit::block_mean_pool(k, kblock); }),
               median_ms([&] { ditkit::block_scores(qp, kp, scale); }),
               median_ms([&] { ditkit::select_blocks_csr(scores, g, sel); }));
   return 0;

@@ -122,9 +122,10 @@ __global__ void __launch_bounds__(kThreads) select_mass_kernel(SelectArgs a) {
 }
 
 // Top-k rows, one warp a row: lane l holds blocks l, l + 32, ... as the ranking value's orderable
-// bits (forced blocks rank as +inf, so they count toward k). The k-th largest key T is found bit by bit from the top (keep a bit when at least k keys
-// reach the prefix with it set: 32 warp-wide counts, whatever k is); the row keeps every key above
-// T and, of the keys equal to T, the lowest-index ones, as the stable sort does.
+// bits (forced blocks rank as +inf, so they count toward k). The k-th largest key T is found bit
+// by bit from the top (keep a bit when at least k keys reach the prefix with it set: 32 warp-wide
+// counts, whatever k is); the row keeps every key above T and, of the keys equal to T, the
+// lowest-index ones, as the stable sort does.
 template <int kItems>
 __global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs a) {
   const int lane = threadIdx.x % 32;
