@@ -89,7 +89,7 @@ __device__ __forceinline__ float lanes_sum(float x) {
 // φ of one vector of a row spread over kLanes lanes, in fp32, then rounded to T (f holds the
 // rounded values, as the tensor cores will see them).
 template <typename T, int kLanes>
-__device__ __forceinline__ void softmax_features(const uint4& raw, float (&f)[kVecElems<T>]) {
+__device__ __forceinline__ void softmax_features(const uint4 raw, float (&f)[kVecElems<T>]) {
   constexpr int kVec = kVecElems<T>;
   unpack_vec<T>(raw, f);
   float m = f[0];

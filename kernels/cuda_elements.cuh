@@ -20,9 +20,11 @@ template <> __device__ inline __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 // Elements of T in one 16-byte vector.
 template <typename T> constexpr int kVecElems = 16 / sizeof(T);
 
-// The kVecElems<T> elements of a 16-byte vector already loaded, as floats.
+// The kVecElems<T> elements of a 16-byte vector already loaded, as floats. `raw` is a copy: given
+// a reference into memory, nvcc reads the elements one by one (eight 16-bit loads, not one of 16
+// bytes).
 template <typename T>
-__device__ inline void unpack_vec(const uint4& raw, float (&f)[kVecElems<T>]) {
+__device__ inline void unpack_vec(const uint4 raw, float (&f)[kVecElems<T>]) {
   const T* v = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < kVecElems<T>; ++i) f[i] = to_float(v[i]);
