@@ -28,7 +28,7 @@ constexpr int kChunk = 64;  // TMA unit: 64 token rows
 constexpr int kThreads = 256;
 constexpr int kD = 128;
 constexpr int kVec = 8;                  // 16-bit elements in a 16-byte vector
-constexpr int kLanesPerRow = kD / kVec;  // 16: a row's vectors sit in half a warp
+[[maybe_unused]] constexpr int kLanesPerRow = kD / kVec;  // 16: a row's vectors in half a warp
 
 template <class T> struct Cute;
 template <> struct Cute<__nv_bfloat16> { using type = cutlass::bfloat16_t; };
