@@ -35,12 +35,14 @@ at::Tensor block_scores_cuda(const at::Tensor& qp_in, const at::Tensor& kp_in, d
   const int64_t B = qp.size(0), NQ = qp.size(1), H = qp.size(2), NK = kp.size(1);
   at::Tensor out = at::empty({B, H, NQ, NK}, qp.options().dtype(at::kFloat));
   c10::cuda::CUDAGuard guard(qp.device());
-  cuda::BlockScoresArgs args{qp.data_ptr(),  kp.data_ptr(),  out.data_ptr<float>(),
+  cuda::BlockScoresArgs args{qp.data_ptr(),
+                             kp.data_ptr(),
+                             out.data_ptr<float>(),
                              *cuda::element_type_of(qp.scalar_type()),
-                             B,             H,             qp.size(3),
-                             NQ,            NK,            qp.stride(0),
-                             qp.stride(1),  qp.stride(2),  kp.stride(0),
-                             kp.stride(1),  kp.stride(2),  static_cast<float>(scale)};
+                             B, H, qp.size(3), NQ, NK,
+                             qp.stride(0), qp.stride(1), qp.stride(2),
+                             kp.stride(0), kp.stride(1), kp.stride(2),
+                             static_cast<float>(scale)};
   cudaError_t err = cuda::launch_block_scores(args, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "block_scores: CUDA launch failed: ", cudaGetErrorString(err));
   return out;

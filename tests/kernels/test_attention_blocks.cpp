@@ -228,7 +228,7 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   EXPECT_TRUE(at::equal(invert_permutation(perm.cuda()).cpu(), invert_permutation(perm)));
 }
 
-// The score kernel: query and key counts that are not multiples of its 32-block tiles, one
+// The score kernel: query and key counts that are not multiples of its 64-block tiles, one
 // block, head dims that are not a multiple of its 32-wide chunks (and one of several chunks),
 // strided views, each element type; and mixed dtypes, which take the ATen path.
 TEST(AttentionBlocksCuda, BlockScoresMatchReferenceOnAwkwardShapes) {
