@@ -536,22 +536,28 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
                        make_shape(int32_t(a.tokens), typename Cfg::HeadDim{}, int32_t(a.heads), int32_t(a.batch)),
                        make_stride(strides[1], _1{}, strides[2], strides[0]));
   };
-  const int64_t num_q_blocks = (a.tokens + 127) / 128, sum_rows = a.batch * a.heads * num_q_blocks;
-  // The complement sums as one (D, D) tile per CSR row; without them a placeholder never read.
-  const auto sums = make_tensor(
-      make_gmem_ptr(static_cast<Element const*>(kLinear ? a.complement_sums : a.q)),
-      make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(kLinear ? sum_rows : 1), int32_t(1)),
-      make_stride(int64_t(kHeadDim), _1{}, int64_t(kHeadDim + 1) * kHeadDim, int64_t(kHeadDim + 1) * kHeadDim * sum_rows));
-  const auto projection = make_tensor(
-      make_gmem_ptr(static_cast<Element const*>(kLinear ? a.projection : a.q)),
-      make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(1), int32_t(1)),
-      make_stride(int64_t(kHeadDim), _1{}, int64_t(kHeadDim) * kHeadDim, int64_t(kHeadDim) * kHeadDim));
+  const int64_t num_q_blocks = (a.tokens + 127) / 128;
+  // kLinear: the complement sums as one (D, D) tile per CSR row, and W [D, D] as one tile. The
+  // other instances never read these descriptors, so they are not encoded there.
+  typename Cfg::TmaKV tma_hc{}, tma_w{};
+  if constexpr (kLinear) {
+    const auto tiles = [&](const void* ptr, int64_t count, int64_t tile_stride) {
+      return make_tma_copy(
+          SM90_TMA_LOAD{},
+          make_tensor(make_gmem_ptr(static_cast<Element const*>(ptr)),
+                      make_shape(int32_t(kHeadDim), typename Cfg::HeadDim{}, int32_t(count), int32_t(1)),
+                      make_stride(int64_t(kHeadDim), _1{}, tile_stride, tile_stride * count)),
+          typename Cfg::SmemLayoutChunk{});
+    };
+    tma_hc = tiles(a.complement_sums, a.batch * a.heads * num_q_blocks, int64_t(kHeadDim + 1) * kHeadDim);
+    tma_w = tiles(a.projection, 1, int64_t(kHeadDim) * kHeadDim);
+  }
   typename Cfg::Params p{
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.q, a.q_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.k, a.k_strides), typename Cfg::SmemLayoutChunk{}),
       make_tma_copy(SM90_TMA_LOAD{}, gmem(a.v, a.v_strides), typename Cfg::SmemLayoutChunk{}),
-      make_tma_copy(SM90_TMA_LOAD{}, sums, typename Cfg::SmemLayoutChunk{}),
-      make_tma_copy(SM90_TMA_LOAD{}, projection, typename Cfg::SmemLayoutChunk{}),
+      tma_hc,
+      tma_w,
       static_cast<Element const*>(a.complement_sums),
       static_cast<Element*>(a.out),
       a.out_strides[0],
@@ -599,8 +605,9 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0 && strides[0] % 8 == 0 && strides[1] % 8 == 0 &&
            strides[2] % 8 == 0;
   };
-  if (a.complement_sums && (a.head_dim != 128 || !a.projection || reinterpret_cast<uintptr_t>(a.complement_sums) % 16 != 0 ||
-                           reinterpret_cast<uintptr_t>(a.projection) % 16 != 0))
+  const auto aligned16 = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  if (a.complement_sums && (a.head_dim != 128 || !a.projection || !aligned16(a.complement_sums) ||
+                            !aligned16(a.projection)))
     return false;
   return (a.head_dim == 64 || a.head_dim == 128) && (a.k_block == 64 || a.k_block == 128) &&
          a.tokens < (int64_t(1) << 31) / 2 && aligned(a.q, a.q_strides) && aligned(a.k, a.k_strides) &&

@@ -189,8 +189,8 @@ struct SummariesSmem {
 };
 
 // Key block j of (batch b, head h): h_j = φ(K_j)ᵀV_j [D, D] on the tensor cores, rounded to T,
-// times Wᵀ in a second pass where a projection is given, and z_j = Σ_t φ(k_t) [D] unprojected (den needs no projection),
-// written as the D + 1 rows of its summary. Rows past S are zero features and zero values, so a
+// times Wᵀ in a second pass where a projection is given, and z_j = Σ_t φ(k_t) [D] unprojected
+// (den needs no projection), written as the D + 1 rows of its summary. Rows past S are zero features and zero values, so a
 // partial block's padding adds nothing.
 template <typename T, int D, int KB>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) block_summaries_kernel(ComplementLinearArgs a) {
