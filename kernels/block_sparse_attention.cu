@@ -24,6 +24,8 @@
 #include "kernels/block_sparse_attention_cuda.h"
 
 #include <cute/tensor.hpp>
+#include <cute/arch/copy_sm75.hpp>
+#include <cute/arch/copy_sm90.hpp>
 #include <cute/atom/copy_traits_sm90_tma.hpp>
 #include <cute/atom/mma_traits_sm90_gmma.hpp>
 #include <cutlass/arch/barrier.h>
@@ -82,6 +84,8 @@ struct KernelConfig {
                                           GmemStride{}));
   using TmaQ = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutQ{}(_, _, _0{})));
   using TmaKV = decltype(make_tma_copy(SM90_TMA_LOAD{}, GmemTensor{}, SmemLayoutChunk{}));
+  // O leaves through each warpgroup's Q slab, one 64-row TMA store.
+  using TmaO = decltype(make_tma_copy(SM90_TMA_STORE{}, GmemTensor{}, SmemLayoutQ{}(_, _, _0{})));
 
   using Pipeline = cutlass::PipelineTmaAsync<kStages>;
 
@@ -101,8 +105,7 @@ struct KernelConfig {
     TmaKV tma_hc;                   // kLinear: the complement sums as (D, D, B·H·NQ, 1) tensors
     TmaKV tma_w;                    // kLinear: W [D, D] as a (D, D, 1, 1) tensor
     const Element* complement_sums;  // kLinear: [B, H, NQ, D + 1, D]; row D is Z_c
-    Element* out;
-    int64_t out_stride_b, out_stride_s, out_stride_h;
+    TmaO tma_o;
     float* lse;
     const int32_t* row_offsets;  // null: every row takes every key chunk
     const int32_t* col_indices;
@@ -119,6 +122,10 @@ __device__ __forceinline__ void named_sync(int id) {
 }
 __device__ __forceinline__ void named_arrive(int id) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "n"(kConsumerThreads));
+}
+// Named barriers 3 and 4: one consumer warpgroup's own threads (its epilogue's smem stores).
+__device__ __forceinline__ void warpgroup_sync(int wg) {
+  asm volatile("bar.sync %0, 128;" ::"r"(3 + wg));
 }
 
 // The wgmma accumulator ((2, 2, N/8), M, N) seen as (rows, columns) of this thread.
@@ -228,24 +235,53 @@ __device__ __forceinline__ int chunk_at(const int32_t* cols, int t, int chunks_p
   return chunks_per_block == 2 ? 2 * __ldg(cols + (t >> 1)) + (t & 1) : __ldg(cols + t);
 }
 
+// This thread's share of a warpgroup's 64 x 128 shared tile (16-bit, 128-byte swizzled) in the
+// wgmma accumulator's layout, f(r, j) = tile(16·warp + lane/4 + 8r, 8·(j/2) + 2·(lane%4) + j%2):
+// eight ldmatrix.x4, where reading it element by element took 64 loads and their swizzled
+// addresses. Each x4 reads the 8 x 8 matrices (rows +0/+8) x (columns 8n/8n+8); ldmatrix hands
+// lane t row t/4, columns 2(t%4) and +1 of each, which is exactly that layout.
+template <class Element, class F, class Tile>
+__device__ void load_accumulator_layout(F& f, Tile const& tile) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32 % 4, m = lane / 8;
+  const int row = 16 * warp + lane % 8 + 8 * (m & 1);
+  CUTE_UNROLL
+  for (int n = 0; n < size<1>(f) / 2; n += 2) {
+    uint32_t reg[4];
+    SM75_U32x4_LDSM_N::copy(*reinterpret_cast<const uint128_t*>(&tile(row, 8 * (n + m / 2))), reg[0], reg[1],
+                            reg[2], reg[3]);
+    CUTE_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const auto pair = reinterpret_cast<const cutlass::Array<Element, 2>&>(reg[i]);
+      f(i % 2, 2 * (n + i / 2)) = float(pair[0]);
+      f(i % 2, 2 * (n + i / 2) + 1) = float(pair[1]);
+    }
+  }
+}
+
 // φ(Q) for this warpgroup's 64 query rows in the QK accumulator's layout (f: fp32, rows and
 // columns as `pos` gives them), rounded to Element as the tensor cores will read it; den[r] gets
-// row r's φ(q)·Z_c, from z, this thread's columns of Z_c.
-template <class Element, class F, class Pos, class SQ, int kCols>
-__device__ void softmax_features(F& f, Pos const& pos, SQ const& sq, const float (&z)[kCols], float* den) {
+// row r's φ(q)·Z_c, from zc, Z_c in global memory (read in pairs of columns).
+template <class Element, class F, class Pos, class SQ>
+__device__ void softmax_features(F& f, Pos const& pos, SQ const& sq, const Element* zc, float* den) {
+  constexpr int kCols = decltype(size<1>(f))::value;
+  float z[kCols];
+  CUTE_UNROLL
+  for (int j = 0; j < kCols; j += 2) {
+    const uint32_t bits = __ldg(reinterpret_cast<const uint32_t*>(zc + get<1>(pos(0, j))));
+    const auto pair = reinterpret_cast<const cutlass::Array<Element, 2>&>(bits);
+    z[j] = float(pair[0]), z[j + 1] = float(pair[1]);
+  }
+  load_accumulator_layout<Element>(f, sq);
   CUTE_UNROLL
   for (int r = 0; r < size<0>(f); ++r) {
     float m = -INFINITY;
     CUTE_UNROLL
-    for (int j = 0; j < kCols; ++j) {
-      f(r, j) = float(sq(get<0>(pos(r, j)), get<1>(pos(r, j))));
-      m = fmaxf(m, f(r, j));
-    }
-    m = quad_max(m);
+    for (int j = 0; j < kCols; ++j) m = fmaxf(m, f(r, j));
+    const float m_log2 = quad_max(m) * float(M_LOG2E);
     float sum = 0.f;
     CUTE_UNROLL
     for (int j = 0; j < kCols; ++j) {
-      f(r, j) = __expf(f(r, j) - m);
+      f(r, j) = fast_exp2(fmaf(f(r, j), float(M_LOG2E), -m_log2));
       sum += f(r, j);
     }
     const float inv = 1.f / quad_sum(sum);
@@ -416,14 +452,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   float den[kRows] = {};
   FragP frag_q;
   if constexpr (kLinear) {
-    constexpr int kCols = decltype(size<1>(cols_rc))::value;
     const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
-    float z[kCols];
-    CUTE_UNROLL
-    for (int j = 0; j < kCols; ++j) z[j] = float(zc[get<1>(cols_rc(0, j))]);
     AccS acc_f;
     Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
-    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), z, den);
+    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), zc, den);
     frag_q = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_f.data()));
   }
 
@@ -495,7 +527,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     warpgroup_fence_operand(acc_l);
   }
 
-  // Epilogue: O / l (+ the linear branch) in q's dtype, straight from registers; LSE in natural log.
+  // Epilogue: O / l (+ the linear branch) in q's dtype, staged with stmatrix in this warpgroup's
+  // Q slab (no GEMM reads it any more) and written by one 64-row TMA store, which also clips rows
+  // past the sequence: four-byte stores from every thread held the warps on the LSU for about a
+  // tenth of the kernel (ncu). LSE in natural log.
+  Tensor out_frag = make_fragment_like<Element>(acc_o);
+  Tensor out_rc = make_tensor(out_frag.data(), rowcol(out_frag.layout()));
   Tensor tOcO = thr_pv.partition_C(make_identity_tensor(Shape<Int<kChunk>, HeadDim>{}));
   Tensor o_pos = make_tensor(tOcO.data(), rowcol(tOcO.layout()));
   const int row0 = qb * 128 + wg * kChunk;
@@ -504,24 +541,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float sum = quad_sum(softmax.row_sum[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
     const float inv_den = kLinear && den[r] > 0.f ? 1.f / den[r] : 0.f;
-    const int token = row0 + get<0>(o_pos(r, 0));
-    if (token >= p.tokens) continue;
-    Element* out = p.out + b * p.out_stride_b + token * p.out_stride_s + h * p.out_stride_h;
     CUTE_UNROLL
-    for (int j = 0; j < size<1>(o_rc); j += 2) {
-      cutlass::Array<Element, 2> pair;
-      if constexpr (kLinear) {
-        pair[0] = Element(o_rc(r, j) * inv + l_rc(r, j) * inv_den);
-        pair[1] = Element(o_rc(r, j + 1) * inv + l_rc(r, j + 1) * inv_den);
-      } else {
-        pair[0] = Element(o_rc(r, j) * inv);
-        pair[1] = Element(o_rc(r, j + 1) * inv);
-      }
-      *reinterpret_cast<cutlass::Array<Element, 2>*>(out + get<1>(o_pos(r, j))) = pair;
-    }
-    if (tid % 4 == 0)
+    for (int j = 0; j < size<1>(o_rc); ++j)
+      out_rc(r, j) = Element(kLinear ? o_rc(r, j) * inv + l_rc(r, j) * inv_den : o_rc(r, j) * inv);
+    const int token = row0 + get<0>(o_pos(r, 0));
+    if (tid % 4 == 0 && token < p.tokens)
       p.lse[(int64_t(b) * p.heads + h) * p.tokens + token] =
           sum > 0.f ? (softmax.row_max[r] + log2f(sum)) * float(M_LN2) : -INFINITY;
+  }
+  Tensor sO = sQ(_, _, wg);
+  auto store_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_pv);
+  auto thr_store = store_o.get_thread_slice(tid);
+  copy(store_o, thr_store.retile_S(out_frag), thr_store.partition_D(sO));
+  tma_store_fence();  // the TMA engine reads what these generic stores wrote
+  warpgroup_sync(wg);
+  if (tid == 0) {
+    auto tma_o = p.tma_o.get_slice(_0{});
+    Tensor gO = local_tile(p.tma_o.get_tma_tensor(make_shape(p.tokens, HeadDim{}, p.heads, p.batch))(_, _, h, b),
+                           Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{}));  // (64, D, query chunks)
+    copy(p.tma_o, tma_o.partition_S(sO), tma_o.partition_D(gO)(_, _, _, 2 * qb + wg));
+    tma_store_arrive();
+    tma_store_wait<0>();  // the slab must outlive the store's reads
   }
   // Keep warpgroup 1's barrier balanced: warpgroup 2 arrived once more than it synced.
   if (wg == 0) named_sync(1);
@@ -559,10 +599,7 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
       tma_hc,
       tma_w,
       static_cast<Element const*>(a.complement_sums),
-      static_cast<Element*>(a.out),
-      a.out_strides[0],
-      a.out_strides[1],
-      a.out_strides[2],
+      make_tma_copy(SM90_TMA_STORE{}, gmem(a.out, a.out_strides), typename Cfg::SmemLayoutQ{}(_, _, _0{})),
       a.lse,
       a.row_offsets,
       a.col_indices,
@@ -611,8 +648,7 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& a) {
     return false;
   return (a.head_dim == 64 || a.head_dim == 128) && (a.k_block == 64 || a.k_block == 128) &&
          a.tokens < (int64_t(1) << 31) / 2 && aligned(a.q, a.q_strides) && aligned(a.k, a.k_strides) &&
-         aligned(a.v, a.v_strides) && a.out_strides[1] % 2 == 0 && a.out_strides[2] % 2 == 0 &&
-         reinterpret_cast<uintptr_t>(a.out) % 4 == 0;
+         aligned(a.v, a.v_strides) && aligned(a.out, a.out_strides);
 }
 
 cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
