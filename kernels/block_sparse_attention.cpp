@@ -88,12 +88,8 @@ AttentionOutput run_sparse_kernel(cuda::BlockSparseAttentionArgs& a, const at::T
   TORCH_CHECK(csr.row_offsets.device() == q.device() && csr.col_indices.device() == q.device(),
               "block_sparse_attention: the block map must be on q's device ", q.device());
   c10::cuda::CUDAGuard guard(q.device());
-  const int64_t R = csr.rows();
   at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
-  // Longest rows first, so the last rows to start are the short ones.
-  at::Tensor order = at::argsort(offsets.narrow(0, 1, R) - offsets.narrow(0, 0, R), /*stable=*/true, /*dim=*/0,
-                                 /*descending=*/true)
-                         .to(at::kInt);
+  at::Tensor order = rows_longest_first(offsets);
   a.row_offsets = offsets.data_ptr<int32_t>();
   a.col_indices = cols.data_ptr<int32_t>();
   a.row_order = order.data_ptr<int32_t>();
@@ -102,6 +98,26 @@ AttentionOutput run_sparse_kernel(cuda::BlockSparseAttentionArgs& a, const at::T
 #endif
 
 }  // namespace
+
+at::Tensor rows_longest_first(const at::Tensor& row_offsets) {
+  TORCH_CHECK(row_offsets.dim() == 1 && row_offsets.numel() >= 1,
+              "rows_longest_first: row_offsets must be 1-D with rows + 1 entries, got ", row_offsets.sizes());
+  const int64_t rows = row_offsets.numel() - 1;
+  at::Tensor offsets = row_offsets.to(at::kInt).contiguous();
+#if DITKIT_HAVE_CUDA
+  if (offsets.is_cuda()) {
+    c10::cuda::CUDAGuard guard(offsets.device());
+    at::Tensor order = at::empty({rows}, offsets.options());
+    cudaError_t err = cuda::launch_longest_first_order(offsets.data_ptr<int32_t>(), rows, order.data_ptr<int32_t>(),
+                                                       c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(err == cudaSuccess, "rows_longest_first: CUDA launch failed: ", cudaGetErrorString(err));
+    return order;
+  }
+#endif
+  return at::argsort(offsets.narrow(0, 1, rows) - offsets.narrow(0, 0, rows), /*stable=*/true, /*dim=*/0,
+                     /*descending=*/true)
+      .to(at::kInt);
+}
 
 bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         BlockShape blocks) {

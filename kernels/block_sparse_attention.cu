@@ -495,28 +495,29 @@ __global__ void __launch_bounds__(kThreads, 1)
     softmax.rescale(o_rc);
     to_operand(acc_s);
   }
+  // The last PV GEMM, and with the linear branch φ(Q)·H_c beside it (a separate accumulator).
+  Tensor acc_l = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
+  Tensor l_rc = make_tensor(acc_l.data(), rowcol(acc_l.layout()));
+  Tensor tOrQ = make_tensor(make_rmem_ptr<Element>(frag_q.data()), p_layout);
   if (n_stages > 0) {
     pipe_v.consumer_wait(read_v);
     issue_gemm<false>(mma_pv, tOrP, tOrV(_, _, _, read_v.index()), acc_o);
-    warpgroup_wait<0>();
-    warpgroup_fence_operand(acc_o);
-    warpgroup_fence_operand(tOrP);
-    pipe_v.consumer_release(read_v);
   }
-
-  // The linear branch: acc_l = (φ(Q)·H_c)·Wᵀ (den 0: an empty complement).
-  Tensor acc_l = partition_fragment_C(mma_pv, Shape<Int<kChunk>, HeadDim>{});
-  Tensor l_rc = make_tensor(acc_l.data(), rowcol(acc_l.layout()));
   if constexpr (kLinear) {
-    Tensor tOrQ = make_tensor(make_rmem_ptr<Element>(frag_q.data()), p_layout);
     Tensor sHt = make_tensor(make_smem_ptr(ss.hc.data()), typename Cfg::SmemLayoutVt{});
     Tensor tOrH = thr_pv.make_fragment_B(thr_pv.partition_B(sHt));
     cutlass::arch::ClusterTransactionBarrier::wait(&ss.hc_full, 0);
     issue_gemm<true>(mma_pv, tOrQ, tOrH(_, _, _, 0), acc_l);
-    warpgroup_wait<0>();
+  }
+  warpgroup_wait<0>();
+  warpgroup_fence_operand(acc_o);
+  warpgroup_fence_operand(tOrP);
+  if (n_stages > 0) pipe_v.consumer_release(read_v);
+  if constexpr (kLinear) {
+    // acc_l = (φ(Q)·H_c)·Wᵀ (den 0: an empty complement). φ(Q)H_c rounded to Element is the next
+    // A operand (its layout is the S accumulator's at D = 128).
     warpgroup_fence_operand(acc_l);
     warpgroup_fence_operand(tOrQ);
-    // φ(Q)H_c rounded to Element as the next A operand (its layout is the S accumulator's at D = 128).
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_l.data()));
     typename Cfg::TiledMmaW mma_w;
     auto thr_w = mma_w.get_thread_slice(tid);
@@ -620,6 +621,51 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// Rows longest first, a counting sort by length in one CTA: one launch where at::argsort took
+// nine (~50 µs a call at the Wan shape, ncu). Rows of equal length take no particular order
+// (they are placed by atomics); each row's result is its own, so only the schedule can differ.
+constexpr int kOrderThreads = 1024, kOrderBinsPerThread = 4, kOrderBins = kOrderThreads * kOrderBinsPerThread;
+
+__global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int32_t* offsets, int32_t rows,
+                                                                      int32_t* order) {
+  __shared__ int32_t start[kOrderBins];
+  __shared__ int32_t warp_totals[kOrderThreads / 32];
+  // Bin 0 holds the longest rows; rows of kOrderBins - 1 blocks or more share it.
+  auto bin = [&](int r) { return kOrderBins - 1 - min(__ldg(offsets + r + 1) - __ldg(offsets + r), kOrderBins - 1); };
+  for (int i = threadIdx.x; i < kOrderBins; i += kOrderThreads) start[i] = 0;
+  __syncthreads();
+  for (int r = threadIdx.x; r < rows; r += kOrderThreads) atomicAdd(&start[bin(r)], 1);
+  __syncthreads();
+
+  // Exclusive scan of the counts: each thread owns kOrderBinsPerThread consecutive bins.
+  int32_t count[kOrderBinsPerThread], total = 0;
+  for (int i = 0; i < kOrderBinsPerThread; ++i) total += count[i] = start[threadIdx.x * kOrderBinsPerThread + i];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  int32_t inclusive = total;
+  for (int d = 1; d < 32; d *= 2) {
+    const int32_t up = __shfl_up_sync(0xffffffff, inclusive, d);
+    if (lane >= d) inclusive += up;
+  }
+  if (lane == 31) warp_totals[warp] = inclusive;
+  __syncthreads();
+  if (warp == 0) {
+    int32_t w = warp_totals[lane];
+    for (int d = 1; d < 32; d *= 2) {
+      const int32_t up = __shfl_up_sync(0xffffffff, w, d);
+      if (lane >= d) w += up;
+    }
+    warp_totals[lane] = w;  // inclusive over warps
+  }
+  __syncthreads();
+  int32_t next = inclusive - total + (warp > 0 ? warp_totals[warp - 1] : 0);
+  for (int i = 0; i < kOrderBinsPerThread; ++i) {
+    start[threadIdx.x * kOrderBinsPerThread + i] = next;
+    next += count[i];
+  }
+  __syncthreads();
+  for (int r = threadIdx.x; r < rows; r += kOrderThreads) order[atomicAdd(&start[bin(r)], 1)] = r;
+}
+
 }  // namespace
 
 bool block_sparse_attention_kernel_available() {
@@ -660,6 +706,13 @@ cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& a, cud
   if (a.head_dim == 64)
     return bf16 ? launch<cutlass::bfloat16_t, 64, false>(a, stream) : launch<cutlass::half_t, 64, false>(a, stream);
   return bf16 ? launch<cutlass::bfloat16_t, 128, false>(a, stream) : launch<cutlass::half_t, 128, false>(a, stream);
+}
+
+cudaError_t launch_longest_first_order(const int32_t* row_offsets, int64_t rows, int32_t* order,
+                                       cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  longest_first_kernel<<<1, kOrderThreads, 0, stream>>>(row_offsets, int32_t(rows), order);
+  return cudaGetLastError();
 }
 
 }  // namespace ditkit::cuda

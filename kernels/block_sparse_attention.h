@@ -25,6 +25,11 @@ struct BlockShape {
 AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
 
+// The order the kernel takes a block map's rows in: row indices (int32, on row_offsets' device),
+// longest row first, so that short rows fill the tail of the grid. On a GPU rows of equal length
+// come in no particular order; on the CPU in index order.
+at::Tensor rows_longest_first(const at::Tensor& row_offsets);
+
 // Whether block_sparse_attention takes the Hopper kernel for these inputs (what tests assert).
 bool block_sparse_attention_uses_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         BlockShape blocks);

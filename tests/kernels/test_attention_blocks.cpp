@@ -317,6 +317,49 @@ bool on_hopper() {
 #endif
 }
 
+// Row offsets for rows of the given lengths (in blocks).
+at::Tensor offsets_of(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : lengths) offsets.push_back(offsets.back() + n);
+  return at::tensor(offsets, at::kLong);
+}
+
+// Awkward row-length lists: none, one row, empty rows, all equal, random, and rows longer than
+// the GPU's 4,095 length bins.
+std::vector<std::vector<int64_t>> row_length_cases() {
+  std::vector<std::vector<int64_t>> cases{{}, {7}, {0, 0, 3, 0}, std::vector<int64_t>(6144, 13)};
+  at::Tensor random = at::randint(0, 300, {6007}, at::kLong);
+  cases.emplace_back(random.data_ptr<int64_t>(), random.data_ptr<int64_t>() + random.numel());
+  cases.push_back({4095, 5000, 4094, 0, 9000, 4096, 1});
+  return cases;
+}
+
+TEST(BlockCsr, RowsLongestFirstIsAStableDescendingOrderOnCpu) {
+  at::Tensor order = rows_longest_first(offsets_of({2, 5, 0, 5, 3}));
+  EXPECT_EQ(order.scalar_type(), at::kInt);
+  EXPECT_TRUE(at::equal(order, at::tensor({1, 3, 4, 0, 2}, at::kInt)));
+  EXPECT_EQ(rows_longest_first(offsets_of({})).numel(), 0);
+  EXPECT_THROW(rows_longest_first(at::zeros({0}, at::kLong)), c10::Error);
+}
+
+TEST(AttentionBlocksCuda, RowsLongestFirstIsAPermutationByLength) {
+  SKIP_WITHOUT_CUDA();
+  for (const std::vector<int64_t>& lengths : row_length_cases()) {
+    at::Tensor offsets = offsets_of(lengths);
+    const int64_t rows = int64_t(lengths.size());
+    at::Tensor got = rows_longest_first(offsets.cuda());
+    ASSERT_EQ(got.scalar_type(), at::kInt);
+    ASSERT_EQ(got.numel(), rows);
+    at::Tensor order = got.cpu().to(at::kLong);
+    EXPECT_TRUE(at::equal(std::get<0>(order.sort()), at::arange(rows, at::kLong))) << rows << " rows";
+    // The same lengths in the same sequence as the CPU's order; rows of 4,095 blocks or more
+    // share the GPU's longest bin.
+    at::Tensor len = (offsets.narrow(0, 1, rows) - offsets.narrow(0, 0, rows)).clamp_max(4095);
+    EXPECT_TRUE(at::equal(len.index_select(0, order), len.index_select(0, rows_longest_first(offsets).to(at::kLong))))
+        << rows << " rows";
+  }
+}
+
 TEST(AttentionBlocksCuda, HopperKernelMatchesReferenceOnAwkwardShapes) {
   SKIP_WITHOUT_CUDA();
   for (at::ScalarType dtype : {at::kBFloat16, at::kHalf})
