@@ -621,26 +621,38 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Rows longest first, a counting sort by length in one CTA: one launch where at::argsort took
-// nine (~50 µs a call at the Wan shape, ncu). Rows of equal length take no particular order
-// (they are placed by atomics); each row's result is its own, so only the schedule can differ.
+// Rows longest first, a stable counting sort by length in one CTA: one launch where at::argsort
+// took nine (~50 µs a call at the Wan shape, ncu). Stable, because rows next to each other in the
+// CSR share a (batch, head) and so their K and V in L2: an order placed by atomics measured
+// slower. A map whose rows all have one length (top-k) keeps the identity order.
 constexpr int kOrderThreads = 1024, kOrderBinsPerThread = 4, kOrderBins = kOrderThreads * kOrderBinsPerThread;
 
 __global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int32_t* offsets, int32_t rows,
                                                                       int32_t* order) {
   __shared__ int32_t start[kOrderBins];
   __shared__ int32_t warp_totals[kOrderThreads / 32];
+  __shared__ int32_t shortest, longest;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  auto length = [&](int r) { return __ldg(offsets + r + 1) - __ldg(offsets + r); };
   // Bin 0 holds the longest rows; rows of kOrderBins - 1 blocks or more share it.
-  auto bin = [&](int r) { return kOrderBins - 1 - min(__ldg(offsets + r + 1) - __ldg(offsets + r), kOrderBins - 1); };
+  auto bin = [&](int r) { return kOrderBins - 1 - min(length(r), kOrderBins - 1); };
+  if (threadIdx.x == 0) shortest = INT32_MAX, longest = 0;
   for (int i = threadIdx.x; i < kOrderBins; i += kOrderThreads) start[i] = 0;
   __syncthreads();
-  for (int r = threadIdx.x; r < rows; r += kOrderThreads) atomicAdd(&start[bin(r)], 1);
+  for (int r = threadIdx.x; r < rows; r += kOrderThreads) {
+    atomicAdd(&start[bin(r)], 1);
+    atomicMin(&shortest, length(r));
+    atomicMax(&longest, length(r));
+  }
   __syncthreads();
+  if (shortest == longest) {
+    for (int r = threadIdx.x; r < rows; r += kOrderThreads) order[r] = r;
+    return;
+  }
 
   // Exclusive scan of the counts: each thread owns kOrderBinsPerThread consecutive bins.
   int32_t count[kOrderBinsPerThread], total = 0;
   for (int i = 0; i < kOrderBinsPerThread; ++i) total += count[i] = start[threadIdx.x * kOrderBinsPerThread + i];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   int32_t inclusive = total;
   for (int d = 1; d < 32; d *= 2) {
     const int32_t up = __shfl_up_sync(0xffffffff, inclusive, d);
@@ -663,7 +675,25 @@ __global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int3
     next += count[i];
   }
   __syncthreads();
-  for (int r = threadIdx.x; r < rows; r += kOrderThreads) order[atomicAdd(&start[bin(r)], 1)] = r;
+
+  // Stable placement: rows in chunks of kOrderThreads, the warps in turn, a warp's lanes by their
+  // rank among the lanes before them with the same bin.
+  for (int chunk = 0; chunk < rows; chunk += kOrderThreads) {
+    const int r = chunk + threadIdx.x;
+    const bool valid = r < rows;
+    const int b = valid ? bin(r) : -1;
+    const unsigned same = __match_any_sync(0xffffffff, b);
+    const int rank = __popc(same & ((1u << lane) - 1));
+    for (int w = 0; w < kOrderThreads / 32; ++w) {
+      if (warp == w) {
+        const int pos = valid ? start[b] + rank : 0;
+        __syncwarp();
+        if (valid && rank == 0) start[b] += __popc(same);
+        if (valid) order[pos] = r;
+      }
+      __syncthreads();
+    }
+  }
 }
 
 }  // namespace

@@ -26,8 +26,8 @@ AttentionOutput block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                                        const BlockCsr& csr, BlockShape blocks, double scale = 0.0);
 
 // The order the kernel takes a block map's rows in: row indices (int32, on row_offsets' device),
-// longest row first, so that short rows fill the tail of the grid. On a GPU rows of equal length
-// come in no particular order; on the CPU in index order.
+// longest row first, so that short rows fill the tail of the grid; rows of equal length in index
+// order (on a GPU, rows of 4,095 blocks or more count as equal).
 at::Tensor rows_longest_first(const at::Tensor& row_offsets);
 
 // Whether block_sparse_attention takes the Hopper kernel for these inputs (what tests assert).

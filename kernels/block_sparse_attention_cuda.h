@@ -41,8 +41,8 @@ bool block_sparse_attention_kernel_supports(const BlockSparseAttentionArgs& args
 
 cudaError_t launch_block_sparse_attention(const BlockSparseAttentionArgs& args, cudaStream_t stream);
 
-// order[0..rows) = the rows of row_offsets ([rows + 1]), longest first (rows of equal length in
-// no particular order): BlockSparseAttentionArgs::row_order.
+// order[0..rows) = the rows of row_offsets ([rows + 1]), longest first, equal lengths (4,095
+// blocks or more count as equal) in index order: BlockSparseAttentionArgs::row_order.
 cudaError_t launch_longest_first_order(const int32_t* row_offsets, int64_t rows, int32_t* order, cudaStream_t stream);
 
 }  // namespace ditkit::cuda
