@@ -446,21 +446,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_s.data()));
   };
 
-  // kLinear: φ(Q) and den = φ(Q)·Z_c per row, computed while the first QK GEMM runs (before it,
-  // they held up every CTA's first stage); φ(Q) waits in registers, the A operand of φ(Q)·H_c,
-  // until the epilogue.
+  // kLinear: φ(Q) and den = φ(Q)·Z_c per row now, while the first K and V tiles are in flight;
+  // φ(Q) waits in registers, the A operand of φ(Q)·H_c, until the epilogue.
   constexpr int kRows = decltype(size<0>(o_rc))::value;
   float den[kRows] = {};
   FragP frag_q;
-  auto features = [&] {
-    if constexpr (kLinear) {
-      const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
-      AccS acc_f;
-      Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
-      softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), zc, den);
-      frag_q = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_f.data()));
-    }
-  };
+  if constexpr (kLinear) {
+    const Element* zc = p.complement_sums + (int64_t(row) * (kHeadDim + 1) + kHeadDim) * kHeadDim;
+    AccS acc_f;
+    Tensor f_rc = make_tensor(acc_f.data(), rowcol(acc_f.layout()));
+    softmax_features<Element>(f_rc, cols_rc, sQ(_, _, wg), zc, den);
+    frag_q = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_f.data()));
+  }
 
   // The first stage alone; later ones issue QK of stage s together with PV of stage s - 1.
   if (n_stages > 0) {
@@ -469,15 +466,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     named_sync(1 + wg);
     issue_gemm<true>(mma_qk, tSrQ, tSrK(_, _, _, read_k.index()), acc_s);
     named_arrive(1 + (1 - wg));
-    features();
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_s);
     pipe_k.consumer_release(read_k);
     ++read_k;
     probabilities(acc_s, 0);
     to_operand(acc_s);
-  } else {
-    features();
   }
   CUTE_NO_UNROLL
   for (int s = 1; s < n_stages; ++s) {
