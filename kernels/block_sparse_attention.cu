@@ -23,6 +23,7 @@
 // kernel: complement_linear_attention.cpp.
 #include "kernels/block_sparse_attention_cuda.h"
 
+#include <cub/block/block_scan.cuh>
 #include <cute/tensor.hpp>
 #include <cute/arch/copy_sm75.hpp>
 #include <cute/arch/copy_sm90.hpp>
@@ -258,9 +259,9 @@ __device__ void load_accumulator_layout(F& f, Tile const& tile) {
   }
 }
 
-// φ(Q) for this warpgroup's 64 query rows in the QK accumulator's layout (f: fp32, rows and
-// columns as `pos` gives them), rounded to Element as the tensor cores will read it; den[r] gets
-// row r's φ(q)·Z_c, from zc, Z_c in global memory (read in pairs of columns).
+// φ(Q) for this warpgroup's 64 query rows in the QK accumulator's layout (f: fp32, filled by
+// load_accumulator_layout; `pos` gives its columns), rounded to Element as the tensor cores will
+// read it; den[r] gets row r's φ(q)·Z_c, from zc, Z_c in global memory (read in pairs of columns).
 template <class Element, class F, class Pos, class SQ>
 __device__ void softmax_features(F& f, Pos const& pos, SQ const& sq, const Element* zc, float* den) {
   constexpr int kCols = decltype(size<1>(f))::value;
@@ -629,20 +630,22 @@ constexpr int kOrderThreads = 1024, kOrderBinsPerThread = 4, kOrderBins = kOrder
 
 __global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int32_t* offsets, int32_t rows,
                                                                       int32_t* order) {
+  using BlockScan = cub::BlockScan<int32_t, kOrderThreads>;
+  __shared__ typename BlockScan::TempStorage scan;
   __shared__ int32_t start[kOrderBins];
-  __shared__ int32_t warp_totals[kOrderThreads / 32];
   __shared__ int32_t shortest, longest;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  auto length = [&](int r) { return __ldg(offsets + r + 1) - __ldg(offsets + r); };
   // Bin 0 holds the longest rows; rows of kOrderBins - 1 blocks or more share it.
-  auto bin = [&](int r) { return kOrderBins - 1 - min(length(r), kOrderBins - 1); };
+  auto bin_of_length = [](int32_t length) { return kOrderBins - 1 - min(length, kOrderBins - 1); };
+  auto bin = [&](int r) { return bin_of_length(__ldg(offsets + r + 1) - __ldg(offsets + r)); };
   if (threadIdx.x == 0) shortest = INT32_MAX, longest = 0;
   for (int i = threadIdx.x; i < kOrderBins; i += kOrderThreads) start[i] = 0;
   __syncthreads();
   for (int r = threadIdx.x; r < rows; r += kOrderThreads) {
-    atomicAdd(&start[bin(r)], 1);
-    atomicMin(&shortest, length(r));
-    atomicMax(&longest, length(r));
+    const int32_t length = __ldg(offsets + r + 1) - __ldg(offsets + r);
+    atomicAdd(&start[bin_of_length(length)], 1);
+    atomicMin(&shortest, length);
+    atomicMax(&longest, length);
   }
   __syncthreads();
   if (shortest == longest) {
@@ -650,30 +653,12 @@ __global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int3
     return;
   }
 
-  // Exclusive scan of the counts: each thread owns kOrderBinsPerThread consecutive bins.
-  int32_t count[kOrderBinsPerThread], total = 0;
-  for (int i = 0; i < kOrderBinsPerThread; ++i) total += count[i] = start[threadIdx.x * kOrderBinsPerThread + i];
-  int32_t inclusive = total;
-  for (int d = 1; d < 32; d *= 2) {
-    const int32_t up = __shfl_up_sync(0xffffffff, inclusive, d);
-    if (lane >= d) inclusive += up;
-  }
-  if (lane == 31) warp_totals[warp] = inclusive;
-  __syncthreads();
-  if (warp == 0) {
-    int32_t w = warp_totals[lane];
-    for (int d = 1; d < 32; d *= 2) {
-      const int32_t up = __shfl_up_sync(0xffffffff, w, d);
-      if (lane >= d) w += up;
-    }
-    warp_totals[lane] = w;  // inclusive over warps
-  }
-  __syncthreads();
-  int32_t next = inclusive - total + (warp > 0 ? warp_totals[warp - 1] : 0);
-  for (int i = 0; i < kOrderBinsPerThread; ++i) {
-    start[threadIdx.x * kOrderBinsPerThread + i] = next;
-    next += count[i];
-  }
+  // Each bin's first position: an exclusive scan of the counts, kOrderBinsPerThread consecutive
+  // bins a thread.
+  int32_t count[kOrderBinsPerThread];
+  for (int i = 0; i < kOrderBinsPerThread; ++i) count[i] = start[threadIdx.x * kOrderBinsPerThread + i];
+  BlockScan(scan).ExclusiveSum(count, count);
+  for (int i = 0; i < kOrderBinsPerThread; ++i) start[threadIdx.x * kOrderBinsPerThread + i] = count[i];
   __syncthreads();
 
   // Stable placement: rows in chunks of kOrderThreads, the warps in turn, a warp's lanes by their
