@@ -12,6 +12,9 @@ struct BlockCsr {
   at::Tensor row_offsets;  // int32 [R + 1], R = B·H·NQ, rows in (b, h, i) order
   at::Tensor col_indices;  // int32 [R·NK] (capacity); row r's blocks are [row_offsets[r], row_offsets[r+1])
   int64_t batch = 0, heads = 0, num_q_blocks = 0, num_k_blocks = 0;
+  // Every row's block count where the builder knows it on the host (top-k: exactly k), else -1.
+  // The attention kernel then takes rows in index order, with no ordering pass.
+  int64_t row_length = -1;
 
   int64_t rows() const { return batch * heads * num_q_blocks; }
 };

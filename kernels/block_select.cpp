@@ -85,6 +85,7 @@ BlockCsr select_blocks_csr(const at::Tensor& scores, const BlockGeometry& g, con
       const int64_t k = std::min(s.top_k, NK);
       csr.row_offsets = at::empty({R + 1}, int_opts);
       csr.col_indices = at::empty({R * k}, int_opts);
+      csr.row_length = k;
       args.offsets = csr.row_offsets.data_ptr<int32_t>();
       args.cols = csr.col_indices.data_ptr<int32_t>();
       cudaError_t err = cuda::launch_select_blocks(args, stream);

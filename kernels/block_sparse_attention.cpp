@@ -82,17 +82,18 @@ AttentionOutput run_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& 
   return {out, lse};
 }
 
-// run_kernel with the block map: its rows, and the order CTAs take them in.
+// run_kernel with the block map: its rows, and the order CTAs take them in (index order when
+// every row has one length, which the CSR knows for top-k rows).
 AttentionOutput run_sparse_kernel(cuda::BlockSparseAttentionArgs& a, const at::Tensor& q, const BlockCsr& csr,
                                   double scale) {
   TORCH_CHECK(csr.row_offsets.device() == q.device() && csr.col_indices.device() == q.device(),
               "block_sparse_attention: the block map must be on q's device ", q.device());
   c10::cuda::CUDAGuard guard(q.device());
   at::Tensor offsets = csr.row_offsets.to(at::kInt).contiguous(), cols = csr.col_indices.to(at::kInt).contiguous();
-  at::Tensor order = rows_longest_first(offsets);
+  at::Tensor order = csr.row_length >= 0 ? at::Tensor() : rows_longest_first(offsets);
   a.row_offsets = offsets.data_ptr<int32_t>();
   a.col_indices = cols.data_ptr<int32_t>();
-  a.row_order = order.data_ptr<int32_t>();
+  a.row_order = order.defined() ? order.data_ptr<int32_t>() : nullptr;
   return run_kernel(a, q, scale);
 }
 #endif

@@ -110,7 +110,7 @@ struct KernelConfig {
     float* lse;
     const int32_t* row_offsets;  // null: every row takes every key chunk
     const int32_t* col_indices;
-    const int32_t* row_order;    // null with row_offsets
+    const int32_t* row_order;    // null: index order
     int32_t tokens, heads, batch, num_q_blocks;
     int32_t chunks_per_block;  // 1 for 64-token CSR blocks, 2 for 128
     float scale_log2;
@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
 
   const int warp_group = threadIdx.x / 128;
-  const int row = p.row_offsets ? __ldg(p.row_order + blockIdx.x) : blockIdx.x;
+  const int row = p.row_order ? __ldg(p.row_order + blockIdx.x) : blockIdx.x;
   const int qb = row % p.num_q_blocks;
   const int h = (row / p.num_q_blocks) % p.heads;
   const int b = row / p.num_q_blocks / p.heads;

@@ -23,7 +23,7 @@ struct BlockSparseAttentionArgs {
   int64_t k_block;                // 64 or 128 tokens per CSR key block (query blocks are 128)
   const int32_t* row_offsets;     // [R + 1], R = B·H·NQ rows in (b, h, i) order; null: all blocks
   const int32_t* col_indices;     // ascending key blocks per row
-  const int32_t* row_order;       // [R] the order CTAs take rows in: longest first
+  const int32_t* row_order;       // [R] the order CTAs take rows in: longest first; null: index order
   float scale;                    // softmax scale applied to q·k
   // Null, or SLA's complement sums [B, H, NQ, D + 1, D] in the inputs' dtype (per CSR row: the D
   // rows of H_c, then Z_c) and its projection W [D, D], both contiguous: the kernel adds

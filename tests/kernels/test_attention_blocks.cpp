@@ -219,6 +219,7 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   for (BlockSelection sel : {BlockSelection{118, 0.0, true, 0}, BlockSelection{0, 0.5, true, 0}}) {
     BlockCsr got = select_blocks_csr(big.cuda(), wide, sel);
     BlockCsr want = mask_to_csr_reference(select_blocks_reference(big, wide, sel));
+    EXPECT_EQ(got.row_length, sel.top_k > 0 ? sel.top_k : -1);  // lets the attention kernel skip its row order
     ASSERT_TRUE(at::equal(got.row_offsets.cpu(), want.row_offsets));
     EXPECT_TRUE(at::equal(got.col_indices.cpu().narrow(0, 0, want.col_indices.numel()), want.col_indices));
   }
@@ -228,16 +229,17 @@ TEST(AttentionBlocksCuda, PlanningBlocksMatchReferences) {
   EXPECT_TRUE(at::equal(invert_permutation(perm.cuda()).cpu(), invert_permutation(perm)));
 }
 
-// The score kernel: query and key counts that are not multiples of its 64-block tiles, one
-// block, head dims that are not a multiple of its 32-wide chunks (and one of several chunks),
-// strided views, each element type; and mixed dtypes, which take the ATen path.
+// The score kernels: query and key counts that are not multiples of their tiles (64 x 64 for
+// fp32 or head dims the tensor cores do not take, 32 x 128 on the tensor-core path), one block,
+// head dims that are not a multiple of 32 or 16 (and one of several chunks), strided views, each
+// element type; and mixed dtypes, which take the ATen path.
 TEST(AttentionBlocksCuda, BlockScoresMatchReferenceOnAwkwardShapes) {
   SKIP_WITHOUT_CUDA();
   struct Case {
     int64_t B, NQ, NK, H, D;
   };
   for (const Case& c : {Case{1, 1, 1, 1, 8}, Case{2, 33, 70, 3, 5}, Case{2, 256, 256, 12, 128}, Case{1, 40, 7, 2, 64},
-                        Case{1, 5, 9, 2, 200}}) {
+                        Case{1, 5, 9, 2, 200}, Case{1, 33, 130, 2, 48}, Case{2, 65, 257, 3, 16}}) {
     for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
       at::Tensor qp = at::randn({c.B, c.NQ, c.H, c.D}).to(dtype), kp = at::randn({c.B, c.NK, c.H, c.D}).to(dtype);
       const double tol = dtype == at::kFloat ? 1e-4 : 1e-3;  // fp32 sums of rounded inputs
@@ -249,6 +251,9 @@ TEST(AttentionBlocksCuda, BlockScoresMatchReferenceOnAwkwardShapes) {
   }
   at::Tensor qp = at::randn({2, 3, 9, 32}).transpose(1, 2), kp = at::randn({2, 3, 20, 32}).transpose(1, 2);
   EXPECT_TRUE(close(block_scores(qp.cuda(), kp.cuda(), 0.5), block_scores_reference(qp, kp, 0.5), 1e-4));
+  at::Tensor qb = at::randn({2, 3, 40, 64}).to(at::kBFloat16).transpose(1, 2);  // the tensor cores, strided
+  at::Tensor kb = at::randn({2, 3, 150, 64}).to(at::kBFloat16).transpose(1, 2);
+  EXPECT_TRUE(close(block_scores(qb.cuda(), kb.cuda(), 0.5), block_scores_reference(qb, kb, 0.5), 1e-3));
   at::Tensor q16 = at::randn({1, 6, 2, 16}), k32 = at::randn({1, 4, 2, 16});
   EXPECT_TRUE(close(block_scores(q16.to(at::kHalf).cuda(), k32.cuda(), 1.0),
                     block_scores_reference(q16.to(at::kHalf), k32, 1.0), 1e-3));
