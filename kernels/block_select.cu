@@ -123,9 +123,11 @@ __global__ void __launch_bounds__(kThreads) select_mass_kernel(SelectArgs a) {
 
 // Top-k rows, one warp a row: lane l holds blocks l, l + 32, ... as the ranking value's orderable
 // bits (forced blocks rank as +inf, so they count toward k). The k-th largest key T is found bit
-// by bit from the top (keep a bit when at least k keys reach the prefix with it set: 32 warp-wide
-// counts, whatever k is); the row keeps every key above T and, of the keys equal to T, the
-// lowest-index ones, as the stable sort does.
+// by bit from the top (keep a bit when at least k keys reach the prefix with it set: up to 32
+// warp-wide counts, whatever k is); the row keeps every key above T and, of the keys equal to T,
+// the lowest-index ones, as the stable sort does. The search stops at a prefix that exactly k keys
+// reach: those are the row's blocks, so T is taken as that prefix, with no key below it and every
+// key equal to it kept. Distinct scores usually get there well before the last bit.
 template <int kItems>
 __global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs a) {
   const int lane = threadIdx.x % 32;
@@ -148,8 +150,12 @@ __global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs 
     return static_cast<int>(__reduce_add_sync(0xffffffffu, static_cast<unsigned>(c)));
   };
   uint32_t threshold = 0;
-  for (int bit = 31; bit >= 0; --bit)
-    if (count_at_least(threshold | 1u << bit) >= k) threshold |= 1u << bit;
+  for (int bit = 31; bit >= 0; --bit) {
+    const int reach = count_at_least(threshold | 1u << bit);
+    if (reach < k) continue;
+    threshold |= 1u << bit;
+    if (reach == k) break;
+  }
   int above = 0;
 #pragma unroll
   for (int t = 0; t < kItems; ++t) above += valid(t) && key[t] > threshold;
