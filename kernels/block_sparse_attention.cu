@@ -14,8 +14,8 @@
 // warpgroup's softmax run while the other's GEMMs occupy the tensor cores.
 //
 // With SLA's linear branch fused (kLinear, head dim 128): the producer also loads the query
-// block's complement sum H_c (D x D) once, and after the last K tile the projection W into the
-// next K stage. Each consumer, while its first K and V tiles load, computes φ(Q) = softmax over D
+// block's complement sum H_c (D x D) and the projection W, once each, into buffers of their own
+// beside the pipeline. Each consumer, while its first K and V tiles load, computes φ(Q) = softmax over D
 // of its 64 rows in the S accumulator's register layout and keeps it there; after its softmax
 // stages φ(Q)·H_c is one more RS wgmma with H_c read like a V tile (D rows as its 128 keys), and
 // (φ(Q)H_c)·Wᵀ one more with W read like a K tile; it adds that over φ(Q)·Z_c to O / l before the
@@ -74,7 +74,7 @@ struct KernelConfig {
   using TiledMmaPV = decltype(make_tiled_mma(
       GMMA::rs_op_selector<Element, Element, float, Shape<Int<kChunk>, HeadDim, Int<kTileN>>, GMMA::Major::K,
                            GMMA::Major::MN>()));
-  // kLinear: (φ(Q)H_c)·Wᵀ, A from registers, W in a K stage.
+  // kLinear: (φ(Q)H_c)·Wᵀ, A from registers, W in its own tile laid out as one K stage.
   using TiledMmaW = decltype(make_tiled_mma(
       GMMA::rs_op_selector<Element, Element, float, Shape<Int<kChunk>, Int<kTileN>, HeadDim>>()));
 
@@ -94,8 +94,11 @@ struct KernelConfig {
     cute::array_aligned<Element, cosize_v<SmemLayoutQ>, 1024> q;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> k;
     cute::array_aligned<Element, cosize_v<SmemLayoutK>, 1024> v;
-    // H_c in one K stage's layout (a few bytes when unused).
+    // H_c and W, each in one K stage's layout (a few bytes when unused). W has a buffer of its own
+    // (it fits, with ~1 KB of the 227 to spare): loaded into the K stage after the last tile, it
+    // waited for that stage to drain, and the W GEMM for the load (~2% of the warps' samples).
     cute::array_aligned<Element, kLinear ? kTileN * kHeadDim : 8, 1024> hc;
+    cute::array_aligned<Element, kLinear ? kTileN * kHeadDim : 8, 1024> w;
     typename Pipeline::SharedStorage pipe_k, pipe_v;
     uint64_t q_full, hc_full;
   };
@@ -356,11 +359,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       const auto hc_shape = make_shape(int32_t(kHeadDim), HeadDim{}, p.batch * p.heads * p.num_q_blocks, 1);
       Tensor tHg = tma_hc.partition_S(local_tile(p.tma_hc.get_tma_tensor(hc_shape)(_, _, row, 0),
                                                  Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
+      auto tma_w = p.tma_w.get_slice(_0{});
+      Tensor tWg = tma_w.partition_S(local_tile(p.tma_w.get_tma_tensor(make_shape(int32_t(kHeadDim), HeadDim{}, 1, 1))(
+                                                    _, _, 0, 0),
+                                                Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
       cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.hc_full,
-                                                                     kTileN * kHeadDim * sizeof(Element));
+                                                                     2 * kTileN * kHeadDim * sizeof(Element));
       CUTE_UNROLL
-      for (int w = 0; w < 2; ++w)
+      for (int w = 0; w < 2; ++w) {
         copy(p.tma_hc.with(ss.hc_full), tHg(_, _, _, w), tma_hc.partition_D(chunk_dst(ss.hc.data(), 0, w)));
+        copy(p.tma_w.with(ss.hc_full), tWg(_, _, _, w), tma_w.partition_D(chunk_dst(ss.w.data(), 0, w)));
+      }
     }
 
     auto tma_k = p.tma_k.get_slice(_0{});
@@ -385,18 +394,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       copy(p.tma_v.with(*pipe_v.producer_get_barrier(state)), tVg(_, _, _, c1),
            tma_v.partition_D(chunk_dst(ss.v.data(), state.index(), 1)));
       ++state;
-    }
-    if constexpr (kLinear) {
-      // W as one more K tile: it lands while the last stages run.
-      auto tma_w = p.tma_w.get_slice(_0{});
-      Tensor tWg = tma_w.partition_S(local_tile(p.tma_w.get_tma_tensor(make_shape(int32_t(kHeadDim), HeadDim{}, 1, 1))(
-                                                    _, _, 0, 0),
-                                                Shape<Int<kChunk>, HeadDim>{}, make_coord(_, _0{})));
-      pipe_k.producer_acquire(state);
-      CUTE_UNROLL
-      for (int w = 0; w < 2; ++w)
-        copy(p.tma_w.with(*pipe_k.producer_get_barrier(state)), tWg(_, _, _, w),
-             tma_w.partition_D(chunk_dst(ss.k.data(), state.index(), w)));
     }
     return;
   }
@@ -522,9 +519,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     frag_p = to_element(*reinterpret_cast<const cutlass::Array<float, FragP::kElements>*>(acc_l.data()));
     typename Cfg::TiledMmaW mma_w;
     auto thr_w = mma_w.get_thread_slice(tid);
-    Tensor tSrW = thr_w.make_fragment_B(thr_w.partition_B(sK));
-    pipe_k.consumer_wait(read_k);
-    issue_gemm<true>(mma_w, tOrP, tSrW(_, _, _, read_k.index()), acc_l);
+    Tensor sW = make_tensor(make_smem_ptr(ss.w.data()), typename Cfg::SmemLayoutK{});  // stage 0 only
+    Tensor tSrW = thr_w.make_fragment_B(thr_w.partition_B(sW));
+    issue_gemm<true>(mma_w, tOrP, tSrW(_, _, _, 0), acc_l);  // W arrived with H_c (hc_full)
     warpgroup_wait<0>();
     warpgroup_fence_operand(acc_l);
   }
@@ -615,6 +612,7 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
   const int rows = int(a.batch * a.heads * p.num_q_blocks);
   if (rows == 0) return cudaSuccess;
   const size_t smem = sizeof(typename Cfg::SharedStorage) + 1024;
+  static_assert(sizeof(typename Cfg::SharedStorage) + 1024 <= 227 * 1024, "more shared memory than an H100 CTA has");
   auto kernel = block_sparse_attention_kernel<Element, kHeadDim, kLinear>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
