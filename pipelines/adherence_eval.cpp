@@ -17,6 +17,10 @@ void generate_adherence_videos(TextToVideo& pipeline, const AdherenceOptions& o,
     TextToVideoOptions generation = o.generation;
     generation.prompt = p.prompt;
     generation.sampling.seed = int64_t(p.seed);
+    if (o.shape_contrast > 0) {
+      generation.contrast_prompt = caption(with_contrasting_shapes(p.facts));
+      generation.sampling.contrast_guidance = o.shape_contrast;
+    }
     if (!on_video(i, o.count, p, pipeline.generate(generation, attention))) break;
   }
 }

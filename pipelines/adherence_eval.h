@@ -22,6 +22,9 @@ struct AdherenceOptions {
   uint64_t seed = 0;           // prompt i is sample_facts(seed + i, split), generated with noise seed seed + i
   Split split = Split::kHeldOut;
   TextToVideoOptions generation;  // size, steps, guidance, ...; prompt and seed are set per prompt
+  // > 0: shape-contrastive guidance at this scale, against each prompt's caption with other
+  // shapes (with_contrasting_shapes; SamplingOptions::contrast_guidance). 0: off.
+  double shape_contrast = 0;
 };
 
 // One prompt of a run: the facts it states, its caption, and its noise seed.

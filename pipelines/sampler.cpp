@@ -16,7 +16,8 @@ at::Tensor seeded_noise(at::IntArrayRef shape, int64_t seed, at::Device device, 
 
 at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
                   const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention,
-                  const StepCallback& on_step, const SequenceParallel* parallel) {
+                  const StepCallback& on_step, const SequenceParallel* parallel,
+                  const at::Tensor& contrast_context) {
   TORCH_CHECK(latent_shape.size() == 5, "sample: latent shape must be [B, C, F, H, W], got ", latent_shape.size(),
               " dimensions");
   TORCH_CHECK(options.steps > 0, "sample: steps must be positive, got ", options.steps);
@@ -33,6 +34,13 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     TORCH_CHECK(uncond_context.defined() && uncond_context.sizes() == context.sizes(),
                 "sample: with guidance the uncond context must have the context's shape ", context.sizes(), ", got ",
                 uncond_context.defined() ? uncond_context.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(options.contrast_guidance >= 0, "sample: contrast_guidance must be >= 0, got ",
+              options.contrast_guidance);
+  const bool contrasted = options.contrast_guidance > 0;
+  if (contrasted)
+    TORCH_CHECK(contrast_context.defined() && contrast_context.sizes() == context.sizes(),
+                "sample: with contrast_guidance the contrast context must have the context's shape ",
+                context.sizes(), ", got ", contrast_context.defined() ? contrast_context.sizes() : at::IntArrayRef{});
   TORCH_CHECK(options.prediction == "velocity" || options.prediction == "sample",
               "sample: prediction must be \"velocity\" or \"sample\", got \"", options.prediction, "\"");
   if (attention) attention->begin_run(static_cast<int>(model.config().num_layers), options.steps);
@@ -41,26 +49,34 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
   scheduler->set_timesteps(options.steps);
   // The latents stay fp32 between steps (as diffusers keeps them); the model sees its own dtype.
   at::Tensor latents = seeded_noise(latent_shape, options.seed, model.device(), at::kFloat);
-  const at::Tensor ctx = guided ? at::cat({context, uncond_context}) : context;
-  const at::Tensor model_ctx = ctx.to(model.device(), model.dtype());
+  // The passes, batched: cond, then uncond (with guidance), then contrast (with contrast guidance).
+  std::vector<at::Tensor> contexts{context};
+  if (guided) contexts.push_back(uncond_context);
+  if (contrasted) contexts.push_back(contrast_context);
+  const int64_t passes = static_cast<int64_t>(contexts.size());
+  const at::Tensor model_ctx = at::cat(contexts).to(model.device(), model.dtype());
   for (int i = 0; i < options.steps; ++i) {
     const double t = scheduler->timesteps()[i];
-    at::Tensor x = (guided ? at::cat({latents, latents}) : latents).to(model.dtype());
+    at::Tensor x = (passes > 1 ? latents.repeat({passes, 1, 1, 1, 1}) : latents).to(model.dtype());
     at::Tensor timestep = at::full({x.size(0)}, t, at::dtype(at::kFloat).device(model.device()));
-    at::Tensor velocity = model.forward(x, timestep, model_ctx, attention, i, options.steps, parallel).to(at::kFloat);
+    const auto outputs =
+        model.forward(x, timestep, model_ctx, attention, i, options.steps, parallel).to(at::kFloat).chunk(passes);
+    const at::Tensor& cond = outputs[0];
+    at::Tensor velocity = cond;
     if (guided) {
-      // Both halves run at every step, so plans see one batch size throughout.
+      // Every pass runs at every step, so plans see one batch size throughout.
       const double g = split_guidance && scheduler->sigmas()[i] < options.guidance_boundary ? options.guidance_below
                                                                                            : options.guidance;
-      auto halves = velocity.chunk(2);
-      velocity = g > 1.0 ? halves[1] + g * (halves[0] - halves[1]) : halves[0];  // uncond + g·(cond − uncond)
+      const at::Tensor& uncond = outputs[1];
+      if (g > 1.0) velocity = uncond + g * (cond - uncond);
       if (g > 1.0 && options.guidance_rescale > 0) {
         const std::vector<int64_t> per_sample{1, 2, 3, 4};
-        const at::Tensor ratio = at::std(halves[0], per_sample, /*unbiased=*/true, /*keepdim=*/true) /
+        const at::Tensor ratio = at::std(cond, per_sample, /*unbiased=*/true, /*keepdim=*/true) /
                                  at::std(velocity, per_sample, /*unbiased=*/true, /*keepdim=*/true);
         velocity = velocity * (options.guidance_rescale * ratio + (1.0 - options.guidance_rescale));
       }
     }
+    if (contrasted) velocity = velocity + options.contrast_guidance * (cond - outputs[passes - 1]);
     // Without a rescale, linear in the output, so guiding the x0 predictions and then converting
     // is the same as converting each and guiding the velocities.
     if (options.prediction == "sample")

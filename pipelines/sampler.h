@@ -28,6 +28,11 @@ struct SamplingOptions {
   // the conditional output's (Lin et al. 2024, diffusers' guidance_rescale), against the
   // over-saturation of high scales; on the model's output, x0 for a "sample" model. 0: off.
   double guidance_rescale = 0;
+  // Contrastive guidance: with a contrast context (the prompt with one fact changed, such as the
+  // shipped model's prompt with another shape), + contrast_guidance·(cond − contrast) on top of
+  // the above, which amplifies only what tells the two prompts apart; a third pass batched with
+  // cond and uncond. 0: off.
+  double contrast_guidance = 0;
   double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
   std::string scheduler = "unipc";  // or "euler"
   // What the model outputs: "velocity" (noise - x0, Wan's flow prediction) or "sample" (x0; the
@@ -52,14 +57,15 @@ struct SamplingCancelled : std::runtime_error {
   SamplingCancelled() : std::runtime_error("sampling cancelled") {}
 };
 
-// latent_shape [B, C, F, H, W]; context / uncond_context [B, L, text_dim] (uncond is ignored
-// without guidance). Returns the final latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
+// latent_shape [B, C, F, H, W]; context / uncond_context / contrast_context [B, L, text_dim]
+// (uncond is ignored without guidance, contrast without contrast_guidance). Returns the final latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
 // With `parallel`, every rank calls it with the same arguments: each draws the same noise from
 // the seed and runs the same scheduler on the whole latents, while the model's forward splits
 // its tokens over the ranks and hands every rank the whole velocity; so all ranks hold the same
 // latents after every step and return them.
 at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& latent_shape, const at::Tensor& context,
                   const at::Tensor& uncond_context, const SamplingOptions& options, RecipeAttention* attention = nullptr,
-                  const StepCallback& on_step = {}, const SequenceParallel* parallel = nullptr);
+                  const StepCallback& on_step = {}, const SequenceParallel* parallel = nullptr,
+                  const at::Tensor& contrast_context = {});
 
 }  // namespace ditkit

@@ -269,6 +269,12 @@ void validate(const ClipFacts& facts) {
 
 std::string caption(const ClipFacts& facts) { return caption_dropping_facts(facts, 0, 0); }
 
+ClipFacts with_contrasting_shapes(const ClipFacts& facts) {
+  ClipFacts contrast = facts;
+  for (ObjectFacts& o : contrast.objects) o.shape = o.shape == Shape::kCircle ? Shape::kSquare : Shape::kCircle;
+  return contrast;
+}
+
 std::string caption_dropping_facts(const ClipFacts& facts, double p, uint64_t seed) {
   if (!(p >= 0 && p <= 1))
     throw std::invalid_argument("caption_dropping_facts: the share of fact words to drop must be in [0, 1], got " +

@@ -79,6 +79,10 @@ std::string caption(const ClipFacts& facts);
 // unseen pair (a green square, when training never shows one) needs. p = 0 gives caption(facts).
 // Throws std::invalid_argument for p outside [0, 1] and as caption() does.
 std::string caption_dropping_facts(const ClipFacts& facts, double p, uint64_t seed);
+// The facts with every object's shape swapped for the one the shipped model draws instead when it
+// errs (a square or a triangle comes out round, a circle square-ish; docs/shipped_model.md): the
+// contrast prompt of shape-contrastive guidance (SamplingOptions::contrast_guidance).
+ClipFacts with_contrasting_shapes(const ClipFacts& facts);
 // The inverse of caption(); case-insensitive, extra spaces and a final '.' are fine. Throws
 // std::invalid_argument naming the word it cannot place, or the rule the facts break.
 ClipFacts parse_caption(const std::string& text);

@@ -244,7 +244,8 @@ auto with_memory_advice(const char* part, const TextToVideoOptions& o, int64_t t
     numbers = numbers.substr(0, numbers.find('\n'));
     std::ostringstream m;
     m << "out of GPU memory during " << part << " of a " << o.width << "x" << o.height << ", " << o.frames
-      << "-frame video (" << tokens << " tokens, " << (o.sampling.guidance > 1.0 ? 2 : 1)
+      << "-frame video (" << tokens << " tokens, "
+      << 1 + (o.sampling.guidance > 1.0 ? 1 : 0) + (o.sampling.contrast_guidance > 0 ? 1 : 0)
       << " batched with guidance): " << numbers << " To fit, " << advice;
     throw OutOfGpuMemory(m.str());
   }
@@ -264,12 +265,15 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
 
   auto t0 = std::chrono::steady_clock::now();
   const bool guided = o.sampling.guidance > 1.0;
+  const bool contrasted = o.sampling.contrast_guidance > 0;
   std::vector<std::string> prompts{o.prompt};
   if (guided) prompts.push_back(o.negative_prompt);
+  if (contrasted) prompts.push_back(o.contrast_prompt);
   const at::Tensor texts = with_memory_advice("text encoding", o, tokens, "encode on the CPU (device cpu).",
                                               [&] { return encode_texts(prompts, o.max_sequence_length); });
   const at::Tensor context = texts.narrow(0, 0, 1);
   const at::Tensor uncond = guided ? texts.narrow(0, 1, 1) : at::Tensor();
+  const at::Tensor contrast = contrasted ? texts.narrow(0, texts.size(0) - 1, 1) : at::Tensor();
   timings_.text = seconds_since(t0, device);
 
   t0 = std::chrono::steady_clock::now();
@@ -278,7 +282,7 @@ at::Tensor TextToVideo::generate(const TextToVideoOptions& o, RecipeAttention* a
   at::Tensor latents = with_memory_advice(
       "denoising", o, tokens,
       "lower the frames, width or height (the tokens grow with each), or use a sparse attention recipe.", [&] {
-        return sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step, parallel);
+        return sample(transformer_, latent_shape, context, uncond, sampling, attention, on_step, parallel, contrast);
       });
   timings_.denoise = seconds_since(t0, device);
   // Every rank holds the same latents; decoding them once is enough (the VAE is not split).

@@ -33,6 +33,7 @@ struct ModelDefaults {
 struct TextToVideoOptions {
   std::string prompt;
   std::string negative_prompt;  // used with guidance > 1; "" is a prompt of its own (Wan: just EOS)
+  std::string contrast_prompt;  // used with sampling.contrast_guidance > 0 (SamplingOptions)
   int64_t width = 832, height = 480, frames = 81;
   // Text tokens, as the Wan pipeline pads and truncates; 0: the model's (Wan: 512). The shipped
   // model takes only its own (its caption encoder's max_length).

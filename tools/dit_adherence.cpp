@@ -180,6 +180,10 @@ int main(int argc, char** argv) {
       app.add_option("--steps", steps, "denoising steps (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--guidance", guidance, "guidance scale (negative: the model's)"),
       app.add_option("--shift", shift, "flow shift of the sampler (0: the model's)")->check(CLI::NonNegativeNumber),
+      app.add_option("--shape-contrast", o.shape_contrast,
+                     "shape-contrastive guidance scale: also push each video away from its caption with other "
+                     "shapes (a third pass a step; 0: off)")
+          ->check(CLI::NonNegativeNumber),
       app.add_option("--device", device_name, "auto, cpu or cuda[:N]")->envname("DITKIT_DEVICE"),
       app.add_option("--videos", videos,
                      "also write each video as DIR/NNN.y4m, listed with its prompt in DIR/" + std::string(kManifest) +
@@ -231,9 +235,12 @@ int main(int argc, char** argv) {
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
-    std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shift %g, attention '%s'\n",
+    std::fprintf(stderr,
+                 "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shape contrast %g, shift %g, "
+                 "attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.guidance, guidance_steps.describe().c_str(), o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.guidance, guidance_steps.describe().c_str(), o.shape_contrast,
+                 o.generation.sampling.shift, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
@@ -245,6 +252,7 @@ int main(int argc, char** argv) {
                       {"guidance_boundary", guidance_steps.boundary},
                       {"guidance_below", guidance_steps.below},
                       {"guidance_rescale", guidance_steps.rescale},
+                      {"shape_contrast", o.shape_contrast},
                       {"shift", o.generation.sampling.shift},
                       {"attention", attention}};
     json listed = json::array();

@@ -97,6 +97,30 @@ TEST(Sampler, GuidanceRescalePullsTheSpreadTowardTheConditionalOutput) {
   EXPECT_FALSE(at::allclose(got, sample(tiny_model(), kLatent, text(1), text(2), options(1, "euler")), 1e-4, 1e-4));
 }
 
+// Contrastive guidance: a third pass on the contrast context, its difference from the conditional
+// output added at its own scale, with and without classifier-free guidance; a contrast equal to
+// the prompt changes nothing.
+TEST(Sampler, ContrastGuidanceAddsTheScaledDifferenceFromTheContrastPass) {
+  for (double guidance : {5.0, 1.0}) {
+    SamplingOptions o = options(1, "euler");
+    o.guidance = guidance;
+    o.contrast_guidance = 2.5;
+    at::Tensor got = sample(tiny_model(), kLatent, text(1), text(2), o, nullptr, {}, nullptr, text(3));
+    auto scheduler = make_flow_scheduler("euler", o.shift);
+    scheduler->set_timesteps(1);
+    at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
+    at::Tensor t = at::full({1}, scheduler->timesteps()[0]);
+    at::Tensor cond = tiny_model().forward(x, t, text(1)), uncond = tiny_model().forward(x, t, text(2)),
+               contrast = tiny_model().forward(x, t, text(3));
+    at::Tensor guided = guidance > 1 ? uncond + guidance * (cond - uncond) : cond;
+    at::Tensor want = scheduler->step(guided + 2.5 * (cond - contrast), x);
+    EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5)) << "guidance " << guidance;
+    at::Tensor same = sample(tiny_model(), kLatent, text(1), text(2), o, nullptr, {}, nullptr, text(1));
+    o.contrast_guidance = 0;
+    EXPECT_TRUE(at::allclose(same, sample(tiny_model(), kLatent, text(1), text(2), o), 1e-5, 1e-5));
+  }
+}
+
 TEST(Sampler, RecipePicksTheMethodPerStep) {
   auto specs = attention_method_specs();
   RecipeAttention dense(parse_recipe("dense", specs));
@@ -131,6 +155,13 @@ TEST(Sampler, RejectsBadInput) {
   SamplingOptions rescale = options(2);
   rescale.guidance_rescale = -0.5;
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), rescale), c10::Error);
+  SamplingOptions contrast = options(2);
+  contrast.contrast_guidance = 2;  // and no contrast context
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), contrast), c10::Error);
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), contrast, nullptr, {}, nullptr, at::zeros({1, 3, 4})),
+               c10::Error);
+  contrast.contrast_guidance = -1;
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), contrast, nullptr, {}, nullptr, text(3)), c10::Error);
   SamplingOptions bad = options(2, "ddim");
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), bad), std::invalid_argument);
 }

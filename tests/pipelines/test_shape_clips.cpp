@@ -60,6 +60,16 @@ TEST(ShapeClips, CaptionReadsAsTheFactsSay) {
                    two));
 }
 
+TEST(ShapeClips, ContrastingShapesChangeOnlyTheShapes) {
+  ClipFacts three{{{"red", Shape::kCircle, Direction::kLeft, Speed::kFast},
+                   {"green", Shape::kSquare, Direction::kUp, Speed::kSlow},
+                   {"blue", Shape::kTriangle, Direction::kDown, Speed::kSlow}},
+                  "gray", "striped"};
+  EXPECT_EQ(caption(with_contrasting_shapes(three)),
+            "a red square moves quickly left and a green circle moves slowly up and a blue circle moves slowly down "
+            "on a striped gray background");
+}
+
 TEST(ShapeClips, CaptionParseRoundTripOverManySeeds) {
   std::set<std::string> vocabulary;
   for (const std::string& w : caption_vocabulary()) vocabulary.insert(w);
