@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "pipelines/flow_scheduler.h"
 
@@ -34,6 +35,9 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     TORCH_CHECK(uncond_context.defined() && uncond_context.sizes() == context.sizes(),
                 "sample: with guidance the uncond context must have the context's shape ", context.sizes(), ", got ",
                 uncond_context.defined() ? uncond_context.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(options.eta >= 0 && options.eta <= 1, "sample: eta must be in [0, 1], got ", options.eta);
+  TORCH_CHECK(options.eta == 0 || options.scheduler == "euler", "sample: eta > 0 needs the euler scheduler, got \"",
+              options.scheduler, "\"");
   TORCH_CHECK(options.contrast_guidance >= 0, "sample: contrast_guidance must be >= 0, got ",
               options.contrast_guidance);
   const bool contrasted = options.contrast_guidance > 0;
@@ -49,6 +53,8 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
   scheduler->set_timesteps(options.steps);
   // The latents stay fp32 between steps (as diffusers keeps them); the model sees its own dtype.
   at::Tensor latents = seeded_noise(latent_shape, options.seed, model.device(), at::kFloat);
+  // Stochastic Euler's fresh noise, one draw a step from its own stream of the seed.
+  at::Generator step_noise = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(options.seed) + 1);
   // The passes, batched: cond, then uncond (with guidance), then contrast (with contrast guidance).
   std::vector<at::Tensor> contexts{context};
   if (guided) contexts.push_back(uncond_context);
@@ -81,7 +87,15 @@ at::Tensor sample(const WanTransformer& model, const std::vector<int64_t>& laten
     // is the same as converting each and guiding the velocities.
     if (options.prediction == "sample")
       velocity = (latents - velocity) / std::max(scheduler->sigmas()[i], kMinSigmaForSample);
+    const at::Tensor before = latents;
     latents = scheduler->step(velocity, latents);
+    if (options.eta > 0) {
+      // Euler lands on (1 − σ')·x̂0 + σ'·ε̂, with ε̂ = x + (1 − σ)·v; swap its ε̂ for the mix.
+      const double sigma = scheduler->sigmas()[i], next = scheduler->sigmas()[i + 1];
+      const at::Tensor eps = before + (1.0 - sigma) * velocity;
+      const at::Tensor fresh = at::randn(latent_shape, step_noise, at::dtype(at::kFloat)).to(latents.device());
+      latents = latents + next * ((std::sqrt(1.0 - options.eta * options.eta) - 1.0) * eps + options.eta * fresh);
+    }
     if (on_step && !on_step(i, options.steps)) throw SamplingCancelled();
   }
   return latents;

@@ -35,6 +35,10 @@ struct SamplingOptions {
   double contrast_guidance = 0;
   double shift = 3.0;            // flow shift: 3.0 at 480p, 5.0 at 720p
   std::string scheduler = "unipc";  // or "euler"
+  // Stochastic Euler (scheduler "euler" only): each step's noise estimate is mixed with fresh
+  // noise, sqrt(1 − eta²)·ε̂ + eta·z, before the step to the next level, as DDIM's eta does; the
+  // fresh noise is drawn from the seed too. 0: the deterministic step.
+  double eta = 0;
   // What the model outputs: "velocity" (noise - x0, Wan's flow prediction) or "sample" (x0; the
   // loop turns it into the velocity (x_t - x0) / max(sigma, kMinSigmaForSample)). TextToVideo sets
   // it from the model folder.

@@ -161,7 +161,8 @@ int main(int argc, char** argv) {
                      judge;
   ditkit::AdherenceOptions o;
   int steps = 0;
-  double guidance = -1, shift = 0;
+  double guidance = -1, shift = 0, eta = 0;
+  std::string scheduler;
   ditkit::tools::GuidanceFlags guidance_steps;
   CLI::App app{"dit-adherence: prompt adherence of a shapes model, checked by looking at the frames"};
   app.footer(std::string("Generating on a machine without OpenCV, judging on another:\n") +
@@ -180,6 +181,11 @@ int main(int argc, char** argv) {
       app.add_option("--steps", steps, "denoising steps (0: the model's)")->check(CLI::NonNegativeNumber),
       app.add_option("--guidance", guidance, "guidance scale (negative: the model's)"),
       app.add_option("--shift", shift, "flow shift of the sampler (0: the model's)")->check(CLI::NonNegativeNumber),
+      app.add_option("--scheduler", scheduler, "unipc or euler (empty: the model's)")
+          ->check(CLI::IsMember({"", "unipc", "euler"})),
+      app.add_option("--eta", eta, "stochastic Euler: share of fresh noise in each step's noise estimate, 0 to 1 "
+                                   "(needs --scheduler euler; 0: deterministic)")
+          ->check(CLI::Range(0.0, 1.0)),
       app.add_option("--shape-contrast", o.shape_contrast,
                      "shape-contrastive guidance scale: also push each video away from its caption with other "
                      "shapes (a third pass a step; 0: off). Measured on the shipped model: no gain at 1, fewer "
@@ -232,16 +238,21 @@ int main(int argc, char** argv) {
     if (steps > 0) o.generation.sampling.steps = steps;
     if (guidance >= 0) o.generation.sampling.guidance = guidance;
     if (shift > 0) o.generation.sampling.shift = shift;
+    if (!scheduler.empty()) o.generation.sampling.scheduler = scheduler;
+    o.generation.sampling.eta = eta;
+    if (eta > 0 && o.generation.sampling.scheduler != "euler")
+      throw std::invalid_argument("--eta: stochastic steps are Euler's; add --scheduler euler (the model's is " +
+                                  o.generation.sampling.scheduler + ")");
     guidance_steps.apply(o.generation.sampling);
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
     std::fprintf(stderr,
-                 "dit-adherence: %s on %s, %lld %s prompts, %d steps, guidance %g%s, shape contrast %g, shift %g, "
-                 "attention '%s'\n",
+                 "dit-adherence: %s on %s, %lld %s prompts, %d %s steps (eta %g), guidance %g%s, shape contrast %g, "
+                 "shift %g, attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.guidance, guidance_steps.describe().c_str(), o.shape_contrast,
-                 o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.scheduler.c_str(), eta, o.generation.sampling.guidance,
+                 guidance_steps.describe().c_str(), o.shape_contrast, o.generation.sampling.shift, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
@@ -254,6 +265,8 @@ int main(int argc, char** argv) {
                       {"guidance_below", guidance_steps.below},
                       {"guidance_rescale", guidance_steps.rescale},
                       {"shape_contrast", o.shape_contrast},
+                      {"scheduler", o.generation.sampling.scheduler},
+                      {"eta", eta},
                       {"shift", o.generation.sampling.shift},
                       {"attention", attention}};
     json listed = json::array();

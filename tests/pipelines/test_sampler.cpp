@@ -2,8 +2,10 @@
 // guidance batching, the guidance split and rescale, the recipe reaching the attention calls,
 // cancellation, bad input.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 
 #include "dit/wan_config.h"
@@ -121,6 +123,30 @@ TEST(Sampler, ContrastGuidanceAddsTheScaledDifferenceFromTheContrastPass) {
   }
 }
 
+// Stochastic Euler by hand: the deterministic step, then its noise estimate x + (1 − σ)·v swapped
+// for the mix with the seed's fresh noise (a stream of its own, one draw a step).
+TEST(Sampler, StochasticEulerMixesFreshNoiseIntoTheNoiseEstimate) {
+  SamplingOptions o = options(2, "euler");
+  o.eta = 0.6;
+  at::Tensor got = sample(tiny_model(), kLatent, text(1), text(2), o);
+  auto scheduler = make_flow_scheduler("euler", o.shift);
+  scheduler->set_timesteps(2);
+  at::Generator fresh = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(o.seed) + 1);
+  at::Tensor x = seeded_noise(kLatent, o.seed, at::kCPU, at::kFloat);
+  for (int i = 0; i < 2; ++i) {
+    at::Tensor t = at::full({1}, scheduler->timesteps()[i]);
+    at::Tensor cond = tiny_model().forward(x, t, text(1)), uncond = tiny_model().forward(x, t, text(2));
+    at::Tensor v = uncond + o.guidance * (cond - uncond);
+    const double sigma = scheduler->sigmas()[i], next = scheduler->sigmas()[i + 1];
+    at::Tensor x0 = x - sigma * v, eps = x + (1 - sigma) * v;
+    at::Tensor z = at::randn(kLatent, fresh, at::dtype(at::kFloat));
+    scheduler->step(v, x);  // keeps the scheduler's step index in line
+    x = (1 - next) * x0 + next * (std::sqrt(1 - 0.36) * eps + 0.6 * z);
+  }
+  EXPECT_TRUE(at::allclose(got, x, 1e-4, 1e-4));
+  EXPECT_FALSE(at::allclose(got, sample(tiny_model(), kLatent, text(1), text(2), options(2, "euler")), 1e-3, 1e-3));
+}
+
 TEST(Sampler, RecipePicksTheMethodPerStep) {
   auto specs = attention_method_specs();
   RecipeAttention dense(parse_recipe("dense", specs));
@@ -162,6 +188,12 @@ TEST(Sampler, RejectsBadInput) {
                c10::Error);
   contrast.contrast_guidance = -1;
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), contrast, nullptr, {}, nullptr, text(3)), c10::Error);
+  SamplingOptions eta = options(2);  // unipc
+  eta.eta = 0.5;
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), eta), c10::Error);
+  eta.scheduler = "euler";
+  eta.eta = 1.5;
+  EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), eta), c10::Error);
   SamplingOptions bad = options(2, "ddim");
   EXPECT_THROW(sample(tiny_model(), kLatent, text(1), text(2), bad), std::invalid_argument);
 }
