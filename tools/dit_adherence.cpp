@@ -248,12 +248,13 @@ int main(int argc, char** argv) {
     ditkit::Recipe recipe = ditkit::load_recipe(attention, ditkit::attention_method_specs());
     ditkit::check_recipe(recipe, int(pipeline.transformer().config().num_layers), o.generation.sampling.steps);
     ditkit::RecipeAttention recipe_attention(recipe);
-    std::fprintf(stderr,
-                 "dit-adherence: %s on %s, %lld %s prompts, %d %s steps (eta %g), guidance %g%s, shape contrast %g, "
-                 "shift %g, attention '%s'\n",
+    char eta_part[32] = "", contrast_part[48] = "";  // only when set
+    if (eta > 0) std::snprintf(eta_part, sizeof eta_part, " (eta %g)", eta);
+    if (o.shape_contrast > 0) std::snprintf(contrast_part, sizeof contrast_part, ", shape contrast %g", o.shape_contrast);
+    std::fprintf(stderr, "dit-adherence: %s on %s, %lld %s prompts, %d %s steps%s, guidance %g%s, shift %g%s, attention '%s'\n",
                  model.c_str(), device.str().c_str(), (long long)o.count, split.c_str(), o.generation.sampling.steps,
-                 o.generation.sampling.scheduler.c_str(), eta, o.generation.sampling.guidance,
-                 guidance_steps.describe().c_str(), o.shape_contrast, o.generation.sampling.shift, attention.c_str());
+                 o.generation.sampling.scheduler.c_str(), eta_part, o.generation.sampling.guidance,
+                 guidance_steps.describe().c_str(), o.generation.sampling.shift, contrast_part, attention.c_str());
 
     const json run = {{"model", model},
                       {"device", device.str()},
