@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) select_mass_kernel(SelectArgs a) {
 // warp-wide counts, whatever k is); the row keeps every key above T and, of the keys equal to T,
 // the lowest-index ones, as the stable sort does. The search stops at a prefix that exactly k keys
 // reach: those are the row's blocks, so T is taken as that prefix, with no key below it and every
-// key equal to it kept. Distinct scores usually get there well before the last bit.
+// key equal to it kept; with distinct scores it can stop well before the last bit.
 template <int kItems>
 __global__ void __launch_bounds__(kThreads) select_top_k_warp_kernel(SelectArgs a) {
   const int lane = threadIdx.x % 32;
