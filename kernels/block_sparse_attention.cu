@@ -623,7 +623,8 @@ cudaError_t launch(const BlockSparseAttentionArgs& a, cudaStream_t stream) {
 // Rows longest first, a stable counting sort by length in one CTA: one launch where at::argsort
 // took nine (~50 µs a call at the Wan shape, ncu). Stable, because rows next to each other in the
 // CSR share a (batch, head) and so their K and V in L2: an order placed by atomics measured
-// slower. A map whose rows all have one length (top-k) keeps the identity order.
+// slower. A map whose rows all have one length keeps the identity order (top-k maps say so on the
+// host, BlockCsr::row_length, and skip this launch; a mask's map can still come here).
 constexpr int kOrderThreads = 1024, kOrderBinsPerThread = 4, kOrderBins = kOrderThreads * kOrderBinsPerThread;
 
 __global__ void __launch_bounds__(kOrderThreads) longest_first_kernel(const int32_t* offsets, int32_t rows,

@@ -62,7 +62,8 @@ struct SamplingCancelled : std::runtime_error {
 };
 
 // latent_shape [B, C, F, H, W]; context / uncond_context / contrast_context [B, L, text_dim]
-// (uncond is ignored without guidance, contrast without contrast_guidance). Returns the final latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
+// (uncond is ignored without guidance, contrast without contrast_guidance). Returns the final
+// latents [B, C, F, H, W] in fp32 (the VAE decides its dtype).
 // With `parallel`, every rank calls it with the same arguments: each draws the same noise from
 // the seed and runs the same scheduler on the whole latents, while the model's forward splits
 // its tokens over the ranks and hands every rank the whole velocity; so all ranks hold the same
