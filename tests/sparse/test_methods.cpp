@@ -51,11 +51,12 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
   Qkv x = random_qkv(2, kGrid.tokens(), 3, 64);
   AttentionOutput dense = dense_attention(x.q, x.k, x.v);
   for (std::string recipe : {"dense", "dense:kernel=cudnn", "topk:k=1000", "topk:mass=1", "topk:k=1000:kblock=128",
+                             "topk:k=1000:kblock=32",
                              "window3d:t=3:h=7:w=9", "svg:frame_window=2:position_window=62",
                              "draft:density=1", "draft:pool=4:density=1:kblock=128", "draft:density=0:mass=1",
                              "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000:kblock=128",
                              "reuse:inner=(topk:k=1000)", "sla:keep=1",
-                             "sla:keep=1:kblock=128"}) {
+                             "sla:keep=1:kblock=128", "sla:keep=1:kblock=32"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     EXPECT_FLOAT_EQ(plan.density(at::kCPU).item<float>(), 1.0f) << recipe;
@@ -67,14 +68,18 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
 
 TEST(Methods, TopkPlanKeepsKBlocksPerRowAndRunsThem) {
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 32);
-  auto m = method("topk:k=2:diag=1");
-  Plan plan = m->plan(x.q, x.k, context());
-  ASSERT_FALSE(plan.dense);
-  at::Tensor counts = plan.csr.row_offsets.diff();
-  EXPECT_TRUE(counts.eq(2).all().item<bool>());
-  AttentionOutput got = m->run(x.q, x.k, x.v, plan);
-  AttentionOutput want = block_sparse_attention_reference(x.q, x.k, x.v, plan.csr, plan.blocks);
-  EXPECT_TRUE(close(got.out, want.out, 1e-5));
+  for (const auto& [recipe, k, k_block] : {std::tuple{"topk:k=2:diag=1", 2, 64}, std::tuple{"topk:k=4:kblock=32:diag=0", 4, 32}}) {
+    auto m = method(recipe);
+    Plan plan = m->plan(x.q, x.k, context());
+    ASSERT_FALSE(plan.dense);
+    EXPECT_EQ(plan.blocks.k_block, k_block) << recipe;
+    EXPECT_EQ(plan.csr.num_k_blocks, (kGrid.tokens() + k_block - 1) / k_block) << recipe;
+    at::Tensor counts = plan.csr.row_offsets.diff();
+    EXPECT_TRUE(counts.eq(k).all().item<bool>()) << recipe;
+    AttentionOutput got = m->run(x.q, x.k, x.v, plan);
+    AttentionOutput want = block_sparse_attention_reference(x.q, x.k, x.v, plan.csr, plan.blocks);
+    EXPECT_TRUE(close(got.out, want.out, 1e-5)) << recipe;
+  }
 }
 
 TEST(Methods, Window3dKeepsNeighboursAndIsSymmetricInReach) {
@@ -593,7 +598,8 @@ TEST(MethodsCuda, PlansBuildWithoutHostSynchronisation) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 64, at::kCUDA);
   // reuse without drift re-plans on its schedule alone; with drift it reads one scalar back by design.
-  for (std::string recipe : {"topk:k=2", "topk:mass=0.5:first=1", "window3d:t=1:h=2:w=2", "svg", "svg:kblock=128",
+  for (std::string recipe : {"topk:k=2", "topk:mass=0.5:first=1", "topk:k=4:kblock=32", "window3d:t=1:h=2:w=2", "svg",
+                             "svg:kblock=128",
                              "draft", "draft:pool=4:density=0:mass=0.5:kblock=128", "paro:order=hwf.whf:mass=0.5",
                              "reuse:every=1:inner=(svg)", "sla",
                              "sla:keep=0.3:kblock=128"}) {
