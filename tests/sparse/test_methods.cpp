@@ -68,7 +68,8 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
 
 TEST(Methods, TopkPlanKeepsKBlocksPerRowAndRunsThem) {
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 32);
-  for (const auto& [recipe, k, k_block] : {std::tuple{"topk:k=2:diag=1", 2, 64}, std::tuple{"topk:k=4:kblock=32:diag=0", 4, 32}}) {
+  for (const auto& [recipe, k, k_block] :
+       {std::tuple{"topk:k=2:diag=1", 2, 64}, std::tuple{"topk:k=4:kblock=32:diag=0", 4, 32}}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     ASSERT_FALSE(plan.dense);
