@@ -55,6 +55,7 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
                              "window3d:t=3:h=7:w=9", "svg:frame_window=2:position_window=62",
                              "draft:density=1", "draft:pool=4:density=1:kblock=128", "draft:density=0:mass=1",
                              "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000:kblock=128",
+                             "paro:order=hwf:k=1000:kblock=32",
                              "reuse:inner=(topk:k=1000)", "sla:keep=1",
                              "sla:keep=1:kblock=128", "sla:keep=1:kblock=32"}) {
     auto m = method(recipe);
