@@ -105,8 +105,7 @@ MethodEntry sla_method_entry() {
           {"keep", T::kFloat, 0.0001, 1, {}, false, "0.05",
            "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
           {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"},
-          {"kblock", T::kString, 0, 0, {"32", "64", "128"}, false, "64",
-           "key block size in tokens; the Hopper kernels take 64 and 128, 32 runs the masked fallback (small models)"},
+          topk_key_block_param(),
           {"fuse", T::kInt, 0, 1, {}, false, "1",
            "1: on Hopper at head dim 128 the linear branch's last stage runs in the block-sparse kernel; 0: "
            "after it, as its own kernel"},

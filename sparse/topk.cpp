@@ -20,9 +20,13 @@ std::vector<ParamSpec> topk_params() {
       {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
       {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
       {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
-      {"kblock", T::kString, 0, 0, {"32", "64", "128"}, false, "64",
-       "key block size in tokens; the Hopper kernel takes 64 and 128, 32 runs the masked fallback (small models)"},
+      topk_key_block_param(),
   };
+}
+
+ParamSpec topk_key_block_param() {
+  return {"kblock", ParamSpec::Type::kString, 0, 0, {"32", "64", "128"}, false, "64",
+          "key block size in tokens; the Hopper kernels take 64 and 128, 32 runs the masked fallback (small models)"};
 }
 
 TopkSelection topk_selection(const RecipeRule& rule) {

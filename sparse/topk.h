@@ -21,6 +21,9 @@ struct TopkSelection {
 // topk's parameters: k, mass, diag, first, kblock.
 std::vector<ParamSpec> topk_params();
 
+// Its `kblock` alone, for methods that plan through topk_block_csr with parameters of their own (sla).
+ParamSpec topk_key_block_param();
+
 // The selection a checked rule with topk_params() asks for; RecipeError naming the rule's method
 // when it keeps nothing (k = 0 and mass = 0).
 TopkSelection topk_selection(const RecipeRule& rule);
