@@ -2,10 +2,11 @@
 // (B=2 cond+uncond, 12 heads of 128, 21x30x52 latent tokens = 32,760), measured in one run:
 //   method_attention [--out results.jsonl] [--commit C] [--steps N] RECIPE...
 // A RECIPE is one recipe rule (e.g. `topk:k=13:kblock=128`, `reuse:every=5:inner=(svg)`). Each
-// is timed as the sampler calls it: plan() then run() for N consecutive steps (default 10) of
+// is timed as the sampler calls it: plan_and_run() for N consecutive steps (default 10) of
 // one layer, after reset(), so a reuse wrapper re-plans exactly when it would in a real run; the
-// value is the mean per call. Also: the plan alone and the run alone (first step's plan), and the
-// density the plans actually kept. q, k, v are random, so data-driven selections (topk, draft)
+// value is the mean per call. Also: the same steps through plan() then run() (what a method's
+// plan_and_run() saves by sharing passes), the plan alone and the run alone (first step's plan),
+// and the density the plans actually kept. q, k, v are random, so data-driven selections (topk, draft)
 // find no structure to follow: only their cost and the density they keep are measured here. For a
 // plan with a linear branch (sla) also that branch's stages on the CUDA path, each timed apart.
 #include <ATen/ATen.h>
@@ -97,19 +98,26 @@ int main(int argc, char** argv) {
     ctx.num_steps = steps;
     ctx.text_length = 512;
     // The density pass is apart from the timed one: plan.density() is a reduction of its own.
-    auto run_steps = [&](at::Tensor* density_sum) {
+    // `separately`: plan() then run(), which forgoes what a method's plan_and_run() shares.
+    auto run_steps = [&](at::Tensor* density_sum, bool separately) {
       method->reset();
       for (int s = 0; s < steps; ++s) {
         ctx.step = s;
         ctx.timestep = 1000.0 * (steps - s) / steps;
-        ditkit::Plan plan = method->plan(q, k, ctx);
-        method->run(q, k, v, plan);
+        ditkit::Plan plan;
+        if (separately) {
+          plan = method->plan(q, k, ctx);
+          method->run(q, k, v, plan);
+        } else {
+          method->plan_and_run(q, k, v, ctx, plan);
+        }
         if (density_sum) *density_sum += plan.density(q.device());
       }
     };
-    const double per_call_ms = time([&] { run_steps(nullptr); }) / steps;
+    const double per_call_ms = time([&] { run_steps(nullptr, false); }) / steps;
+    const double separate_ms = time([&] { run_steps(nullptr, true); }) / steps;
     at::Tensor density_sum = at::zeros({}, at::dtype(at::kFloat).device(at::kCUDA));
-    run_steps(&density_sum);
+    run_steps(&density_sum, false);
     const double density = density_sum.item<double>() / steps;
     method->reset();
     ctx.step = 0;
@@ -119,8 +127,8 @@ int main(int argc, char** argv) {
       first = method->plan(q, k, ctx);
     });
     const double run_ms = time([&] { method->run(q, k, v, first); });
-    std::printf("%s: %.3f ms a call (plan %.3f, run %.3f), density %.4f, %.2fx cuDNN\n", text.c_str(), per_call_ms,
-                plan_ms, run_ms, density, dense_ms / per_call_ms);
+    std::printf("%s: %.3f ms a call (plan %.3f, run %.3f; plan() then run() %.3f), density %.4f, %.2fx cuDNN\n",
+                text.c_str(), per_call_ms, plan_ms, run_ms, separate_ms, density, dense_ms / per_call_ms);
     nlohmann::json fields = {{"case", "wan2.1-1.3b self-attention B=2 H=12 S=32760 D=128 bf16, " +
                                           std::to_string(steps) + " steps of one layer"},
                              {"impl", "ditkit"},
@@ -129,6 +137,7 @@ int main(int argc, char** argv) {
                              {"unit", "ms"},
                              {"plan_ms", plan_ms},
                              {"run_ms", run_ms},
+                             {"plan_then_run_ms", separate_ms},
                              {"density", density},
                              {"baseline_impl", "cudnn-dense"},
                              {"baseline_value", dense_ms},

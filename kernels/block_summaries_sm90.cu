@@ -5,8 +5,9 @@
 // shared memory; 256 threads turn K_j into φ(K_j) in place (16-byte vectors, a row over 16
 // lanes) and sum z_j; then two warpgroups each take 64 rows of h_j in two SS wgmmas of 64 columns,
 // φ(K_j)ᵀ and V_j both read MN-major from the tiles as they lie (the layout the attention kernel
-// reads V with). Small shared memory (64 KB at 128-token blocks) and few registers, so three CTAs
-// an SM overlap each other's loads and math.
+// reads V with). Small shared memory (72 KB at 128-token blocks) and few registers, so three CTAs
+// an SM overlap each other's loads and math. Optionally k's block means too, from the raw K_j the
+// feature loop reads anyway: a planner that scores blocks then needs no pass of its own over k.
 #include "kernels/complement_linear_attention_cuda.h"
 
 #include <cute/tensor.hpp>
@@ -54,11 +55,13 @@ struct Config {
     cute::array_aligned<Element, cosize_v<SmemLayout>, 1024> k;
     cute::array_aligned<Element, cosize_v<SmemLayout>, 1024> v;
     float z[kThreads / 32][kD];
+    float k_sum[kThreads / 32][kD];
     uint64_t full;
   };
   struct Params {
     Tma tma_k, tma_v;
     Element* summaries;  // [B, H, NK, D + 1, D]
+    Element* k_means;    // [B, NK, H, D] or null
     int32_t tokens, heads, num_k_blocks;
   };
 };
@@ -99,14 +102,17 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
   cutlass::arch::ClusterTransactionBarrier::wait(&ss.full, 0);
 
   // φ(K_j) in place, rounded to T as the tensor cores read it; rows past the sequence (zeros from
-  // TMA) become zero features, so they add to neither h_j nor z_j. z_j from the rounded features.
+  // TMA) become zero features, so they add to neither h_j nor z_j. z_j from the rounded features,
+  // k's block sum from the raw ones (those rows add zeros).
   const int col = threadIdx.x % kLanesPerRow * kVec;
-  float z[kVec] = {};
+  float z[kVec] = {}, k_sum[kVec] = {};
   CUTE_UNROLL
   for (int r = threadIdx.x / kLanesPerRow; r < KB; r += kThreads / kLanesPerRow) {
     T* at = reinterpret_cast<T*>(&sK(r, col));
     float f[kVec];
     load_vec(at, f);
+    CUTE_UNROLL
+    for (int e = 0; e < kVec; ++e) k_sum[e] += f[e];
     float m = f[0];
     CUTE_UNROLL
     for (int e = 1; e < kVec; ++e) m = fmaxf(m, f[e]);
@@ -126,10 +132,16 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
     store_vec(at, f);
   }
   CUTE_UNROLL
-  for (int e = 0; e < kVec; ++e) z[e] += __shfl_xor_sync(0xffffffffu, z[e], kLanesPerRow);
+  for (int e = 0; e < kVec; ++e) {
+    z[e] += __shfl_xor_sync(0xffffffffu, z[e], kLanesPerRow);
+    k_sum[e] += __shfl_xor_sync(0xffffffffu, k_sum[e], kLanesPerRow);
+  }
   if (lane < kLanesPerRow) {
     CUTE_UNROLL
-    for (int e = 0; e < kVec; ++e) ss.z[warp][col + e] = z[e];
+    for (int e = 0; e < kVec; ++e) {
+      ss.z[warp][col + e] = z[e];
+      ss.k_sum[warp][col + e] = k_sum[e];
+    }
   }
   cutlass::arch::fence_view_async_shared();  // the features, written by threads, read by wgmma
   __syncthreads();
@@ -140,6 +152,12 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
     CUTE_UNROLL
     for (int w = 0; w < kThreads / 32; ++w) sum += ss.z[w][threadIdx.x];
     out[kD * kD + threadIdx.x] = Element(sum);
+  } else if (p.k_means) {  // the other 128 threads, the other column sums
+    const int d = threadIdx.x - kD;
+    float sum = 0.f;
+    CUTE_UNROLL
+    for (int w = 0; w < kThreads / 32; ++w) sum += ss.k_sum[w][d];
+    p.k_means[((int64_t(b) * p.num_k_blocks + j) * p.heads + h) * kD + d] = Element(sum / float(valid));
   }
 
   // Warpgroup w: rows [64w, 64w + 64) of h_j, columns [0, 64) then [64, 128); the first half
@@ -215,7 +233,7 @@ cudaError_t launch(const ComplementLinearArgs& a, cudaStream_t stream) {
   };
   const int64_t nk = (a.tokens + KB - 1) / KB;
   typename Cfg::Params p{tma(a.k, a.k_strides), tma(a.v, a.v_strides), static_cast<Element*>(a.summaries),
-                         int32_t(a.tokens), int32_t(a.heads), int32_t(nk)};
+                         static_cast<Element*>(a.k_means), int32_t(a.tokens), int32_t(a.heads), int32_t(nk)};
   const int smem = int(sizeof(typename Cfg::SharedStorage)) + 1024;
   auto kernel = block_summaries_sm90_kernel<T, KB>;
   const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);

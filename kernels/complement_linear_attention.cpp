@@ -95,24 +95,43 @@ at::Tensor kernel_projection(const at::Tensor& q, const at::Tensor& projection) 
   return at::empty(projection.sizes(), q.options()).copy_(projection);
 }
 
-// The CUDA path's first three stages: the per-block summaries [h_j·Wᵀ; z_j] ([h_j; z_j] with an
-// undefined `w`), the complement's 0/1 map and the GEMM that sums them; returns the complement
-// sums [B, H, NQ, D + 1, D] in q's dtype.
+// The per-block summaries [h_j·Wᵀ; z_j] ([h_j; z_j] with an undefined `w`) [B, H, NK, D + 1, D]
+// in q's dtype, and k's block means into `k_means` where it is defined (the Hopper kernel only).
+at::Tensor block_summaries(cuda::ComplementLinearArgs& args, const at::Tensor& q, const at::Tensor& w,
+                           const at::Tensor& k_means = {}) {
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
+  const int64_t NK = (q.size(1) + args.k_block - 1) / args.k_block;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  args.projection = w.defined() ? w.data_ptr() : nullptr;
+  at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
+  args.summaries = summaries.data_ptr();
+  args.k_means = k_means.defined() ? k_means.data_ptr() : nullptr;
+  if (cuda::block_summaries_sm90_support(args))
+    check_launch(cuda::launch_block_summaries_sm90(args, stream), "block_summaries_sm90");
+  else
+    check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
+  args.k_means = nullptr;
+  return summaries;
+}
+
+// The CUDA path's first three stages: the summaries (as above, unless given), the complement's
+// 0/1 map and the GEMM that sums them; returns the complement sums [B, H, NQ, D + 1, D] in q's
+// dtype.
 at::Tensor complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q, const BlockCsr& critical,
-                           const at::Tensor& w, const std::function<void(const char*)>& done) {
+                           const at::Tensor& w, at::Tensor summaries, const std::function<void(const char*)>& done) {
   TORCH_CHECK(critical.row_offsets.device() == q.device() && critical.col_indices.device() == q.device(),
               "add_projected_complement_linear_attention: the block map must be on q's device ", q.device());
   const int64_t B = q.size(0), H = q.size(2), D = q.size(3);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t NQ = critical.num_q_blocks, NK = critical.num_k_blocks;
-  args.projection = w.defined() ? w.data_ptr() : nullptr;
-  at::Tensor summaries = at::empty({B, H, NK, D + 1, D}, q.options());
-  args.summaries = summaries.data_ptr();
-  if (cuda::block_summaries_sm90_support(args))
-    check_launch(cuda::launch_block_summaries_sm90(args, stream), "block_summaries_sm90");
-  else
-    check_launch(cuda::launch_block_summaries(args, stream), "block_summaries");
-  done("summaries");
+  if (!summaries.defined()) {
+    summaries = block_summaries(args, q, w);
+    done("summaries");
+  }
+  TORCH_CHECK(summaries.sizes() == at::IntArrayRef({B, H, NK, D + 1, D}) && summaries.scalar_type() == q.scalar_type() &&
+                  summaries.device() == q.device() && summaries.is_contiguous(),
+              "sparse_linear_attention: the summaries given must be contiguous [", B, ", ", H, ", ", NK, ", ", D + 1,
+              ", ", D, "] in q's dtype on q's device, got ", summaries.sizes(), " ", summaries.scalar_type());
   // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.
   const at::Tensor offsets = critical.row_offsets.to(at::kInt).contiguous();
   const at::Tensor cols = critical.col_indices.to(at::kInt).contiguous();
@@ -156,7 +175,7 @@ void add_projected_complement_linear_attention(at::Tensor& out, const at::Tensor
     const auto done = [&](const char* stage) {
       if (after_stage) after_stage(stage);
     };
-    const at::Tensor sums = complement_sums(*args, q, critical, kernel_projection(q, projection), done);
+    const at::Tensor sums = complement_sums(*args, q, critical, kernel_projection(q, projection), {}, done);
     args->complement_sums = sums.data_ptr();
     check_launch(cuda::launch_linear_combine(*args, c10::cuda::getCurrentCUDAStream()), "linear_combine");
     done("combine");
@@ -176,9 +195,28 @@ bool sparse_linear_attention_fuses(const at::Tensor& q, const at::Tensor& k, con
          block_sparse_attention_fuses_linear(q, k, v, blocks);
 }
 
+std::optional<KeyBlockSummaries> fused_key_block_summaries(const at::Tensor& q, const at::Tensor& k,
+                                                           const at::Tensor& v, BlockShape blocks,
+                                                           const at::Tensor& projection) {
+#if DITKIT_HAVE_CUDA
+  auto args = kernel_args(q, q, k, v, blocks, projection);
+  if (!args || !block_sparse_attention_fuses_linear(q, k, v, blocks) || !cuda::block_summaries_sm90_support(*args))
+    return std::nullopt;
+  c10::cuda::CUDAGuard guard(q.device());
+  const int64_t NK = (k.size(1) + blocks.k_block - 1) / blocks.k_block;
+  KeyBlockSummaries r;
+  r.k_means = at::empty({k.size(0), NK, k.size(2), k.size(3)}, k.options());
+  r.summaries = block_summaries(*args, q, at::Tensor(), r.k_means);
+  return r;
+#else
+  return std::nullopt;
+#endif
+}
+
 AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         const BlockCsr& critical, BlockShape blocks, const at::Tensor& projection,
-                                        bool fused, const std::function<void(const char* stage)>& after_stage) {
+                                        bool fused, const std::function<void(const char* stage)>& after_stage,
+                                        const at::Tensor& summaries) {
 #if DITKIT_HAVE_CUDA
   // The output the kernel writes is fresh and shaped like q: q stands in for it.
   auto args = fused ? kernel_args(q, q, k, v, blocks, projection) : std::nullopt;
@@ -189,13 +227,15 @@ AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k
       if (after_stage) after_stage(stage);
     };
     // The kernel projects φ(Q)H_c once per row, so the summaries stay unprojected.
-    const at::Tensor sums = complement_sums(*args, q, critical, at::Tensor(), done);
+    const at::Tensor sums = complement_sums(*args, q, critical, at::Tensor(), summaries, done);
     AttentionOutput r =
         block_sparse_attention_with_linear(q, k, v, critical, blocks, sums, kernel_projection(q, projection));
     done("attention + combine");
     return r;
   }
 #endif
+  TORCH_CHECK(!summaries.defined(),
+              "sparse_linear_attention: summaries were given, but the fused path does not take these inputs");
   AttentionOutput r = block_sparse_attention(q, k, v, critical, blocks);
   if (after_stage && projected_complement_linear_attention_uses_kernel(r.out, q, k, v, blocks, projection))
     after_stage("attention");

@@ -18,6 +18,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
+#include <optional>
 
 #include "kernels/block_csr.h"
 #include "kernels/block_sparse_attention.h"
@@ -67,15 +68,32 @@ bool projected_complement_linear_attention_uses_kernel(const at::Tensor& out, co
 // writing the output once more; `after_stage` then names "summaries", "complement map",
 // "complement GEMM" and "attention + combine". Elsewhere, or without `fused`:
 // block_sparse_attention then add_projected_complement_linear_attention, `after_stage` naming
-// "attention" and that function's stages where its kernels run.
+// "attention" and that function's stages where its kernels run. `summaries`, where defined, are
+// fused_key_block_summaries(...).summaries for these k and v: the fused path then skips its first
+// stage (and does not name it); elsewhere they are an error.
 AttentionOutput sparse_linear_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         const BlockCsr& critical, BlockShape blocks, const at::Tensor& projection,
                                         bool fused = true,
-                                        const std::function<void(const char* stage)>& after_stage = nullptr);
+                                        const std::function<void(const char* stage)>& after_stage = nullptr,
+                                        const at::Tensor& summaries = {});
 
 // Where both kernels take these inputs and the block-sparse one fuses the combine (head dim 128).
 bool sparse_linear_attention_fuses(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, BlockShape blocks,
                                    const at::Tensor& projection);
+
+// The fused path's first stage on its own, for a planner that scores key blocks from the same pass
+// over k (sla): the unprojected summaries [h_j; z_j] [B, H, NK, D + 1, D] in q's dtype, for
+// sparse_linear_attention(..., summaries), and k's block means [B, NK, H, D], what
+// block_mean_pool(k, blocks.k_block) gives up to fp32 summation order. Saves the planner a read
+// of k. Nothing where sparse_linear_attention_fuses does not hold or the Hopper summaries kernel
+// does not run (head dim 128, key blocks of 64 or 128).
+struct KeyBlockSummaries {
+  at::Tensor summaries;
+  at::Tensor k_means;
+};
+std::optional<KeyBlockSummaries> fused_key_block_summaries(const at::Tensor& q, const at::Tensor& k,
+                                                           const at::Tensor& v, BlockShape blocks,
+                                                           const at::Tensor& projection);
 
 // The oracle: per query token, the quadratic form Σ_s (φ(q)·φ(k_s)) v_s / Σ_s φ(q)·φ(k_s) over
 // the tokens of the key blocks the row does not list, explicit loops in fp64 on the CPU.

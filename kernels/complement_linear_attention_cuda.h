@@ -27,6 +27,9 @@ struct ComplementLinearArgs {
   // [B, H, NK, D + 1, D] contiguous, written by launch_block_summaries: per key block its D rows
   // of h_j·Wᵀ (h_j without a projection), h_j = φ(K_j)ᵀV_j, then z_j = Σ_t φ(k_t).
   void* summaries;
+  // Null, or [B, NK, H, D] contiguous, written by launch_block_summaries_sm90 alone: k's mean over
+  // each key block (rows it really has), as block_mean_pool gives it.
+  void* k_means;
   // [B, H, NQ, D + 1, D] contiguous, read by launch_linear_combine: per query block H_c, then Z_c.
   const void* complement_sums;
   void* out;  // [B, S, H, D], read and written in place

@@ -29,6 +29,17 @@ class AttentionMethod {
     return execute_plan(q, k, v, plan);
   }
 
+  // plan() then run() on the same q, k, v, for callers that run a plan as soon as it is made (the
+  // sampler does); `made` receives the plan, to keep or inspect. A method may override it to share
+  // a pass over the inputs between planning and running (sla's fused path takes k's block means
+  // from its summaries kernel); the result is what plan() then run() give, up to fp32 summation
+  // order.
+  virtual AttentionOutput plan_and_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const AttentionContext& ctx, Plan& made) {
+    made = plan(q, k, ctx);
+    return run(q, k, v, made);
+  }
+
   // Forget whatever is kept between calls (plans reused across steps): a sampling run begins.
   virtual void reset() {}
 

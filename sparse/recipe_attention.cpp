@@ -51,8 +51,8 @@ AttentionOutput RecipeAttention::forward(const at::Tensor& q, const at::Tensor& 
                                          const AttentionContext& ctx) {
   if (observer_) observer_->observe(q, k, ctx);
   AttentionMethod& method = method_for(ctx);
-  const Plan plan = method.plan(q, k, ctx);
-  AttentionOutput output = method.run(q, k, v, plan);
+  Plan plan;
+  AttentionOutput output = method.plan_and_run(q, k, v, ctx, plan);
   if (observer_) observer_->observe_output(q, k, v, plan, output, ctx);
   return output;
 }

@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "kernels/block_pool.h"
@@ -25,25 +26,23 @@ class ReuseMethod final : public AttentionMethod {
   std::string name() const override { return "reuse"; }
 
   Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
-    std::vector<int64_t> shape = q.sizes().vec();
-    shape.insert(shape.end(), {ctx.grid.frames, ctx.grid.height, ctx.grid.width, ctx.num_steps});
-    auto it = kept_.find(ctx.layer);
-    bool replan = it == kept_.end() || it->second.shape != shape || it->second.device != q.device() ||
-                  ctx.step < it->second.step ||
-                  (schedule_.every > 0 && ctx.step - it->second.step >= schedule_.every);
-    at::Tensor summary;
-    if (schedule_.drift > 0) {
-      summary = summarise(q, k);
-      // The one host sync: whether to launch the inner planner is decided on the host.
-      if (!replan)
-        replan = ((summary - it->second.summary).norm() / it->second.summary.norm()).item<double>() > schedule_.drift;
-    }
-    if (replan) kept_[ctx.layer] = Kept{inner_->plan(q, k, ctx), ctx.step, std::move(shape), q.device(), summary};
+    if (auto fresh = fresh_plan_needed(q, k, ctx)) kept_[ctx.layer] = Kept{inner_->plan(q, k, ctx), std::move(*fresh)};
     return kept_[ctx.layer].plan;
   }
 
   AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) override {
     return inner_->run(q, k, v, plan);
+  }
+
+  AttentionOutput plan_and_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const AttentionContext& ctx, Plan& made) override {
+    if (auto fresh = fresh_plan_needed(q, k, ctx)) {
+      AttentionOutput out = inner_->plan_and_run(q, k, v, ctx, made);
+      kept_[ctx.layer] = Kept{made, std::move(*fresh)};
+      return out;
+    }
+    made = kept_[ctx.layer].plan;
+    return inner_->run(q, k, v, made);
   }
 
   void reset() override {
@@ -60,13 +59,35 @@ class ReuseMethod final : public AttentionMethod {
   }
 
  private:
-  struct Kept {
-    Plan plan;
+  // When a plan was made, and from what.
+  struct Origin {
     int step = 0;
     std::vector<int64_t> shape;  // q's sizes, the grid, num_steps
     at::Device device = at::kCPU;
     at::Tensor summary;  // drift only: fp32 block means of q then k, flattened
   };
+  struct Kept {
+    Plan plan;
+    Origin origin;
+  };
+
+  // The origin a fresh plan would have where this call needs one; nothing where the kept plan serves.
+  std::optional<Origin> fresh_plan_needed(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) {
+    Origin now{ctx.step, q.sizes().vec(), q.device(), {}};
+    now.shape.insert(now.shape.end(), {ctx.grid.frames, ctx.grid.height, ctx.grid.width, ctx.num_steps});
+    auto it = kept_.find(ctx.layer);
+    bool replan = it == kept_.end() || it->second.origin.shape != now.shape || it->second.origin.device != now.device ||
+                  ctx.step < it->second.origin.step ||
+                  (schedule_.every > 0 && ctx.step - it->second.origin.step >= schedule_.every);
+    if (schedule_.drift > 0) {
+      now.summary = summarise(q, k);
+      // The one host sync: whether to launch the inner planner is decided on the host.
+      const at::Tensor& was = it->second.origin.summary;
+      if (!replan) replan = ((now.summary - was).norm() / was.norm()).item<double>() > schedule_.drift;
+    }
+    if (!replan) return std::nullopt;
+    return now;
+  }
 
   // What the drift is measured on: the 128-token block means that block-score planners rank.
   static at::Tensor summarise(const at::Tensor& q, const at::Tensor& k) {

@@ -9,7 +9,9 @@
 // Block scores are q̄_i·(k̄_j − k̄)/√D in SLA: q mean-pooled per query block, k mean-pooled per key
 // block and centred on its mean over all tokens. Within a row the centring shifts every score by
 // the same q̄_i·k̄, so the ranking, and with it the plan, is what uncentred scores give: the plan
-// is topk's (sparse/topk.h) with k = ceil(keep·NK), and skips the centring's passes.
+// is topk's (sparse/topk.h) with k = ceil(keep·NK), and skips the centring's passes. On the fused
+// inference path plan_and_run() takes k's block means from the linear branch's summaries kernel,
+// which reads k anyway.
 //
 // The projection: one [D, D] weight per layer shared by the heads (the paper's one Linear over
 // the head dimension per attention layer), keyed "blocks.{layer}.attn1.sla_proj.weight", float32.
@@ -18,8 +20,11 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <optional>
 #include <regex>
 
+#include "kernels/block_pool.h"
+#include "kernels/complement_linear_attention.h"
 #include "sparse/method_registry.h"
 #include "sparse/topk.h"
 
@@ -39,16 +44,23 @@ class SlaMethod final : public AttentionMethod {
   // carries takes part in training.
   Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
     at::NoGradGuard no_grad;
-    const int64_t S = q.size(1), D = q.size(3);
-    BlockGeometry geometry{S, blocks_.q_block, blocks_.k_block};
-    const int64_t NK = geometry.num_k_blocks();
-    Plan p;
-    p.blocks = blocks_;
-    p.linear_projection = projection(ctx.layer, D, q.device());
-    p.fuse_linear = fuse_;
-    const auto top_k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(keep_ * NK - 1e-9)));
-    p.csr = topk_block_csr(q, k, TopkSelection{blocks_, BlockSelection{top_k, 0.0, keep_diagonal_, 0}});
+    Plan p = plan_without_blocks(q, ctx);
+    p.csr = topk_block_csr(q, k, selection(q.size(1)));
     return p;
+  }
+
+  // On the fused path the summaries kernel, which reads k anyway, also gives k's block means, so
+  // the plan pools only q: one pass over k fewer than plan() then run().
+  AttentionOutput plan_and_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const AttentionContext& ctx, Plan& made) override {
+    made = plan_without_blocks(q, ctx);
+    // Only where autograd does not record (the kernels' condition), so the plan is outside it here too.
+    const auto summaries = fuse_ ? fused_key_block_summaries(q, k, v, blocks_, made.linear_projection) : std::nullopt;
+    if (!summaries) return AttentionMethod::plan_and_run(q, k, v, ctx, made);
+    made.csr = topk_block_csr_from_means(block_mean_pool(q, blocks_.q_block), summaries->k_means, q.size(1),
+                                         selection(q.size(1)));
+    return sparse_linear_attention(q, k, v, made.csr, made.blocks, made.linear_projection, true, nullptr,
+                                   summaries->summaries);
   }
 
   std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
@@ -73,6 +85,22 @@ class SlaMethod final : public AttentionMethod {
   }
 
  private:
+  // Everything but the block map.
+  Plan plan_without_blocks(const at::Tensor& q, const AttentionContext& ctx) {
+    Plan p;
+    p.blocks = blocks_;
+    p.linear_projection = projection(ctx.layer, q.size(3), q.device());
+    p.fuse_linear = fuse_;
+    return p;
+  }
+
+  // topk's selection with k = ceil(keep·NK).
+  TopkSelection selection(int64_t tokens) const {
+    const int64_t NK = BlockGeometry{tokens, blocks_.q_block, blocks_.k_block}.num_k_blocks();
+    const auto top_k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(keep_ * NK - 1e-9)));
+    return TopkSelection{blocks_, BlockSelection{top_k, 0.0, keep_diagonal_, 0}};
+  }
+
   // The layer's projection on `device` in fp32, zeros if it has none yet: a leaf autograd never
   // records, whatever the caller's grad mode.
   at::Tensor projection(int layer, int64_t head_dim, at::Device device) {

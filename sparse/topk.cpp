@@ -39,10 +39,15 @@ TopkSelection topk_selection(const RecipeRule& rule) {
 }
 
 BlockCsr topk_block_csr(const at::Tensor& q, const at::Tensor& k, const TopkSelection& topk) {
+  return topk_block_csr_from_means(block_mean_pool(q, topk.blocks.q_block), block_mean_pool(k, topk.blocks.k_block),
+                                   q.size(1), topk);
+}
+
+BlockCsr topk_block_csr_from_means(const at::Tensor& q_means, const at::Tensor& k_means, int64_t tokens,
+                                   const TopkSelection& topk) {
   const BlockShape& b = topk.blocks;
-  at::Tensor scores = block_scores(block_mean_pool(q, b.q_block), block_mean_pool(k, b.k_block),
-                                   1.0 / std::sqrt(static_cast<double>(q.size(3))));
-  return select_blocks_csr(scores, BlockGeometry{q.size(1), b.q_block, b.k_block}, topk.selection);
+  at::Tensor scores = block_scores(q_means, k_means, 1.0 / std::sqrt(static_cast<double>(q_means.size(3))));
+  return select_blocks_csr(scores, BlockGeometry{tokens, b.q_block, b.k_block}, topk.selection);
 }
 
 namespace {

@@ -32,4 +32,9 @@ TopkSelection topk_selection(const RecipeRule& rule);
 // means (all on the tensors' device, no host synchronisation).
 BlockCsr topk_block_csr(const at::Tensor& q, const at::Tensor& k, const TopkSelection& topk);
 
+// The same from block means already taken (block_mean_pool of q and k, [B, NQ, H, D] and
+// [B, NK, H, D]) of a sequence of `tokens` tokens.
+BlockCsr topk_block_csr_from_means(const at::Tensor& q_means, const at::Tensor& k_means, int64_t tokens,
+                                   const TopkSelection& topk);
+
 }  // namespace ditkit

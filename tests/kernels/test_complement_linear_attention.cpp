@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "kernels/block_csr.h"
+#include "kernels/block_pool.h"
 #include "kernels/complement_linear_attention.h"
 #include "kernels/linear_attention.h"
+#include "tests/model_test_support.h"
 
 namespace ditkit {
 namespace {
@@ -279,6 +281,59 @@ TEST(ComplementLinearAttentionCuda, FusedCombineMatchesReferenceAndUnfused) {
   EXPECT_FALSE(sparse_linear_attention_fuses(q64, q64, q64, {128, 64}, w64));
   at::Tensor q32 = at::randn({1, 300, 2, 128}, at::dtype(at::kFloat).device(at::kCUDA));
   EXPECT_FALSE(sparse_linear_attention_fuses(q32, q32, q32, {128, 64}, at::zeros({128, 128}, q32.options())));
+}
+
+// The summaries taken apart for a planner: k's block means as block_mean_pool's reference gives
+// them (partial last blocks averaged over their own tokens), and the fused run given those
+// summaries bit for bit the run that makes its own, without the summaries stage.
+TEST(ComplementLinearAttentionCuda, SummariesForAPlannerCarryKBlockMeans) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const Shape shapes[] = {{2, 300, 3, 128, {128, 64}}, {1, 100, 2, 128, {128, 128}}, {1, 64, 1, 128, {128, 64}},
+                          {2, 389, 2, 128, {128, 128}}};
+  for (const Shape& s : shapes)
+    for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+      const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
+                               " kblock=" + std::to_string(s.blocks.k_block);
+      const auto opts = at::dtype(dtype).device(at::kCUDA);
+      at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts) + 0.5,
+                 v = at::randn({s.B, s.S, s.H, s.D}, opts);
+      at::Tensor w = at::randn({s.D, s.D}, at::dtype(at::kFloat).device(at::kCUDA)) / std::sqrt(double(s.D));
+      if (!block_sparse_attention_uses_kernel(q, k, v, s.blocks)) GTEST_SKIP() << "not a Hopper GPU";
+      const auto taken = fused_key_block_summaries(q, k, v, s.blocks, w);
+      ASSERT_TRUE(taken.has_value()) << what;
+      const int64_t NK = (s.S + s.blocks.k_block - 1) / s.blocks.k_block;
+      ASSERT_EQ(taken->k_means.sizes(), at::IntArrayRef({s.B, NK, s.H, s.D})) << what;
+      EXPECT_EQ(taken->k_means.scalar_type(), dtype) << what;
+      // One rounding to the dtype apart (the summation orders differ).
+      EXPECT_TRUE(close(taken->k_means, block_mean_pool_reference(k.cpu(), s.blocks.k_block),
+                        dtype == at::kBFloat16 ? 8e-3 : 1e-3))
+          << what;
+
+      BlockCsr csr = mask_to_csr(critical_mask(s).cuda());
+      std::vector<std::string> stages;
+      AttentionOutput given = sparse_linear_attention(q, k, v, csr, s.blocks, w, /*fused=*/true,
+                                                      [&](const char* stage) { stages.emplace_back(stage); },
+                                                      taken->summaries);
+      EXPECT_EQ(stages, (std::vector<std::string>{"complement map", "complement GEMM", "attention + combine"})) << what;
+      AttentionOutput own = sparse_linear_attention(q, k, v, csr, s.blocks, w);
+      EXPECT_TRUE(at::equal(given.out, own.out)) << what;
+      EXPECT_TRUE(at::equal(given.lse, own.lse)) << what;
+
+      // Summaries of another shape, or given where the fused path does not run, are refused.
+      EXPECT_TRUE(testing_support::throws_with<c10::Error>([&] {
+        sparse_linear_attention(q, k, v, csr, s.blocks, w, true, nullptr, taken->summaries.narrow(2, 0, 1));
+      }, {"summaries", "contiguous"})) << what;
+      EXPECT_TRUE(testing_support::throws_with<c10::Error>([&] {
+        sparse_linear_attention(q, k, v, csr, s.blocks, w, /*fused=*/false, nullptr, taken->summaries);
+      }, {"summaries", "fused path"})) << what;
+    }
+  // Where the fused path does not run, there is nothing to take apart.
+  at::Tensor q64 = at::randn({1, 300, 2, 64}, at::dtype(at::kBFloat16).device(at::kCUDA));
+  EXPECT_FALSE(fused_key_block_summaries(q64, q64, q64, {128, 64}, at::zeros({64, 64}, q64.options().dtype(at::kFloat))));
+  at::Tensor q32 = at::randn({1, 300, 2, 128}, at::dtype(at::kFloat).device(at::kCUDA));
+  EXPECT_FALSE(fused_key_block_summaries(q32, q32, q32, {128, 64}, at::zeros({128, 128}, q32.options())));
+  at::Tensor cpu = at::randn({1, 300, 2, 128}, at::kBFloat16);
+  EXPECT_FALSE(fused_key_block_summaries(cpu, cpu, cpu, {128, 64}, at::zeros({128, 128})));
 }
 
 TEST(ComplementLinearAttentionCuda, KernelsTakeHalfInputsOutsideAutograd) {

@@ -505,8 +505,15 @@ TEST(MethodsReuse, ReplansOnTheScheduleAndReusesOtherwise) {
       ctx.layer = layer;
       Qkv x = random_qkv(1, kGrid.tokens(), 2, 16);
       const int before = inner.plans;
-      Plan plan = reuse->plan(x.q, x.k, ctx);
-      AttentionOutput got = reuse->run(x.q, x.k, x.v, plan);
+      // Layer 0 through plan() then run(), layer 1 through plan_and_run(): the same schedule.
+      Plan plan;
+      AttentionOutput got;
+      if (layer == 0) {
+        plan = reuse->plan(x.q, x.k, ctx);
+        got = reuse->run(x.q, x.k, x.v, plan);
+      } else {
+        got = reuse->plan_and_run(x.q, x.k, x.v, ctx, plan);
+      }
       if (step % 3 == 0) {
         EXPECT_EQ(inner.plans, before + 1) << "step " << step;
         AttentionOutput want = topk->run(x.q, x.k, x.v, topk->plan(x.q, x.k, ctx));

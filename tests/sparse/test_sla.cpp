@@ -1,13 +1,16 @@
 // `sla`: its plan is top-k's (centring k does not change a row's ranking), untuned it is top-k
 // sparse attention, tuned it adds the projected linear branch over exactly the other blocks; its
 // autograd path has the inference path's forward and the gradients of finite differences; its
-// projections are shared per key across rules and load from tensors by key.
+// projections are shared per key across rules and load from tensors by key; plan_and_run() is
+// plan() then run(), on the GPU's fused path too.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "kernels/block_sparse_attention.h"
 #include "kernels/complement_linear_attention.h"
@@ -144,6 +147,58 @@ TEST(MethodsSla, WeightsAreOnePerKeyAcrossRulesAndLoadByKey) {
     FAIL() << "a head-dim mismatch must throw";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("blocks.0.attn1.sla_proj.weight"), std::string::npos) << e.what();
+  }
+}
+
+// plan_and_run(), which the sampler calls, is plan() then run(): here on the CPU, where it is
+// exactly those calls (the GPU test below covers the fused path, which shares a pass).
+TEST(MethodsSla, PlanAndRunIsPlanThenRun) {
+  at::Tensor q = at::randn({kB, kS, kH, kD}), k = at::randn({kB, kS, kH, kD}), v = at::randn({kB, kS, kH, kD});
+  auto sla = method("sla:keep=0.3");
+  sla->load_weights({{"blocks.0.attn1.sla_proj.weight", at::randn({kD, kD}) * 0.3}});
+  Plan made;
+  AttentionOutput got = sla->plan_and_run(q, k, v, layer(0), made);
+  Plan plan = sla->plan(q, k, layer(0));
+  EXPECT_TRUE(at::equal(made.csr.col_indices, plan.csr.col_indices));
+  EXPECT_TRUE(made.linear_projection.is_same(plan.linear_projection));
+  EXPECT_TRUE(at::equal(got.out, sla->run(q, k, v, plan).out));
+}
+
+// Key blocks whose scores lie far apart (k's block means step along q's mean direction in a
+// shuffled order per head), so that the plan cannot turn on one rounding of a block mean.
+at::Tensor keys_with_distinct_scores(int64_t B, int64_t S, int64_t H, int64_t D, int64_t kblock,
+                                     const at::Tensor& direction) {
+  const int64_t NK = (S + kblock - 1) / kblock;
+  std::vector<at::Tensor> ranks;
+  for (int64_t i = 0; i < B * H; ++i) ranks.push_back(at::randperm(NK).to(at::kFloat));
+  at::Tensor step = at::stack(ranks).view({B, H, NK}).permute({0, 2, 1}).repeat_interleave(kblock, 1).narrow(1, 0, S);
+  return at::randn({B, S, H, D}) * 0.2 + step.unsqueeze(-1) * direction;
+}
+
+// On the GPU's fused path plan_and_run() plans from the summaries kernel's k block means and runs
+// with its summaries: the plan is plan()'s and the output run()'s, bit for bit.
+TEST(MethodsSlaCuda, PlanAndRunOnTheFusedPathIsPlanThenRun) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const int64_t D = 128;
+  at::Tensor u = at::randn({D});
+  u = u / u.norm() * 4;
+  for (const std::string recipe : {"sla:keep=0.2", "sla:keep=0.3:kblock=128:diag=0"}) {
+    auto sla = method(recipe);
+    sla->load_weights({{"blocks.0.attn1.sla_proj.weight", at::randn({D, D}) * 0.1}});
+    const int64_t kblock = recipe.find("kblock=128") == std::string::npos ? 64 : 128;
+    const auto opts = at::dtype(at::kBFloat16).device(at::kCUDA);
+    at::Tensor q = (at::randn({kB, kS, kH, D}) * 0.2 + u).to(opts);
+    at::Tensor k = keys_with_distinct_scores(kB, kS, kH, D, kblock, u).to(opts), v = at::randn({kB, kS, kH, D}, opts);
+    if (!block_sparse_attention_uses_kernel(q, k, v, {128, kblock})) GTEST_SKIP() << "not a Hopper GPU";
+    Plan made;
+    AttentionOutput got = sla->plan_and_run(q, k, v, layer(0), made);
+    Plan plan = sla->plan(q, k, layer(0));
+    ASSERT_TRUE(sparse_linear_attention_fuses(q, k, v, plan.blocks, plan.linear_projection)) << recipe;
+    EXPECT_TRUE(at::equal(made.csr.row_offsets, plan.csr.row_offsets)) << recipe;
+    EXPECT_TRUE(at::equal(made.csr.col_indices, plan.csr.col_indices)) << recipe;
+    AttentionOutput want = sla->run(q, k, v, plan);
+    EXPECT_TRUE(at::equal(got.out, want.out)) << recipe;
+    EXPECT_TRUE(at::equal(got.lse, want.lse)) << recipe;
   }
 }
 
