@@ -2,8 +2,8 @@
 // z_j = Σ_t φ(k_t) [D], φ = softmax over D, for the fused path (block_sparse_attention_with_linear
 // projects once per query row). The same item as complement_linear_attention.cu's wmma kernel,
 // built like the attention kernel: one thread loads K_j and V_j with TMA into 128-byte swizzled
-// shared memory; 256 threads turn K_j into φ(K_j) in place (16-byte vectors, a row over 16
-// lanes) and sum z_j; then two warpgroups each take 64 rows of h_j in two SS wgmmas of 64 columns,
+// shared memory, each behind a barrier of its own; 256 threads turn K_j into φ(K_j) in place
+// (16-byte vectors, a row over 16 lanes) while V_j still loads, and sum z_j; then two warpgroups each take 64 rows of h_j in two SS wgmmas of 64 columns,
 // φ(K_j)ᵀ and V_j both read MN-major from the tiles as they lie (the layout the attention kernel
 // reads V with). Small shared memory (72 KB at 128-token blocks) and few registers, so three CTAs
 // an SM overlap each other's loads and math. Optionally k's block means too, from the raw K_j the
@@ -56,7 +56,7 @@ struct Config {
     cute::array_aligned<Element, cosize_v<SmemLayout>, 1024> v;
     float z[kThreads / 32][kD];
     float k_sum[kThreads / 32][kD];
-    uint64_t full;
+    uint64_t k_full, v_full;  // apart, so that φ(K_j) need not wait for V_j
   };
   struct Params {
     Tma tma_k, tma_v;
@@ -79,12 +79,16 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   Tensor sK = make_tensor(make_smem_ptr(ss.k.data()), typename Cfg::SmemLayout{});
-  if (threadIdx.x == 0) cutlass::arch::ClusterTransactionBarrier::init(&ss.full, 1);
+  if (threadIdx.x == 0) {
+    cutlass::arch::ClusterTransactionBarrier::init(&ss.k_full, 1);
+    cutlass::arch::ClusterTransactionBarrier::init(&ss.v_full, 1);
+  }
   cutlass::arch::fence_barrier_init();
   __syncthreads();
   if (threadIdx.x == 0) {
     const auto shape = make_shape(p.tokens, Int<kD>{}, p.heads, int32_t(gridDim.z));
-    auto load = [&](typename Cfg::Tma const& tma, Element* dst) {
+    auto load = [&](typename Cfg::Tma const& tma, Element* dst, uint64_t& full) {
+      cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&full, KB * kD * sizeof(Element));
       Tensor g = local_tile(tma.get_tma_tensor(shape)(_, _, h, b), Shape<Int<kChunk>, Int<kD>>{}, make_coord(_, _0{}));
       auto slice = tma.get_slice(_0{});
       Tensor src = slice.partition_S(g);
@@ -92,14 +96,13 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
       for (int c = 0; c < KB / kChunk; ++c) {
         const int offset = typename Cfg::SmemLayout{}(c * kChunk, 0);  // 1024-byte aligned: the swizzle keeps it
         Tensor chunk = make_tensor(make_smem_ptr(dst + offset), typename Cfg::SmemChunk{});
-        copy(tma.with(ss.full), src(_, _, _, j * (KB / kChunk) + c), slice.partition_D(chunk));
+        copy(tma.with(full), src(_, _, _, j * (KB / kChunk) + c), slice.partition_D(chunk));
       }
     };
-    cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(&ss.full, 2 * KB * kD * sizeof(Element));
-    load(p.tma_k, ss.k.data());
-    load(p.tma_v, ss.v.data());
+    load(p.tma_k, ss.k.data(), ss.k_full);
+    load(p.tma_v, ss.v.data(), ss.v_full);
   }
-  cutlass::arch::ClusterTransactionBarrier::wait(&ss.full, 0);
+  cutlass::arch::ClusterTransactionBarrier::wait(&ss.k_full, 0);
 
   // φ(K_j) in place, rounded to T as the tensor cores read it; rows past the sequence (zeros from
   // TMA) become zero features, so they add to neither h_j nor z_j. z_j from the rounded features,
@@ -162,6 +165,7 @@ __global__ void __launch_bounds__(kThreads, 3) block_summaries_sm90_kernel(const
 
   // Warpgroup w: rows [64w, 64w + 64) of h_j, columns [0, 64) then [64, 128); the first half
   // waits in registers as T while the second is computed.
+  cutlass::arch::ClusterTransactionBarrier::wait(&ss.v_full, 0);
   const int wg = threadIdx.x / 128;
   typename Cfg::TiledMma mma;
   auto thr = mma.get_thread_slice(threadIdx.x % 128);

@@ -321,7 +321,7 @@ TEST(ComplementLinearAttentionCuda, SummariesForAPlannerCarryKBlockMeans) {
 
       // Summaries of another shape, or given where the fused path does not run, are refused.
       EXPECT_TRUE(testing_support::throws_with<c10::Error>([&] {
-        sparse_linear_attention(q, k, v, csr, s.blocks, w, true, nullptr, taken->summaries.narrow(2, 0, 1));
+        sparse_linear_attention(q, k, v, csr, s.blocks, w, true, nullptr, taken->summaries.narrow(3, 0, s.D));
       }, {"summaries", "contiguous"})) << what;
       EXPECT_TRUE(testing_support::throws_with<c10::Error>([&] {
         sparse_linear_attention(q, k, v, csr, s.blocks, w, /*fused=*/false, nullptr, taken->summaries);
