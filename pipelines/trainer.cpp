@@ -111,6 +111,7 @@ void check_options(const TrainOptions& o) {
     fail("--shape-swap must be in [0, 1], got " + std::to_string(o.shape_swap));
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
+  if (!(o.distill >= 0 && o.distill <= 1)) fail("--distill must be in [0, 1], got " + std::to_string(o.distill));
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
   if (o.checkpoint_every < 1) fail("--checkpoint-every must be >= 1");
   if (o.log_every < 1) fail("--log-every must be >= 1");
@@ -131,6 +132,10 @@ json run_identity(const TrainOptions& o) {
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
   if (o.sigma_sampling != "logit-normal") j["sigma_sampling"] = o.sigma_sampling;
   if (o.shape_swap > 0) j["shape_swap"] = o.shape_swap;
+  if (!o.teacher.empty()) {
+    j["teacher"] = o.teacher;
+    j["distill"] = o.distill;
+  }
   return j;
 }
 
@@ -273,6 +278,13 @@ struct Trainer::State {
   // masters themselves in fp32, a bf16 copy otherwise).
   Named params, ema, compute;
   std::unique_ptr<RecipeAttention> attention;  // with options.recipe; else dense attention
+  // With options.teacher: the frozen model whose prediction is the target, in the compute dtype.
+  struct Teacher {
+    WanTransformer transformer;
+    CaptionEncoder captions;
+    std::string prediction;
+  };
+  std::optional<Teacher> teacher;
   std::unique_ptr<torch::optim::AdamW> optimizer;
   int64_t step = 0;
   double elapsed_before = 0;  // wall time of earlier sessions of this run
@@ -390,11 +402,43 @@ struct Trainer::State {
         o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
     // The velocity that takes this x_t to x0, (x_t - x0) / sigma: noise - x0 exactly where x_t
     // was made from x0 itself (the two renders are the same bits).
-    const at::Tensor target = o.shape_swap > 0 ? noise - x0 + (1 - s) / s * (x0_in - x0) : noise - x0;
+    at::Tensor target = o.shape_swap > 0 ? noise - x0 + (1 - s) / s * (x0_in - x0) : noise - x0;
+    if (teacher) {
+      const at::Tensor taught = teacher_velocity(x_t, sigma, prompts);
+      target = o.distill == 1 ? taught : (1 - o.distill) * target + o.distill * taught;
+    }
     const at::Tensor error = (velocity - target).square();
     if (o.object_weight == 0) return error.mean();
     const at::Tensor w = object_loss_weights(coverage, codec.config().factor, o.object_weight);
     return (error * w).mean() / w.mean();
+  }
+
+  // The teacher's velocity at x_t for these captions, as the sampler forms it from its output.
+  at::Tensor teacher_velocity(const at::Tensor& x_t, const at::Tensor& sigma, const std::vector<std::string>& prompts) {
+    at::NoGradGuard no_grad;
+    const at::Tensor context = teacher->captions.encode(teacher->captions.tokenize(prompts).ids);
+    const at::Tensor out = teacher->transformer.forward(x_t, sigma * 1000, context, nullptr).to(at::kFloat);
+    if (teacher->prediction == "velocity") return out;
+    return (x_t - out) / sigma.view({-1, 1, 1, 1, 1}).clamp_min(kMinSigmaForSample);
+  }
+
+  // Loads options.teacher, which must be a shipped model folder of this preset's shapes and caption words.
+  void load_teacher(const std::string& dir) {
+    const std::string where = "--teacher " + dir;
+    if (!is_shipped_model_folder(dir)) throw std::runtime_error(where + ": not a shipped model folder");
+    Teacher t{WanTransformer::load((fs::path(dir) / "transformer").string(), device, compute_dtype),
+              CaptionEncoder::load((fs::path(dir) / "caption_encoder").string(), device, compute_dtype),
+              read_shipped_model_index(dir).prediction};
+    if (t.captions.vocabulary().words() != caption_vocabulary())
+      throw std::runtime_error(where + ": its caption vocabulary differs from the caption words the clips use");
+    const Named theirs = named(t.transformer, t.captions);
+    const size_t model_weights = params.size() - (attention ? attention_weight_count() : 0);
+    for (size_t i = 0; i < model_weights; ++i)
+      if (i >= theirs.size() || theirs[i].first != params[i].first ||
+          !theirs[i].second.sizes().equals(params[i].second.sizes()))
+        throw std::runtime_error(where + ": its weight '" + params[i].first + "' is not of preset '" + preset.name +
+                                 "' (shape " + shape_text(params[i].second.sizes()) + ")");
+    teacher = std::move(t);
   }
 
   at::Tensor step_once() {
@@ -608,6 +652,7 @@ Trainer::Trainer(TrainOptions options) {
                              (ec ? " (" + ec.message() + ")" : std::string()));
   ModelPreset preset = model_preset(options.preset);
   s_ = std::make_unique<State>(std::move(options), std::move(preset), device);
+  if (!s_->options.teacher.empty()) s_->load_teacher(s_->options.teacher);
   const bool have_checkpoint = fs::exists(s_->checkpoint_path());
   if (have_checkpoint && !s_->options.resume)
     throw std::runtime_error(s_->checkpoint_path() +

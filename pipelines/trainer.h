@@ -137,6 +137,13 @@ struct TrainOptions {
   // (sla's projections) train with the model as "attention.<key>". Rules may pick layers but not
   // steps (a training batch mixes noise levels). "" is dense attention.
   std::string recipe;
+  // Distillation: a shipped model folder whose prediction, with dense attention, on the same x_t,
+  // noise level and caption, is the target instead of the clip's (for a sparse recipe started from
+  // that folder's weights: the dense model the fine-tune should stay). The teacher reads the
+  // caption through its own caption encoder and never trains. "": the clips are the target.
+  std::string teacher;
+  // With a teacher, its share of the target velocity: (1 - distill) (noise - x0) + distill v_teacher.
+  double distill = 1.0;
 };
 
 // What one loss.jsonl line says.
@@ -187,7 +194,7 @@ class Trainer {
   // Validates the options (std::invalid_argument naming the option), creates out_dir, and starts
   // a new run, or resumes: options.resume with a checkpoint in out_dir loads it and requires the
   // settings that define the run (preset, batch, seed, caption_dropout, shift, pure_noise,
-  // object_weight, fact_dropout, prediction) to match, else std::runtime_error naming both values.
+  // object_weight, fact_dropout, prediction, teacher, distill) to match, else std::runtime_error naming both values.
   // Other settings (steps, lr, ...) may change on resume and apply from then on. Without
   // options.resume an existing checkpoint is an error (runs are not overwritten by accident).
   explicit Trainer(TrainOptions options);

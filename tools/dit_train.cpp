@@ -41,6 +41,8 @@ void print_start(const ditkit::Trainer& trainer) {
   if (!o.recipe.empty())
     std::fprintf(stderr, "dit-train: self-attention through recipe '%s', its learned weights %.4fM parameters\n",
                  o.recipe.c_str(), millions(count(params, "attention.")));
+  if (!o.teacher.empty())
+    std::fprintf(stderr, "dit-train: distilling from %s (its share of the target %g)\n", o.teacher.c_str(), o.distill);
   std::fprintf(stderr,
                "dit-train: preset '%s': DiT %.2fM parameters (dim %lld = %lld heads x %lld, %lld layers, ffn %lld), "
                "caption encoder %.2fM (dim %lld, %lld layers%s); %.1f MiB as bf16\n",
@@ -144,6 +146,11 @@ int main(int argc, char** argv) {
   app.add_option("--recipe", o.recipe,
                  "train through this attention recipe, e.g. sla:keep=0.05 (layer conditions only; \"\": dense); "
                  "its learned weights train too and export beside the model");
+  app.add_option("--teacher", o.teacher,
+                 "distil: this shipped model folder's prediction (dense attention, same x_t and caption) is the "
+                 "target instead of the clip's, e.g. the model a sparse --recipe fine-tunes from");
+  app.add_option("--distill", o.distill, "with --teacher, its share of the target (0: the clip's alone)")
+      ->check(CLI::Range(0.0, 1.0));
   app.add_option("--export", export_dir, "after training, write the shipped model folder here (EMA weights, bf16)");
   app.footer("Resuming: the same command with --resume continues where the checkpoint left off and takes the\n"
              "same steps as an uninterrupted run. `--resume --steps 0 --export DIR` only exports.");

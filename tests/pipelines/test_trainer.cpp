@@ -493,6 +493,48 @@ TEST_F(TrainerTest, InitFromAnExportStartsFromItsWeights) {
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(shapes); }, {"--init-from", "shape", "shapes"}));
 }
 
+// Distillation: a student that is its teacher (started from its folder, dense attention) has
+// nothing to learn, so its loss is zero where the clips' loss is not; with distill 0 the teacher
+// changes nothing; a student of other weights gets a loss of its own. Bad teachers are refused.
+TEST_F(TrainerTest, DistillationTargetsTheTeachersPrediction) {
+  TrainOptions o = tiny("teacher");
+  o.steps = 3;
+  Trainer first(o);
+  first.train();
+  const std::string folder = (dir_ / "teacher_model").string();
+  first.export_model(folder);
+
+  auto first_loss = [&](const std::string& run, const std::string& teacher, double distill, bool init) {
+    TrainOptions s = tiny(run);
+    s.seed = 8;
+    s.teacher = teacher;
+    s.distill = distill;
+    if (init) s.init_from = folder;
+    Trainer student(s);
+    return student.train_step().item<double>();
+  };
+  const double data = first_loss("data", "", 1, true);
+  EXPECT_GT(data, 0.01);
+  EXPECT_LT(first_loss("self", folder, 1, true), 1e-10);
+  EXPECT_DOUBLE_EQ(first_loss("none", folder, 0, true), data);
+  // Half-way between the clip's target and the student's own prediction: a quarter of the loss.
+  EXPECT_NEAR(first_loss("mixed", folder, 0.5, true), data / 4, 1e-4 * data);
+  const double random_student = first_loss("random", folder, 1, false);
+  EXPECT_GT(random_student, 1e-3);
+  EXPECT_TRUE(std::isfinite(random_student));
+
+  TrainOptions bad = tiny("bad_teacher");
+  bad.teacher = (dir_ / "nowhere").string();
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "nowhere", "not a shipped model"}));
+  bad.teacher = folder;
+  bad.distill = 1.5;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(bad); }, {"--distill", "[0, 1]"}));
+  bad = tiny("wrong_preset");
+  bad.preset = "shapes";
+  bad.teacher = folder;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "preset 'shapes'"}));
+}
+
 // --device as every tool and dit-train read it: the forms it takes, and errors naming the value.
 TEST(DeviceFlag, NamesTheDeviceOrTheProblem) {
   EXPECT_EQ(device_from_flag("cpu"), at::Device(at::kCPU));
