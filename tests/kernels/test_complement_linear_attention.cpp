@@ -33,6 +33,12 @@ struct Shape {
 const Shape kShapes[] = {{2, 189, 3, 16, {128, 64}}, {1, 50, 2, 8, {128, 64}},   {1, 128, 1, 32, {128, 128}},
                          {2, 300, 2, 16, {128, 128}}, {1, 257, 4, 8, {128, 64}}};
 
+// A case's name in failure messages.
+std::string describe(const Shape& s, at::ScalarType dtype) {
+  return std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) + " D=" + std::to_string(s.D) +
+         " kblock=" + std::to_string(s.blocks.k_block);
+}
+
 // A random critical map with a row that lists nothing and a row (the partial last query block's,
 // where there are two) that lists every block.
 at::Tensor critical_mask(const Shape& s) {
@@ -171,9 +177,7 @@ TEST(ComplementLinearAttentionCuda, ProjectedKernelsAddInPlace) {
       for (bool zero_softmax : {false, true}) {
         const bool fused = n % 2 == 0;  // q, k, v as views of one [B, S, 3, H, D] tensor
         const bool w_view = n++ % 4 < 2;  // every pairing with `fused`
-        const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
-                                 " D=" + std::to_string(s.D) + " kblock=" + std::to_string(s.blocks.k_block) +
-                                 (fused ? " fused" : "") + (w_view ? " W column-major" : "") +
+        const std::string what = describe(s, dtype) + (fused ? " fused" : "") + (w_view ? " W column-major" : "") +
                                  (zero_softmax ? " O_s=0" : "");
         const auto opts = at::dtype(dtype).device(at::kCUDA);
         at::Tensor q, k, v;
@@ -233,8 +237,7 @@ TEST(ComplementLinearAttentionCuda, FusedCombineMatchesReferenceAndUnfused) {
                           {2, 389, 2, 128, {128, 128}}};
   for (const Shape& s : shapes)
     for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
-      const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
-                               " kblock=" + std::to_string(s.blocks.k_block);
+      const std::string what = describe(s, dtype);
       const auto opts = at::dtype(dtype).device(at::kCUDA);
       at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts),
                  v = at::randn({s.B, s.S, s.H, s.D}, opts);
@@ -292,8 +295,7 @@ TEST(ComplementLinearAttentionCuda, SummariesForAPlannerCarryKBlockMeans) {
                           {2, 389, 2, 128, {128, 128}}};
   for (const Shape& s : shapes)
     for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
-      const std::string what = std::string(c10::toString(dtype)) + " S=" + std::to_string(s.S) +
-                               " kblock=" + std::to_string(s.blocks.k_block);
+      const std::string what = describe(s, dtype);
       const auto opts = at::dtype(dtype).device(at::kCUDA);
       at::Tensor q = at::randn({s.B, s.S, s.H, s.D}, opts), k = at::randn({s.B, s.S, s.H, s.D}, opts) + 0.5,
                  v = at::randn({s.B, s.S, s.H, s.D}, opts);
