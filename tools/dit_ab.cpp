@@ -68,15 +68,10 @@ int main(int argc, char** argv) {
     return fail("--out: " + std::string(e.what()));
   }
   std::string model;
-  try {
-    model = o.run.model_folder();
-  } catch (const std::invalid_argument& e) {
-    return fail(e.what());
-  }
-
   double load_s = 0;
   std::unique_ptr<ditkit::TextToVideo> pipeline;
   try {
+    model = o.run.model_folder();
     pipeline = o.run.load_pipeline(model, &load_s);
   } catch (const std::invalid_argument& e) {
     return fail(e.what());
