@@ -82,8 +82,10 @@ class ReuseMethod final : public AttentionMethod {
     if (schedule_.drift > 0) {
       now.summary = summarise(q, k);
       // The one host sync: whether to launch the inner planner is decided on the host.
-      const at::Tensor& was = it->second.origin.summary;
-      if (!replan) replan = ((now.summary - was).norm() / was.norm()).item<double>() > schedule_.drift;
+      if (!replan) {
+        const at::Tensor& was = it->second.origin.summary;
+        replan = ((now.summary - was).norm() / was.norm()).item<double>() > schedule_.drift;
+      }
     }
     if (!replan) return std::nullopt;
     return now;
