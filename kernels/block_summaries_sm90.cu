@@ -3,11 +3,12 @@
 // projects once per query row). The same item as complement_linear_attention.cu's wmma kernel,
 // built like the attention kernel: one thread loads K_j and V_j with TMA into 128-byte swizzled
 // shared memory, each behind a barrier of its own; 256 threads turn K_j into φ(K_j) in place
-// (16-byte vectors, a row over 16 lanes) while V_j still loads, and sum z_j; then two warpgroups each take 64 rows of h_j in two SS wgmmas of 64 columns,
-// φ(K_j)ᵀ and V_j both read MN-major from the tiles as they lie (the layout the attention kernel
-// reads V with). Small shared memory (72 KB at 128-token blocks) and few registers, so three CTAs
-// an SM overlap each other's loads and math. Optionally k's block means too, from the raw K_j the
-// feature loop reads anyway: a planner that scores blocks then needs no pass of its own over k.
+// (16-byte vectors, a row over 16 lanes) while V_j still loads, and sum z_j; then two warpgroups
+// each take 64 rows of h_j in two SS wgmmas of 64 columns, φ(K_j)ᵀ and V_j both read MN-major
+// from the tiles as they lie (the layout the attention kernel reads V with). Small shared memory
+// (72 KB at 128-token blocks) and few registers, so three CTAs an SM overlap each other's loads
+// and math. Optionally k's block means too, from the raw K_j the feature loop reads anyway: a
+// planner that scores blocks then needs no pass of its own over k.
 #include "kernels/complement_linear_attention_cuda.h"
 
 #include <cute/tensor.hpp>

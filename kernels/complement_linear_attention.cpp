@@ -128,8 +128,9 @@ at::Tensor complement_sums(cuda::ComplementLinearArgs& args, const at::Tensor& q
     summaries = block_summaries(args, q, w);
     done("summaries");
   }
-  TORCH_CHECK(summaries.sizes() == at::IntArrayRef({B, H, NK, D + 1, D}) && summaries.scalar_type() == q.scalar_type() &&
-                  summaries.device() == q.device() && summaries.is_contiguous(),
+  TORCH_CHECK(summaries.sizes() == at::IntArrayRef({B, H, NK, D + 1, D}) &&
+                  summaries.scalar_type() == q.scalar_type() && summaries.device() == q.device() &&
+                  summaries.is_contiguous(),
               "sparse_linear_attention: the summaries given must be contiguous [", B, ", ", H, ", ", NK, ", ", D + 1,
               ", ", D, "] in q's dtype on q's device, got ", summaries.sizes(), " ", summaries.scalar_type());
   // The complement's 0/1 map in q's dtype (exact), straight from the CSR in one launch.

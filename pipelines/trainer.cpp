@@ -156,6 +156,12 @@ json all_settings(const TrainOptions& o) {
   return j;
 }
 
+// The velocity a network output stands for, as the sampler forms it: the output itself, or for an
+// x0 prediction (x_t - x0_hat) / sigma, sigma held off zero (`s` broadcasts over the clip).
+at::Tensor as_velocity(const at::Tensor& out, const at::Tensor& x_t, const at::Tensor& s, const std::string& prediction) {
+  return prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
+}
+
 // Weight decay for matrices only: biases, norm scales and the modulation tables (which hold
 // shifts and scales, not projections) keep their values unless the loss moves them.
 bool decays(const std::string& name, const at::Tensor& t) {
@@ -398,8 +404,7 @@ struct Trainer::State {
     const at::Tensor x_t = (1 - s) * x0_in + s * noise;
     const at::Tensor context = compute_captions.encode(compute_captions.tokenize(prompts).ids);
     const at::Tensor out = compute_transformer.forward(x_t, sigma * 1000, context, attention.get()).to(at::kFloat);
-    const at::Tensor velocity =
-        o.prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
+    const at::Tensor velocity = as_velocity(out, x_t, s, o.prediction);
     // The velocity that takes this x_t to x0, (x_t - x0) / sigma: noise - x0 exactly where x_t
     // was made from x0 itself (the two renders are the same bits).
     at::Tensor target = o.shape_swap > 0 ? noise - x0 + (1 - s) / s * (x0_in - x0) : noise - x0;
@@ -418,8 +423,7 @@ struct Trainer::State {
     at::NoGradGuard no_grad;
     const at::Tensor context = teacher->captions.encode(teacher->captions.tokenize(prompts).ids);
     const at::Tensor out = teacher->transformer.forward(x_t, sigma * 1000, context, nullptr).to(at::kFloat);
-    if (teacher->prediction == "velocity") return out;
-    return (x_t - out) / sigma.view({-1, 1, 1, 1, 1}).clamp_min(kMinSigmaForSample);
+    return as_velocity(out, x_t, sigma.view({-1, 1, 1, 1, 1}), teacher->prediction);
   }
 
   // Loads options.teacher, which must be a shipped model folder of this preset's shapes and caption words.
@@ -433,11 +437,14 @@ struct Trainer::State {
       throw std::runtime_error(where + ": its caption vocabulary differs from the caption words the clips use");
     const Named theirs = named(t.transformer, t.captions);
     const size_t model_weights = params.size() - (attention ? attention_weight_count() : 0);
-    for (size_t i = 0; i < model_weights; ++i)
-      if (i >= theirs.size() || theirs[i].first != params[i].first ||
-          !theirs[i].second.sizes().equals(params[i].second.sizes()))
-        throw std::runtime_error(where + ": its weight '" + params[i].first + "' is not of preset '" + preset.name +
-                                 "' (shape " + shape_text(params[i].second.sizes()) + ")");
+    for (size_t i = 0; i < model_weights; ++i) {
+      const bool has = i < theirs.size() && theirs[i].first == params[i].first;
+      if (!has || !theirs[i].second.sizes().equals(params[i].second.sizes()))
+        throw std::runtime_error(
+            where + ": weight '" + params[i].first + "' " +
+            (has ? "has shape " + shape_text(theirs[i].second.sizes()) : std::string("is missing")) + ", preset '" +
+            preset.name + "' needs " + shape_text(params[i].second.sizes()));
+    }
     teacher = std::move(t);
   }
 

@@ -331,7 +331,8 @@ TEST(ComplementLinearAttentionCuda, SummariesForAPlannerCarryKBlockMeans) {
     }
   // Where the fused path does not run, there is nothing to take apart.
   at::Tensor q64 = at::randn({1, 300, 2, 64}, at::dtype(at::kBFloat16).device(at::kCUDA));
-  EXPECT_FALSE(fused_key_block_summaries(q64, q64, q64, {128, 64}, at::zeros({64, 64}, q64.options().dtype(at::kFloat))));
+  const at::Tensor w64 = at::zeros({64, 64}, q64.options().dtype(at::kFloat));
+  EXPECT_FALSE(fused_key_block_summaries(q64, q64, q64, {128, 64}, w64));
   at::Tensor q32 = at::randn({1, 300, 2, 128}, at::dtype(at::kFloat).device(at::kCUDA));
   EXPECT_FALSE(fused_key_block_summaries(q32, q32, q32, {128, 64}, at::zeros({128, 128}, q32.options())));
   at::Tensor cpu = at::randn({1, 300, 2, 128}, at::kBFloat16);

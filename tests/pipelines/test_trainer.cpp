@@ -525,14 +525,15 @@ TEST_F(TrainerTest, DistillationTargetsTheTeachersPrediction) {
 
   TrainOptions bad = tiny("bad_teacher");
   bad.teacher = (dir_ / "nowhere").string();
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "nowhere", "not a shipped model"}));
+  EXPECT_TRUE(
+      throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "nowhere", "not a shipped model"}));
   bad.teacher = folder;
   bad.distill = 1.5;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(bad); }, {"--distill", "[0, 1]"}));
   bad = tiny("wrong_preset");
   bad.preset = "shapes";
   bad.teacher = folder;
-  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "preset 'shapes'"}));
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(bad); }, {"--teacher", "preset 'shapes' needs"}));
 }
 
 // --device as every tool and dit-train read it: the forms it takes, and errors naming the value.
