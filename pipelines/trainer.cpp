@@ -112,6 +112,7 @@ void check_options(const TrainOptions& o) {
   if (o.prediction != "velocity" && o.prediction != "sample")
     fail("--prediction '" + o.prediction + "': expected velocity or sample");
   if (!(o.distill >= 0 && o.distill <= 1)) fail("--distill must be in [0, 1], got " + std::to_string(o.distill));
+  if (o.teacher.empty() && o.distill != 1) fail("--distill needs --teacher (the model whose prediction it mixes in)");
   if (!(o.max_minutes >= 0)) fail("--max-minutes must be >= 0 (0: no limit)");
   if (o.checkpoint_every < 1) fail("--checkpoint-every must be >= 1");
   if (o.log_every < 1) fail("--log-every must be >= 1");

@@ -142,7 +142,8 @@ struct TrainOptions {
   // that folder's weights: the dense model the fine-tune should stay). The teacher reads the
   // caption through its own caption encoder and never trains. "": the clips are the target.
   std::string teacher;
-  // With a teacher, its share of the target velocity: (1 - distill) (noise - x0) + distill v_teacher.
+  // With a teacher, its share of the target velocity: (1 - distill) (noise - x0) + distill v_teacher
+  // (another value without a teacher is an error).
   double distill = 1.0;
 };
 

@@ -530,6 +530,9 @@ TEST_F(TrainerTest, DistillationTargetsTheTeachersPrediction) {
   bad.teacher = folder;
   bad.distill = 1.5;
   EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(bad); }, {"--distill", "[0, 1]"}));
+  bad.teacher.clear();
+  bad.distill = 0.5;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(bad); }, {"--distill", "--teacher"}));
   bad = tiny("wrong_preset");
   bad.preset = "shapes";
   bad.teacher = folder;
