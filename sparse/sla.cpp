@@ -50,15 +50,19 @@ class SlaMethod final : public AttentionMethod {
   }
 
   // On the fused path the summaries kernel, which reads k anyway, also gives k's block means, so
-  // the plan pools only q: one pass over k fewer than plan() then run().
+  // the plan pools only q: one pass over k fewer than plan() then run(). Elsewhere plan() then run().
   AttentionOutput plan_and_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const AttentionContext& ctx, Plan& made) override {
     made = plan_without_blocks(q, ctx);
-    // Only where autograd does not record (the kernels' condition), so the plan is outside it here too.
+    // Given only where autograd does not record (the kernels' condition).
     const auto summaries = fuse_ ? fused_key_block_summaries(q, k, v, blocks_, made.linear_projection) : std::nullopt;
-    if (!summaries) return AttentionMethod::plan_and_run(q, k, v, ctx, made);
-    made.csr = topk_block_csr_from_means(block_mean_pool(q, blocks_.q_block), summaries->k_means, q.size(1),
-                                         selection(q.size(1)));
+    {
+      at::NoGradGuard no_grad;
+      made.csr = summaries ? topk_block_csr_from_means(block_mean_pool(q, blocks_.q_block), summaries->k_means,
+                                                       q.size(1), selection(q.size(1)))
+                           : topk_block_csr(q, k, selection(q.size(1)));
+    }
+    if (!summaries) return run(q, k, v, made);
     return sparse_linear_attention(q, k, v, made.csr, made.blocks, made.linear_projection, true, nullptr,
                                    summaries->summaries);
   }
