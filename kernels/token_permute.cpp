@@ -1,6 +1,7 @@
 #include "kernels/token_permute.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 
@@ -29,7 +30,9 @@ void check_permute_args(const at::Tensor& x, const at::Tensor& perm) {
 bool permute_kernel_applies(const at::Tensor& x, const at::Tensor& perm) {
   const int64_t es = x.element_size();
   const auto aligned16 = [&](int64_t elements) { return (elements * es) % 16 == 0; };
-  return x.is_cuda() && perm.device() == x.device() && x.stride(3) == 1 && aligned16(x.size(3)) &&
+  // The kernel has no backward: a gather autograd records must be ATen's.
+  const bool records = c10::GradMode::is_enabled() && x.requires_grad();
+  return !records && x.is_cuda() && perm.device() == x.device() && x.stride(3) == 1 && aligned16(x.size(3)) &&
          aligned16(x.stride(0)) && aligned16(x.stride(1)) && aligned16(x.stride(2)) &&
          reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
 }
@@ -63,6 +66,23 @@ at::Tensor axis_order_permutation(int64_t frames, int64_t height, int64_t width,
       .view({frames, height, width})
       .permute({axis(order[0]), axis(order[1]), axis(order[2])})
       .reshape(-1);
+}
+
+at::Tensor tile_permutation(int64_t frames, int64_t height, int64_t width, int64_t tile_f, int64_t tile_h,
+                            int64_t tile_w, at::Device device) {
+  TORCH_CHECK(frames > 0 && height > 0 && width > 0, "tile_permutation: grid ", frames, "x", height, "x", width,
+              " must be positive");
+  TORCH_CHECK(tile_f > 0 && tile_h > 0 && tile_w > 0, "tile_permutation: tile ", tile_f, "x", tile_h, "x", tile_w,
+              " must be positive");
+  auto opts = at::dtype(at::kLong).device(device);
+  const int64_t S = frames * height * width;
+  const int64_t tiles_h = (height + tile_h - 1) / tile_h, tiles_w = (width + tile_w - 1) / tile_w;
+  at::Tensor f = at::arange(frames, opts).div(tile_f, "floor").view({frames, 1, 1});
+  at::Tensor h = at::arange(height, opts).div(tile_h, "floor").view({1, height, 1});
+  at::Tensor w = at::arange(width, opts).div(tile_w, "floor").view({1, 1, width});
+  at::Tensor tile = ((f * tiles_h + h) * tiles_w + w).reshape(-1);
+  // Sorting by (tile, frame-major index) keeps each tile's tokens frame-major.
+  return at::argsort(tile * S + at::arange(S, opts));
 }
 
 at::Tensor invert_permutation(const at::Tensor& perm) {

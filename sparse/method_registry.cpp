@@ -12,12 +12,12 @@ MethodEntry draft_method_entry();
 MethodEntry paro_method_entry();
 MethodEntry reuse_method_entry();
 MethodEntry sla_method_entry();
+MethodEntry tile_method_entry();
 
 const std::vector<MethodEntry>& method_registry() {
   static const std::vector<MethodEntry> entries{dense_method_entry(), topk_method_entry(), window3d_method_entry(),
                                                  svg_method_entry(), draft_method_entry(), paro_method_entry(),
-                                                 reuse_method_entry(),
-                                                 sla_method_entry()};
+                                                 reuse_method_entry(), sla_method_entry(), tile_method_entry()};
   return entries;
 }
 

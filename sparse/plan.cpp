@@ -47,13 +47,16 @@ AttentionOutput execute_plan(const at::Tensor& q, const at::Tensor& k, const at:
                                                                             : dense_attention(q, k, v);
   if (!plan.permutation.defined()) return run_branches(q, k, v, plan, grad);
   const at::Tensor& perm = plan.permutation;
-  AttentionOutput r =
-      run_branches(permute_tokens(q, perm), permute_tokens(k, perm), permute_tokens(v, perm), plan, grad);
-  r.out = permute_tokens(r.out, plan.inverse_permutation);
+  return restore_token_order(
+      run_branches(permute_tokens(q, perm), permute_tokens(k, perm), permute_tokens(v, perm), plan, grad),
+      plan.inverse_permutation);
+}
+
+AttentionOutput restore_token_order(AttentionOutput r, const at::Tensor& inverse_permutation) {
+  r.out = permute_tokens(r.out, inverse_permutation);
   // lse [B, H, S] follows the tokens too: move it through the same [B, S, H, 1] layout.
   if (r.lse.defined())
-    r.lse =
-        permute_tokens(r.lse.transpose(1, 2).unsqueeze(-1), plan.inverse_permutation).squeeze(-1).transpose(1, 2);
+    r.lse = permute_tokens(r.lse.transpose(1, 2).unsqueeze(-1), inverse_permutation).squeeze(-1).transpose(1, 2);
   return r;
 }
 

@@ -56,4 +56,8 @@ struct Plan {
 // every device, and `lse` is left undefined except for dense plans.
 AttentionOutput execute_plan(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan);
 
+// An output computed over permuted tokens, put back in the original order: out [B, S, H, D] and
+// lse [B, H, S] (where defined) gathered by `inverse_permutation` ([S] or [H, S]).
+AttentionOutput restore_token_order(AttentionOutput r, const at::Tensor& inverse_permutation);
+
 }  // namespace ditkit

@@ -57,7 +57,8 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
                              "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000:kblock=128",
                              "paro:order=hwf:k=1000:kblock=32",
                              "reuse:inner=(topk:k=1000)", "sla:keep=1",
-                             "sla:keep=1:kblock=128", "sla:keep=1:kblock=32"}) {
+                             "sla:keep=1:kblock=128", "sla:keep=1:kblock=32", "tile:inner=(topk:k=1000)",
+                             "tile:t=2:h=3:w=5:inner=(sla:keep=1:kblock=32)"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     EXPECT_FLOAT_EQ(plan.density(at::kCPU).item<float>(), 1.0f) << recipe;
@@ -582,7 +583,7 @@ TEST(MethodsCuda, AtDensityOneEveryMethodEqualsDenseOnTheGpu) {
   for (std::string recipe : {"topk:k=1000", "topk:mass=1", "window3d:t=3:h=7:w=9",
                              "svg:frame_window=2:position_window=62", "draft:density=1", "draft:pool=4:density=0:mass=1",
                              "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000", "reuse:inner=(topk:k=1000)",
-                             "sla:keep=1"}) {
+                             "sla:keep=1", "tile:inner=(topk:k=1000)"}) {
     auto m = method(recipe);
     AttentionOutput got = m->run(x.q, x.k, x.v, m->plan(x.q, x.k, context()));
     EXPECT_TRUE(close(got.out, dense.out, 2e-3)) << recipe;
@@ -611,7 +612,7 @@ TEST(MethodsCuda, PlansBuildWithoutHostSynchronisation) {
                              "svg:kblock=128",
                              "draft", "draft:pool=4:density=0:mass=0.5:kblock=128", "paro:order=hwf.whf:mass=0.5",
                              "reuse:every=1:inner=(svg)", "sla",
-                             "sla:keep=0.3:kblock=128"}) {
+                             "sla:keep=0.3:kblock=128", "tile:inner=(sla:keep=0.3:kblock=128)"}) {
     auto m = method(recipe);
     m->plan(x.q, x.k, context());  // warm-up: allocator pools, cached masks
     at::cuda::CUDAStream stream = at::cuda::getStreamFromPool();
