@@ -137,7 +137,8 @@ MethodEntry sla_method_entry() {
           {"keep", T::kFloat, 0.0001, 1, {}, false, "0.05",
            "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
           {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"},
-          topk_key_block_param(),
+          topk_block_params()[0],
+          topk_block_params()[1],
           {"fuse", T::kInt, 0, 1, {}, false, "1",
            "1: on Hopper at head dim 128 the linear branch's last stage runs in the block-sparse kernel; 0: "
            "after it, as its own kernel"},
@@ -145,8 +146,7 @@ MethodEntry sla_method_entry() {
       "sparse-linear attention: softmax on the top-scoring key blocks, learned-projection linear attention on "
       "the rest"};
   return {spec, [](const RecipeRule& rule) {
-            BlockShape blocks{128, std::stoll(rule.string_param("kblock"))};
-            return std::make_unique<SlaMethod>(blocks, rule.float_param("keep"), rule.int_param("diag") != 0,
+            return std::make_unique<SlaMethod>(topk_block_shape(rule), rule.float_param("keep"), rule.int_param("diag") != 0,
                                                rule.int_param("fuse") != 0);
           }};
 }

@@ -15,22 +15,30 @@ namespace ditkit {
 
 std::vector<ParamSpec> topk_params() {
   using T = ParamSpec::Type;
+  const std::vector<ParamSpec> blocks = topk_block_params();
   return {
       {"k", T::kInt, 0, 4096, {}, false, "0", "key blocks kept per query block (0: use mass)"},
       {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
       {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
       {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
-      topk_key_block_param(),
+      blocks[0],
+      blocks[1],
   };
 }
 
-ParamSpec topk_key_block_param() {
-  return {"kblock", ParamSpec::Type::kString, 0, 0, {"32", "64", "128"}, false, "64",
-          "key block size in tokens; the Hopper kernels take 64 and 128, 32 runs the masked fallback (small models)"};
+std::vector<ParamSpec> topk_block_params() {
+  return {{"qblock", ParamSpec::Type::kString, 0, 0, {"64", "128"}, false, "128",
+           "query block size in tokens; the Hopper kernels take 128, 64 runs the masked fallback (small models)"},
+          {"kblock", ParamSpec::Type::kString, 0, 0, {"32", "64", "128"}, false, "64",
+           "key block size in tokens; the Hopper kernels take 64 and 128, 32 runs the masked fallback (small models)"}};
+}
+
+BlockShape topk_block_shape(const RecipeRule& rule) {
+  return BlockShape{std::stoll(rule.string_param("qblock")), std::stoll(rule.string_param("kblock"))};
 }
 
 TopkSelection topk_selection(const RecipeRule& rule) {
-  TopkSelection t{BlockShape{128, std::stoll(rule.string_param("kblock"))},
+  TopkSelection t{topk_block_shape(rule),
                   BlockSelection{rule.int_param("k"), rule.float_param("mass"), rule.int_param("diag") != 0,
                                  rule.int_param("first")}};
   if (t.selection.top_k == 0 && t.selection.mass <= 0)
@@ -72,7 +80,7 @@ class TopkMethod final : public AttentionMethod {
 
 MethodEntry topk_method_entry() {
   MethodSpec spec{"topk", topk_params(),
-                  "block-sparse attention on the top-scoring key blocks of each 128-token query block"};
+                  "block-sparse attention on the top-scoring key blocks of each query block"};
   return {spec, [](const RecipeRule& rule) { return std::make_unique<TopkMethod>(topk_selection(rule)); }};
 }
 

@@ -18,11 +18,13 @@ struct TopkSelection {
   BlockSelection selection;
 };
 
-// topk's parameters: k, mass, diag, first, kblock.
+// topk's parameters: k, mass, diag, first, qblock, kblock.
 std::vector<ParamSpec> topk_params();
 
-// Its `kblock` alone, for methods that plan through topk_block_csr with parameters of their own (sla).
-ParamSpec topk_key_block_param();
+// Its `qblock` and `kblock` alone, for methods that plan through topk_block_csr with parameters of
+// their own (sla), and the block shape a checked rule with them asks for.
+std::vector<ParamSpec> topk_block_params();
+BlockShape topk_block_shape(const RecipeRule& rule);
 
 // The selection a checked rule with topk_params() asks for; RecipeError naming the rule's method
 // when it keeps nothing (k = 0 and mass = 0).

@@ -16,6 +16,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
+#include "kernels/block_csr.h"
+#include "kernels/block_pool.h"
+#include "kernels/block_scores.h"
+#include "kernels/block_select.h"
 #include "kernels/block_sparse_attention.h"
 #include "kernels/dense_attention.h"
 #include "kernels/token_permute.h"
@@ -57,7 +61,8 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
                              "paro:order=hwf:mass=1", "paro:order=whf.fhw.hfw:k=1000:kblock=128",
                              "paro:order=hwf:k=1000:kblock=32",
                              "reuse:inner=(topk:k=1000)", "sla:keep=1",
-                             "sla:keep=1:kblock=128", "sla:keep=1:kblock=32", "tile:inner=(topk:k=1000)",
+                             "sla:keep=1:kblock=128", "sla:keep=1:kblock=32", "topk:k=1000:qblock=64",
+                             "sla:keep=1:qblock=64:kblock=32", "tile:inner=(topk:k=1000)",
                              "tile:t=2:h=3:w=5:inner=(sla:keep=1:kblock=32)"}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
@@ -70,15 +75,25 @@ TEST(Methods, AtDensityOneEveryMethodEqualsDense) {
 
 TEST(Methods, TopkPlanKeepsKBlocksPerRowAndRunsThem) {
   Qkv x = random_qkv(1, kGrid.tokens(), 2, 32);
-  for (const auto& [recipe, k, k_block] :
-       {std::tuple{"topk:k=2:diag=1", 2, 64}, std::tuple{"topk:k=4:kblock=32:diag=0", 4, 32}}) {
+  for (const auto& [recipe, k, q_block, k_block] :
+       {std::tuple{"topk:k=2:diag=1", 2, 128, 64}, std::tuple{"topk:k=4:kblock=32:diag=0", 4, 128, 32},
+        std::tuple{"topk:k=2:qblock=64:diag=1", 2, 64, 64}, std::tuple{"topk:k=3:qblock=64:kblock=32", 3, 64, 32}}) {
     auto m = method(recipe);
     Plan plan = m->plan(x.q, x.k, context());
     ASSERT_FALSE(plan.dense);
+    EXPECT_EQ(plan.blocks.q_block, q_block) << recipe;
     EXPECT_EQ(plan.blocks.k_block, k_block) << recipe;
+    EXPECT_EQ(plan.csr.num_q_blocks, (kGrid.tokens() + q_block - 1) / q_block) << recipe;
     EXPECT_EQ(plan.csr.num_k_blocks, (kGrid.tokens() + k_block - 1) / k_block) << recipe;
     at::Tensor counts = plan.csr.row_offsets.diff();
     EXPECT_TRUE(counts.eq(k).all().item<bool>()) << recipe;
+    // The selection is the reference's over this geometry, the diagonal blocks among it where asked.
+    const at::Tensor scores = block_scores_reference(block_mean_pool_reference(x.q, q_block),
+                                                     block_mean_pool_reference(x.k, k_block), 1.0 / std::sqrt(32.0));
+    const BlockSelection selection{k, 0.9, std::string(recipe).find("diag=0") == std::string::npos, 0};
+    EXPECT_TRUE(at::equal(csr_to_mask(plan.csr),
+                          select_blocks_reference(scores, BlockGeometry{kGrid.tokens(), q_block, k_block}, selection)))
+        << recipe;
     AttentionOutput got = m->run(x.q, x.k, x.v, plan);
     AttentionOutput want = block_sparse_attention_reference(x.q, x.k, x.v, plan.csr, plan.blocks);
     EXPECT_TRUE(close(got.out, want.out, 1e-5)) << recipe;

@@ -48,7 +48,8 @@ TEST(MethodsSla, PlanIsTopkAndUntunedRunIsTopkSparseAttention) {
 }
 
 TEST(MethodsSla, TunedRunAddsTheProjectedComplementBranch) {
-  for (const std::string recipe : {"sla:keep=0.3", "sla:keep=0.1:kblock=128:diag=0", "sla:keep=0.2:kblock=32:diag=0"}) {
+  for (const std::string recipe : {"sla:keep=0.3", "sla:keep=0.1:kblock=128:diag=0", "sla:keep=0.2:kblock=32:diag=0",
+                                   "sla:keep=0.2:qblock=64"}) {
     at::Tensor q = at::randn({kB, kS, kH, kD}), k = at::randn({kB, kS, kH, kD}), v = at::randn({kB, kS, kH, kD});
     auto sla = method(recipe);
     at::Tensor w = at::randn({kD, kD}) * 0.3;
@@ -206,9 +207,10 @@ TEST(MethodsSlaCuda, TunedRunMatchesReferencesOnTheGpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::Tensor q = at::randn({1, kS, kH, 64}), k = at::randn({1, kS, kH, 64}), v = at::randn({1, kS, kH, 64});
   at::Tensor w = at::randn({64, 64}) * 0.1;
-  // Key blocks of 32 take no kernel of the fused path: the fallbacks, on the GPU.
+  // Key blocks of 32 and query blocks of 64 take no kernel of the fused path: the fallbacks, on the GPU.
   for (const auto& [recipe, dtype] : {std::pair{"sla:keep=0.2", at::kFloat}, std::pair{"sla:keep=0.2", at::kBFloat16},
-                                      std::pair{"sla:keep=0.2:kblock=32:diag=0", at::kBFloat16}}) {
+                                      std::pair{"sla:keep=0.2:kblock=32:diag=0", at::kBFloat16},
+                                      std::pair{"sla:keep=0.2:qblock=64", at::kBFloat16}}) {
     auto sla = method(recipe);
     sla->load_weights({{"blocks.0.attn1.sla_proj.weight", w}});
     at::Tensor qc = q.cuda().to(dtype), kc = k.cuda().to(dtype), vc = v.cuda().to(dtype);
