@@ -14,48 +14,37 @@
 
 #include "kernels/block_pool.h"
 #include "sparse/method_registry.h"
+#include "sparse/wrapped_method.h"
 
 namespace ditkit {
 
 namespace {
 
-class ReuseMethod final : public AttentionMethod {
+class ReuseMethod final : public WrappedMethod {
  public:
   ReuseMethod(std::unique_ptr<AttentionMethod> inner, ReuseSchedule schedule)
-      : inner_(std::move(inner)), schedule_(schedule) {}
+      : WrappedMethod(std::move(inner)), schedule_(schedule) {}
   std::string name() const override { return "reuse"; }
 
   Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
-    if (auto fresh = fresh_plan_needed(q, k, ctx)) kept_[ctx.layer] = Kept{inner_->plan(q, k, ctx), std::move(*fresh)};
+    if (auto fresh = fresh_plan_needed(q, k, ctx)) kept_[ctx.layer] = Kept{inner().plan(q, k, ctx), std::move(*fresh)};
     return kept_[ctx.layer].plan;
-  }
-
-  AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) override {
-    return inner_->run(q, k, v, plan);
   }
 
   AttentionOutput plan_and_run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const AttentionContext& ctx, Plan& made) override {
     if (auto fresh = fresh_plan_needed(q, k, ctx)) {
-      AttentionOutput out = inner_->plan_and_run(q, k, v, ctx, made);
+      AttentionOutput out = inner().plan_and_run(q, k, v, ctx, made);
       kept_[ctx.layer] = Kept{made, std::move(*fresh)};
       return out;
     }
     made = kept_[ctx.layer].plan;
-    return inner_->run(q, k, v, made);
+    return inner().run(q, k, v, made);
   }
 
   void reset() override {
     kept_.clear();
-    inner_->reset();
-  }
-
-  std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
-                                                          at::Device device) override {
-    return inner_->weights(layers, head_dim, device);
-  }
-  std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights) override {
-    return inner_->load_weights(weights);
+    WrappedMethod::reset();
   }
 
  private:
@@ -96,7 +85,6 @@ class ReuseMethod final : public AttentionMethod {
     return at::cat({block_mean_pool(q, 128).flatten(), block_mean_pool(k, 128).flatten()}).to(at::kFloat);
   }
 
-  std::unique_ptr<AttentionMethod> inner_;
   ReuseSchedule schedule_;
   std::map<int, Kept> kept_;  // by layer
 };

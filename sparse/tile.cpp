@@ -2,7 +2,8 @@
 // an inner method ranks its blocks, so that a key block is a neighbourhood in space and time
 // rather than a strip of rows of one frame. Sliding-tile and video-sparse attention order tokens
 // this way; here it wraps the block rankers (topk, sla, or reuse of either): the inner method
-// plans and runs over the tiled order and the output comes back in frame-major order. With tiles
+// plans and runs over the tiled order (the plan carries the order, so run() and the learned
+// weights are the inner method's) and the output comes back in frame-major order. With tiles
 // of kblock tokens (4x4x4 for blocks of 64), each key block is exactly one tile.
 #include <ATen/ATen.h>
 
@@ -11,6 +12,7 @@
 #include "kernels/token_permute.h"
 #include "sparse/grid_cache.h"
 #include "sparse/method_registry.h"
+#include "sparse/wrapped_method.h"
 
 namespace ditkit {
 
@@ -24,14 +26,14 @@ struct Layout {
   at::Tensor permutation, inverse_permutation;  // int64 [S]
 };
 
-class TileMethod final : public AttentionMethod {
+class TileMethod final : public WrappedMethod {
  public:
-  TileMethod(std::unique_ptr<AttentionMethod> inner, TileShape tile) : inner_(std::move(inner)), tile_(tile) {}
+  TileMethod(std::unique_ptr<AttentionMethod> inner, TileShape tile) : WrappedMethod(std::move(inner)), tile_(tile) {}
   std::string name() const override { return "tile"; }
 
   Plan plan(const at::Tensor& q, const at::Tensor& k, const AttentionContext& ctx) override {
     const Layout& l = layout(q, ctx);
-    return tiled(inner_->plan(permute_tokens(q, l.permutation), permute_tokens(k, l.permutation), ctx), l);
+    return tiled(inner().plan(permute_tokens(q, l.permutation), permute_tokens(k, l.permutation), ctx), l);
   }
 
   // The inner method's own plan_and_run over the tiled tokens (sla's fused path included), with
@@ -41,22 +43,9 @@ class TileMethod final : public AttentionMethod {
     const Layout& l = layout(q, ctx);
     const at::Tensor& perm = l.permutation;
     AttentionOutput out =
-        inner_->plan_and_run(permute_tokens(q, perm), permute_tokens(k, perm), permute_tokens(v, perm), ctx, made);
+        inner().plan_and_run(permute_tokens(q, perm), permute_tokens(k, perm), permute_tokens(v, perm), ctx, made);
     made = tiled(std::move(made), l);
     return restore_token_order(std::move(out), l.inverse_permutation);
-  }
-
-  AttentionOutput run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const Plan& plan) override {
-    return inner_->run(q, k, v, plan);
-  }
-
-  void reset() override { inner_->reset(); }
-  std::vector<std::pair<std::string, at::Tensor>> weights(const std::vector<int>& layers, int64_t head_dim,
-                                                          at::Device device) override {
-    return inner_->weights(layers, head_dim, device);
-  }
-  std::vector<std::string> load_weights(const std::map<std::string, at::Tensor>& weights) override {
-    return inner_->load_weights(weights);
   }
 
  private:
@@ -80,7 +69,6 @@ class TileMethod final : public AttentionMethod {
     return p;
   }
 
-  std::unique_ptr<AttentionMethod> inner_;
   TileShape tile_;
   GridCache<Layout> layouts_;
 };
