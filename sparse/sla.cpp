@@ -146,8 +146,8 @@ MethodEntry sla_method_entry() {
       "sparse-linear attention: softmax on the top-scoring key blocks, learned-projection linear attention on "
       "the rest"};
   return {spec, [](const RecipeRule& rule) {
-            return std::make_unique<SlaMethod>(topk_block_shape(rule), rule.float_param("keep"), rule.int_param("diag") != 0,
-                                               rule.int_param("fuse") != 0);
+            return std::make_unique<SlaMethod>(topk_block_shape(rule), rule.float_param("keep"),
+                                               rule.int_param("diag") != 0, rule.int_param("fuse") != 0);
           }};
 }
 

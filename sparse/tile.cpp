@@ -86,7 +86,8 @@ MethodEntry tile_method_entry() {
   MethodSpec spec{
       "tile",
       {
-          {"inner", T::kRule, 0, 0, {}, true, "", "the method that ranks blocks of the tiled order: (topk:...) or (sla:...)"},
+          {"inner", T::kRule, 0, 0, {}, true, "",
+           "the method that ranks blocks of the tiled order: (topk:...) or (sla:...)"},
           {"t", T::kInt, 1, 1024, {}, false, "4", "frames per tile"},
           {"h", T::kInt, 1, 1024, {}, false, "4", "latent rows per tile"},
           {"w", T::kInt, 1, 1024, {}, false, "4", "latent columns per tile"},
@@ -101,8 +102,8 @@ MethodEntry tile_method_entry() {
               throw RecipeError("parameter 'inner' of method 'tile': '" + innermost +
                                 "' places its blocks by the frame-major layout or reorders tokens itself; tile wraps "
                                 "topk, sla or dense (or reuse of one) (at rule " + std::to_string(rule.position) + ")");
-            return std::make_unique<TileMethod>(make_attention_method(inner),
-                                                TileShape{rule.int_param("t"), rule.int_param("h"), rule.int_param("w")});
+            const TileShape tile{rule.int_param("t"), rule.int_param("h"), rule.int_param("w")};
+            return std::make_unique<TileMethod>(make_attention_method(inner), tile);
           }};
 }
 
