@@ -159,7 +159,8 @@ json all_settings(const TrainOptions& o) {
 
 // The velocity a network output stands for, as the sampler forms it: the output itself, or for an
 // x0 prediction (x_t - x0_hat) / sigma, sigma held off zero (`s` broadcasts over the clip).
-at::Tensor as_velocity(const at::Tensor& out, const at::Tensor& x_t, const at::Tensor& s, const std::string& prediction) {
+at::Tensor as_velocity(const at::Tensor& out, const at::Tensor& x_t, const at::Tensor& s,
+                       const std::string& prediction) {
   return prediction == "velocity" ? out : (x_t - out) / s.clamp_min(kMinSigmaForSample);
 }
 

@@ -131,18 +131,16 @@ class SlaMethod final : public AttentionMethod {
 
 MethodEntry sla_method_entry() {
   using T = ParamSpec::Type;
+  std::vector<ParamSpec> params{
+      {"keep", T::kFloat, 0.0001, 1, {}, false, "0.05",
+       "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
+      {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"}};
+  for (const ParamSpec& p : topk_block_params()) params.push_back(p);
+  params.push_back({"fuse", T::kInt, 0, 1, {}, false, "1",
+                    "1: on Hopper at head dim 128 the linear branch's last stage runs in the block-sparse kernel; "
+                    "0: after it, as its own kernel"});
   MethodSpec spec{
-      "sla",
-      {
-          {"keep", T::kFloat, 0.0001, 1, {}, false, "0.05",
-           "share of key blocks per query block that get softmax attention (0.05: 95% sparsity); at least one"},
-          {"diag", T::kInt, 0, 1, {}, false, "1", "1: the diagonal blocks are always among the kept ones"},
-          topk_block_params()[0],
-          topk_block_params()[1],
-          {"fuse", T::kInt, 0, 1, {}, false, "1",
-           "1: on Hopper at head dim 128 the linear branch's last stage runs in the block-sparse kernel; 0: "
-           "after it, as its own kernel"},
-      },
+      "sla", params,
       "sparse-linear attention: softmax on the top-scoring key blocks, learned-projection linear attention on "
       "the rest"};
   return {spec, [](const RecipeRule& rule) {

@@ -15,15 +15,13 @@ namespace ditkit {
 
 std::vector<ParamSpec> topk_params() {
   using T = ParamSpec::Type;
-  const std::vector<ParamSpec> blocks = topk_block_params();
-  return {
+  std::vector<ParamSpec> params{
       {"k", T::kInt, 0, 4096, {}, false, "0", "key blocks kept per query block (0: use mass)"},
       {"mass", T::kFloat, 0, 1, {}, false, "0.9", "share of the estimated softmax mass to keep when k=0"},
       {"diag", T::kInt, 0, 1, {}, false, "1", "1: always keep the blocks on the diagonal"},
-      {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"},
-      blocks[0],
-      blocks[1],
-  };
+      {"first", T::kInt, 0, 4096, {}, false, "0", "always keep this many leading key blocks"}};
+  for (const ParamSpec& p : topk_block_params()) params.push_back(p);
+  return params;
 }
 
 std::vector<ParamSpec> topk_block_params() {
