@@ -67,6 +67,14 @@ std::string clip_caption(const TrainOptions& o, int64_t at_step, int64_t i, cons
 
 // ---------------------------------------------------------------------------------------------
 
+// The preset as this run trains it: its depth and the caption encoder's mixing as the options say.
+ModelPreset training_preset(const TrainOptions& o) {
+  ModelPreset p = model_preset(o.preset);
+  p.captions.token_mixing = o.caption_mixing;
+  if (o.layers > 0) p.transformer.num_layers = o.layers;
+  return p;
+}
+
 // The training recipe, checked: training picks one rule per layer, so step conditions are refused.
 Recipe training_recipe(const TrainOptions& o) {
   Recipe recipe = load_recipe(o.recipe, attention_method_specs());
@@ -75,8 +83,7 @@ Recipe training_recipe(const TrainOptions& o) {
       throw std::invalid_argument("--recipe '" + o.recipe + "': rule " + rule.method +
                                   " has a step condition; a training batch mixes noise levels, so rules may "
                                   "pick layers only");
-  const ModelPreset preset = model_preset(o.preset);
-  check_recipe(recipe, static_cast<int>(preset.transformer.num_layers), 1);
+  check_recipe(recipe, static_cast<int>(training_preset(o).transformer.num_layers), 1);
   return recipe;
 }
 
@@ -84,6 +91,7 @@ void check_options(const TrainOptions& o) {
   auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
   if (o.out_dir.empty()) fail("--out: a run folder is required (checkpoints and the loss log go there)");
   model_preset(o.preset);
+  if (o.layers < 0) fail("--layers must be >= 0 (0: the preset's), got " + std::to_string(o.layers));
   if (!o.recipe.empty()) training_recipe(o);
   if (o.steps < 0) fail("--steps must be >= 0, got " + std::to_string(o.steps));
   if (o.batch < 1) fail("--batch must be >= 1, got " + std::to_string(o.batch));
@@ -128,6 +136,7 @@ json run_identity(const TrainOptions& o) {
             {"prediction", o.prediction}};
   // Only when set, so that runs from before these settings existed still resume.
   if (o.object_weight > 0) j["object_weight"] = o.object_weight;
+  if (o.layers > 0) j["layers"] = o.layers;
   if (o.fact_dropout > 0) j["fact_dropout"] = o.fact_dropout;
   if (!o.caption_mixing) j["caption_mixing"] = false;
   if (!o.recipe.empty()) j["recipe"] = o.recipe;
@@ -168,6 +177,40 @@ at::Tensor as_velocity(const at::Tensor& out, const at::Tensor& x_t, const at::T
 // shifts and scales, not projections) keep their values unless the loss moves them.
 bool decays(const std::string& name, const at::Tensor& t) {
   return t.dim() >= 2 && name.find("scale_shift_table") == std::string::npos;
+}
+
+// A model's weights ("transformer.blocks.<i>.*" among them) spread over `layers` blocks: block i of
+// the `from` moves to i * layers / from, and each block between starts as a copy of the one before
+// it with its three output projections (self-attention, cross-attention, feed-forward) zeroed, so it
+// adds nothing to the residual stream: the deeper model computes what the shallower one did, and
+// training goes on from there with the new blocks' gradients flowing through the zeroed outputs.
+std::map<std::string, at::Tensor> deepened(std::map<std::string, at::Tensor> weights, int64_t from, int64_t layers) {
+  const std::string prefix = "transformer.blocks.";
+  std::map<std::string, at::Tensor> out;
+  std::vector<std::map<std::string, at::Tensor>> blocks(static_cast<size_t>(from));  // by block, the rest of the key
+  for (auto& [key, t] : weights) {
+    if (key.rfind(prefix, 0) != 0) {
+      out.emplace(key, t);
+      continue;
+    }
+    const size_t dot = key.find('.', prefix.size());
+    blocks.at(std::stoul(key.substr(prefix.size(), dot - prefix.size())))[key.substr(dot + 1)] = t;
+  }
+  const std::set<std::string> outputs = {"attn1.to_out.0.weight", "attn1.to_out.0.bias", "attn2.to_out.0.weight",
+                                         "attn2.to_out.0.bias",   "ffn.net.2.weight",    "ffn.net.2.bias"};
+  std::vector<bool> placed(static_cast<size_t>(layers), false);
+  for (int64_t i = 0; i < from; ++i) {
+    const int64_t to = i * layers / from;
+    placed[size_t(to)] = true;
+    for (const auto& [rest, t] : blocks[size_t(i)]) out[prefix + std::to_string(to) + "." + rest] = t;
+  }
+  for (int64_t to = 1; to < layers; ++to) {
+    if (placed[size_t(to)]) continue;
+    const std::string before = prefix + std::to_string(to - 1) + ".", here = prefix + std::to_string(to) + ".";
+    for (const auto& [rest, t] : blocks[0])
+      out[here + rest] = outputs.count(rest) ? at::zeros_like(t) : out.at(before + rest).clone();
+  }
+  return out;
 }
 
 std::string shape_text(at::IntArrayRef sizes) {
@@ -302,7 +345,7 @@ struct Trainer::State {
 
   State(TrainOptions o, ModelPreset p, at::Device d)
       : options(std::move(o)),
-        preset(with_options(std::move(p), options)),
+        preset(std::move(p)),
         device(d),
         compute_dtype(options.precision == "bf16" || (options.precision == "auto" && device.is_cuda()) ? at::kBFloat16
                                                                                                       : at::kFloat),
@@ -344,10 +387,6 @@ struct Trainer::State {
     reset_log_sums();
   }
 
-  static ModelPreset with_options(ModelPreset p, const TrainOptions& o) {
-    p.captions.token_mixing = o.caption_mixing;
-    return p;
-  }
   WanTransformer make_transformer(at::ScalarType dtype) const {
     return WanTransformer::random(preset.transformer, options.seed, device, dtype);
   }
@@ -586,9 +625,14 @@ struct Trainer::State {
     const CaptionEncoder text = CaptionEncoder::load((fs::path(dir) / "caption_encoder").string(), device, at::kFloat);
     if (text.vocabulary().words() != caption_vocabulary())
       throw std::runtime_error(where + ": its caption vocabulary differs from the caption words the clips use");
-    const Named loaded =
-        named(WanTransformer::load((fs::path(dir) / "transformer").string(), device, at::kFloat), text);
+    const WanTransformer dit = WanTransformer::load((fs::path(dir) / "transformer").string(), device, at::kFloat);
+    const Named loaded = named(dit, text);
     std::map<std::string, at::Tensor> by_name(loaded.begin(), loaded.end());
+    const int64_t layers = preset.transformer.num_layers, theirs = dit.config().num_layers;
+    if (theirs > layers)
+      throw std::runtime_error(where + ": it has " + std::to_string(theirs) + " layers, this run " +
+                               std::to_string(layers) + " (--layers may add layers, not drop them)");
+    if (theirs < layers) by_name = deepened(std::move(by_name), theirs, layers);
     // The attention methods' weights (after the model's in `params`) keep their initial values.
     const size_t model_weights = params.size() - (attention ? attention_weight_count() : 0);
     if (by_name.size() != model_weights)
@@ -659,7 +703,7 @@ Trainer::Trainer(TrainOptions options) {
   if (!fs::is_directory(options.out_dir))
     throw std::runtime_error("--out '" + options.out_dir + "': cannot create the run folder" +
                              (ec ? " (" + ec.message() + ")" : std::string()));
-  ModelPreset preset = model_preset(options.preset);
+  ModelPreset preset = training_preset(options);
   s_ = std::make_unique<State>(std::move(options), std::move(preset), device);
   if (!s_->options.teacher.empty()) s_->load_teacher(s_->options.teacher);
   const bool have_checkpoint = fs::exists(s_->checkpoint_path());

@@ -66,6 +66,10 @@ struct TrainOptions {
   std::string out_dir;  // the run folder (created if missing); required
   bool resume = false;  // continue from out_dir/checkpoint.safetensors when it exists
   std::string preset = "shapes";
+  // Transformer blocks, instead of the preset's (0: the preset's). With init_from a folder of fewer
+  // blocks, the model is deepened: the folder's blocks spread out and the new ones start as
+  // identities (their output projections zero), so training goes on from what the folder computes.
+  int64_t layers = 0;
   std::string device = "auto";  // auto, cpu or cuda[:N]
   int64_t steps = 4000;         // total optimiser steps of the run (the defaults make the shipped model)
   int64_t batch = 32;

@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
   app.add_flag("--resume", o.resume, "continue the run in --out from its checkpoint (a new run if there is none)");
   app.add_option("--model-config", o.preset, "model size: tiny (tests) or shapes (the shipped model)")
       ->check(CLI::IsMember(ditkit::model_preset_names()));
+  app.add_option("--layers", o.layers,
+                 "transformer blocks instead of the preset's (0: the preset's); with --init-from a shallower "
+                 "folder, its blocks spread out and the new ones start as identities")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--steps", o.steps, "total optimiser steps of the run")->check(CLI::NonNegativeNumber);
   app.add_option("--batch", o.batch, "clips per step")->check(CLI::PositiveNumber);
   app.add_option("--lr", o.lr, "peak learning rate (AdamW)")->check(CLI::PositiveNumber);

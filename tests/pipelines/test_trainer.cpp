@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <string>
@@ -491,6 +492,55 @@ TEST_F(TrainerTest, InitFromAnExportStartsFromItsWeights) {
   shapes.preset = "shapes";
   shapes.init_from = folder;
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(shapes); }, {"--init-from", "shape", "shapes"}));
+}
+
+// Deepening: a 2-block export started at 3 blocks computes what it did (the new block is an
+// identity), its blocks keep their weights in their new places, it trains and exports 3 blocks;
+// fewer layers than the folder's are refused, and a resume must keep the depth.
+TEST_F(TrainerTest, InitFromAShallowerExportAddsIdentityBlocks) {
+  TrainOptions o = tiny("shallow");
+  o.steps = 3;
+  Trainer first(o);
+  first.train();
+  const std::string shallow = (dir_ / "shallow-model").string(), deep = (dir_ / "deep-model").string();
+  first.export_model(shallow);
+
+  TrainOptions next = tiny("deep");
+  next.seed = 8;
+  next.layers = 3;
+  next.init_from = shallow;
+  Trainer second(next);
+  EXPECT_EQ(second.preset().transformer.num_layers, 3);
+  second.export_model(deep);  // the EMA starts at the initial weights
+  const WanTransformer before = WanTransformer::load(shallow + "/transformer", at::kCPU, at::kFloat);
+  const WanTransformer after = WanTransformer::load(deep + "/transformer", at::kCPU, at::kFloat);
+  ASSERT_EQ(after.config().num_layers, 3);
+  std::map<std::string, at::Tensor> weights;
+  for (const auto& [name, t] : after.named_parameters()) weights[name] = t;
+  for (const auto& [name, t] : before.named_parameters()) {
+    std::string moved = name;
+    if (name.rfind("blocks.1.", 0) == 0) moved.replace(0, 8, "blocks.1");  // 1 * 3 / 2 = 1
+    ASSERT_TRUE(weights.count(moved)) << moved;
+    EXPECT_TRUE(at::equal(weights[moved], t)) << name;
+  }
+  EXPECT_EQ(weights["blocks.2.ffn.net.2.weight"].abs().max().item<float>(), 0.f);
+  EXPECT_TRUE(at::equal(weights["blocks.2.attn1.to_q.weight"], weights["blocks.1.attn1.to_q.weight"]));
+
+  const at::Tensor latents = at::randn({1, 192, 2, 4, 4}, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor timestep = at::full({1}, 700.f), context = at::randn({1, 5, before.config().text_dim});
+  const at::Tensor a = before.forward(latents, timestep, context), b = after.forward(latents, timestep, context);
+  EXPECT_LT((a - b).abs().max().item<double>(), 1e-5 * (1 + a.abs().max().item<double>()));
+  second.train();
+  EXPECT_EQ(second.step(), next.steps);
+
+  TrainOptions fewer = tiny("fewer");
+  fewer.layers = 1;
+  fewer.init_from = shallow;
+  EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(fewer); }, {"--init-from", "2 layers", "1"}));
+  expect_resume_refuses(tiny("depth"), [](TrainOptions& c) { c.layers = 3; }, {"layers"});
+  TrainOptions negative = tiny("negative");
+  negative.layers = -1;
+  EXPECT_TRUE(throws_with<std::invalid_argument>([&] { Trainer t(negative); }, {"--layers", "-1"}));
 }
 
 // Distillation: a student that is its teacher (started from its folder, dense attention) has
