@@ -12,6 +12,7 @@
 #include <string>
 
 #include "dit/caption_encoder.h"
+#include "dit/wan_config.h"
 #include "ditkit_config.h"
 #include "pipelines/shipped_model.h"
 #include "pipelines/trainer.h"
@@ -64,9 +65,9 @@ void print_start(const ditkit::Trainer& trainer) {
                (unsigned long long)o.seed, o.lr, (long long)o.warmup, o.schedule.c_str(), o.out_dir.c_str());
 }
 
-// A run that starts from a shipped folder keeps that model's caption encoder setting and sampling
-// shift unless the command gives them: fine-tuning a model should not quietly change how it reads
-// captions or samples (the export stores both).
+// A run that starts from a shipped folder keeps that model's caption encoder setting, sampling
+// shift and depth unless the command gives them: fine-tuning a model should not quietly change how
+// it reads captions or samples (the export stores both), nor fail on a folder deepened earlier.
 void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
   // Any other folder is the Trainer's to refuse, with the reason.
   if (o.init_from.empty() || !ditkit::is_shipped_model_folder(o.init_from)) return;
@@ -74,6 +75,7 @@ void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
   const double shift = ditkit::read_shipped_model_index(o.init_from).defaults.shift;
   if (app.count("--no-caption-mixing") == 0) o.caption_mixing = mixes;
   if (app.count("--shift") == 0) o.shift = shift;
+  if (app.count("--layers") == 0) o.layers = ditkit::load_wan_config(o.init_from + "/transformer/config.json").num_layers;
   if (o.caption_mixing != mixes || o.shift != shift)
     std::fprintf(stderr, "dit-train: note: %s has token mixing %s and shift %g; this run trains with mixing %s, shift %g\n",
                  o.init_from.c_str(), mixes ? "on" : "off", shift, o.caption_mixing ? "on" : "off", o.shift);
