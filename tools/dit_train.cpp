@@ -75,7 +75,8 @@ void take_init_folder_settings(const CLI::App& app, ditkit::TrainOptions& o) {
   const double shift = ditkit::read_shipped_model_index(o.init_from).defaults.shift;
   if (app.count("--no-caption-mixing") == 0) o.caption_mixing = mixes;
   if (app.count("--shift") == 0) o.shift = shift;
-  if (app.count("--layers") == 0) o.layers = ditkit::load_wan_config(o.init_from + "/transformer/config.json").num_layers;
+  if (app.count("--layers") == 0)
+    o.layers = ditkit::load_wan_config(o.init_from + "/transformer/config.json").num_layers;
   if (o.caption_mixing != mixes || o.shift != shift)
     std::fprintf(stderr, "dit-train: note: %s has token mixing %s and shift %g; this run trains with mixing %s, shift %g\n",
                  o.init_from.c_str(), mixes ? "on" : "off", shift, o.caption_mixing ? "on" : "off", o.shift);
