@@ -494,9 +494,10 @@ TEST_F(TrainerTest, InitFromAnExportStartsFromItsWeights) {
   EXPECT_TRUE(throws_with<std::runtime_error>([&] { Trainer t(shapes); }, {"--init-from", "shape", "shapes"}));
 }
 
-// Deepening: a 2-block export started at 3 blocks computes what it did (the new block is an
-// identity), its blocks keep their weights in their new places, it trains and exports 3 blocks;
-// fewer layers than the folder's are refused, and a resume must keep the depth.
+// Deepening: a 2-block export started at 4 blocks computes what it did (the new blocks are
+// identities), its blocks keep their weights in their new places (0 -> 0, 1 -> 2), the new ones
+// are copies of the block before them with zero outputs, it trains and exports 4 blocks; fewer
+// layers than the folder's are refused, and a resume must keep the depth.
 TEST_F(TrainerTest, InitFromAShallowerExportAddsIdentityBlocks) {
   TrainOptions o = tiny("shallow");
   o.steps = 3;
@@ -507,24 +508,31 @@ TEST_F(TrainerTest, InitFromAShallowerExportAddsIdentityBlocks) {
 
   TrainOptions next = tiny("deep");
   next.seed = 8;
-  next.layers = 3;
+  next.layers = 4;
   next.init_from = shallow;
   Trainer second(next);
-  EXPECT_EQ(second.preset().transformer.num_layers, 3);
+  EXPECT_EQ(second.preset().transformer.num_layers, 4);
   second.export_model(deep);  // the EMA starts at the initial weights
   const WanTransformer before = WanTransformer::load(shallow + "/transformer", at::kCPU, at::kFloat);
   const WanTransformer after = WanTransformer::load(deep + "/transformer", at::kCPU, at::kFloat);
-  ASSERT_EQ(after.config().num_layers, 3);
+  ASSERT_EQ(after.config().num_layers, 4);
   std::map<std::string, at::Tensor> weights;
   for (const auto& [name, t] : after.named_parameters()) weights[name] = t;
   for (const auto& [name, t] : before.named_parameters()) {
     std::string moved = name;
-    if (name.rfind("blocks.1.", 0) == 0) moved.replace(0, 8, "blocks.1");  // 1 * 3 / 2 = 1
+    if (name.rfind("blocks.1.", 0) == 0) moved.replace(0, 8, "blocks.2");  // 1 * 4 / 2
     ASSERT_TRUE(weights.count(moved)) << moved;
     EXPECT_TRUE(at::equal(weights[moved], t)) << name;
   }
-  EXPECT_EQ(weights["blocks.2.ffn.net.2.weight"].abs().max().item<float>(), 0.f);
-  EXPECT_TRUE(at::equal(weights["blocks.2.attn1.to_q.weight"], weights["blocks.1.attn1.to_q.weight"]));
+  for (const std::string added : {"1", "3"}) {
+    const std::string block = "blocks." + added + ".";
+    const std::string previous = "blocks." + std::to_string(std::stoi(added) - 1) + ".";
+    for (const std::string output : {"attn1.to_out.0", "attn2.to_out.0", "ffn.net.2"})
+      for (const std::string part : {".weight", ".bias"})
+        EXPECT_EQ(weights[block + output + part].abs().max().item<float>(), 0.f) << block + output + part;
+    for (const std::string input : {"attn1.to_q.weight", "attn2.to_k.weight", "ffn.net.0.proj.weight", "norm2.weight"})
+      EXPECT_TRUE(at::equal(weights[block + input], weights[previous + input])) << block + input;
+  }
 
   const at::Tensor latents = at::randn({1, 192, 2, 4, 4}, at::TensorOptions().dtype(at::kFloat));
   const at::Tensor timestep = at::full({1}, 700.f), context = at::randn({1, 5, before.config().text_dim});
