@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -210,6 +211,34 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   file.close();
   if (!file) throw_file_error(path, "cannot write '" + out.partial_path() + "': " + std::strerror(errno));
   out.commit();
+}
+
+void save_safetensors_sharded(const std::string& dir, const std::string& name,
+                              const std::map<std::string, at::Tensor>& tensors, uint64_t max_shard_bytes) {
+  std::vector<std::map<std::string, at::Tensor>> shards(1);
+  uint64_t in_shard = 0, total = 0;
+  for (const auto& [key, t] : tensors) {
+    const uint64_t bytes = uint64_t(t.numel()) * t.element_size();
+    if (in_shard > 0 && in_shard + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().emplace(key, t);
+    in_shard += bytes;
+    total += bytes;
+  }
+  const fs::path folder(dir);
+  if (shards.size() == 1) return save_safetensors((folder / (name + ".safetensors")).string(), tensors);
+  SafetensorsIndex index;
+  index.metadata["total_size"] = std::to_string(total);
+  char suffix[64];
+  for (size_t i = 0; i < shards.size(); ++i) {
+    std::snprintf(suffix, sizeof suffix, "-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    const std::string file = name + suffix;
+    save_safetensors((folder / file).string(), shards[i]);
+    for (const auto& [key, t] : shards[i]) index.weight_map[key] = file;
+  }
+  write_text_file((folder / (name + ".safetensors.index.json")).string(), encode_safetensors_index(index));
 }
 
 }  // namespace ditkit

@@ -187,4 +187,13 @@ SafetensorsIndex parse_safetensors_index(const std::string& text, const std::str
   return index;
 }
 
+std::string encode_safetensors_index(const SafetensorsIndex& index) {
+  json meta = json::object();
+  for (const auto& [k, v] : index.metadata) {
+    const json number = json::parse(v, nullptr, /*allow_exceptions=*/false);
+    meta[k] = number.is_number() ? number : json(v);
+  }
+  return json{{"metadata", meta}, {"weight_map", index.weight_map}}.dump(2) + "\n";
+}
+
 }  // namespace ditkit

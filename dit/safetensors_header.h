@@ -55,6 +55,9 @@ struct SafetensorsIndex {
 };
 
 SafetensorsIndex parse_safetensors_index(const std::string& text, const std::string& file_name);
+// The inverse: the index's JSON text ("total_size" and other metadata written as numbers where they
+// read as one, as Hugging Face writes it).
+std::string encode_safetensors_index(const SafetensorsIndex& index);
 
 // Throws std::runtime_error("<file>: <problem>"), the form of every error about a checkpoint file.
 [[noreturn]] void throw_file_error(const std::string& file, const std::string& problem);

@@ -351,13 +351,12 @@ std::vector<std::pair<std::string, at::Tensor>> WanTransformer::named_parameters
   return model_->parameters;
 }
 
-void WanTransformer::save(const std::string& dir, at::ScalarType dtype) const {
+void WanTransformer::save(const std::string& dir, at::ScalarType dtype, uint64_t max_shard_bytes) const {
   std::map<std::string, at::Tensor> tensors;
   for (const auto& [key, weight] : model_->parameters)
     tensors.emplace(key, weight.detach().to(at::kCPU, keeps_fp32(key) ? at::kFloat : dtype));
-  const std::filesystem::path folder(dir);
-  save_safetensors((folder / "diffusion_pytorch_model.safetensors").string(), tensors);
-  write_text_file((folder / "config.json").string(), wan_config_json(model_->config));
+  save_safetensors_sharded(dir, "diffusion_pytorch_model", tensors, max_shard_bytes);
+  write_text_file((std::filesystem::path(dir) / "config.json").string(), wan_config_json(model_->config));
 }
 
 const WanConfig& WanTransformer::config() const { return model_->config; }

@@ -54,10 +54,11 @@ class WanTransformer {
   // forward() reads, so a trainer may set requires_grad on them and update them in place.
   std::vector<std::pair<std::string, at::Tensor>> named_parameters() const;
 
-  // Writes `dir`/config.json and `dir`/diffusion_pytorch_model.safetensors (the folder must
-  // exist; each file appears complete or not at all). Weights are cast to `dtype` except those
+  // Writes `dir`/config.json and `dir`/diffusion_pytorch_model.safetensors, or that name's shards
+  // and index when the weights take more than `max_shard_bytes` (save_safetensors_sharded; the folder
+  // must exist; each file appears complete or not at all). Weights are cast to `dtype` except those
   // diffusers keeps in fp32, which stay fp32.
-  void save(const std::string& dir, at::ScalarType dtype) const;
+  void save(const std::string& dir, at::ScalarType dtype, uint64_t max_shard_bytes = UINT64_MAX) const;
 
   const WanConfig& config() const;
   at::Device device() const;

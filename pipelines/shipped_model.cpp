@@ -130,7 +130,7 @@ void save_shipped_model(const std::string& dir, const WanTransformer& transforme
   AtomicOutput out(final_dir.string(), /*directory=*/true);
   const fs::path partial(out.partial_path());
   for (const char* part : {"transformer", "caption_encoder"}) fs::create_directory(partial / part);
-  transformer.save((partial / "transformer").string(), weights_dtype);
+  transformer.save((partial / "transformer").string(), weights_dtype, kShippedShardBytes);
   captions.save((partial / "caption_encoder").string(), weights_dtype);
   const json defaults = {{"width", d.width},         {"height", d.height},
                          {"frames", d.frames},       {"steps", d.steps},

@@ -6,7 +6,8 @@
 //                       "defaults": {"width", "height", "frames", "steps", "guidance", "shift",
 //                                    "negative_prompt", "scheduler"}}
 //   transformer/       a diffusers Wan transformer folder (config.json +
-//                      diffusion_pytorch_model.safetensors), what WanTransformer::load reads
+//                      diffusion_pytorch_model.safetensors, or its shards and index.json past
+//                      kShippedShardBytes), what WanTransformer::load reads
 //   caption_encoder/   config.json, vocab.txt, model.safetensors (dit/caption_encoder.h)
 //
 // The class name tells it apart from a diffusers Wan folder, whose model_index.json says
@@ -15,6 +16,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <string>
 
 #include "dit/caption_encoder.h"
@@ -25,6 +27,9 @@
 namespace ditkit {
 
 constexpr const char* kShippedModelClass = "DitkitShapesPipeline";
+// The most weight data save_shipped_model puts in one transformer file: the folder lives in git
+// and travels to the GPU machine, where files over 16 MiB are not wanted.
+constexpr uint64_t kShippedShardBytes = uint64_t(12) << 20;
 
 // What model_index.json holds besides the class name.
 struct ShippedModelIndex {

@@ -206,6 +206,34 @@ TEST_F(Safetensors, ShardedCheckpointRoundTrips) {
   }
 }
 
+// Shards fill in name order up to the limit, a tensor over it alone; under the limit one file.
+TEST_F(Safetensors, SavesShardsPastTheLimitAndOneFileWithin) {
+  const at::Tensor a = at::arange(4, at::kFloat), b = at::ones({2}, at::kFloat), c = at::arange(3);  // 16, 8, 24 bytes
+  const std::map<std::string, at::Tensor> tensors = {{"a", a}, {"b", b}, {"c", c}};
+  for (const auto& [limit, files] : std::vector<std::pair<uint64_t, std::vector<std::string>>>{
+           {24, {"model-00001-of-00002.safetensors", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}},
+           {10, {"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"}}}) {
+    const fs::path folder = dir_ / ("limit" + std::to_string(limit));
+    fs::create_directories(folder);
+    save_safetensors_sharded(folder.string(), "model", tensors, limit);
+    EXPECT_FALSE(fs::exists(folder / "model.safetensors"));
+    SafetensorsCheckpoint checkpoint = open_safetensors(folder.string());
+    EXPECT_EQ(checkpoint.path(), (folder / "model.safetensors.index.json").string());
+    EXPECT_EQ(checkpoint.metadata().at("total_size"), "48");
+    const std::vector<std::string> names = {"a", "b", "c"};
+    for (size_t i = 0; i < names.size(); ++i) {
+      EXPECT_TRUE(at::equal(checkpoint.get(names[i]), tensors.at(names[i]))) << names[i];
+      EXPECT_EQ(SafetensorsFile((folder / files[i]).string()).keys().size(),
+                limit == 24 ? (i < 2 ? 2u : 1u) : 1u) << files[i];
+      EXPECT_TRUE(SafetensorsFile((folder / files[i]).string()).contains(names[i])) << files[i];
+    }
+  }
+  fs::create_directories(dir_ / "within");
+  save_safetensors_sharded(path("within"), "model", tensors, 48);
+  EXPECT_EQ(open_safetensors(path("within")).path(), path("within/model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir_ / "within" / "model.safetensors.index.json"));
+}
+
 TEST_F(Safetensors, OpensAFolderByItsUsualNames) {
   fs::create_directories(dir_ / "one");
   save_safetensors(path("one/weights.safetensors"), {{"w", at::ones({1})}});

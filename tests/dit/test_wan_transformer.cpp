@@ -153,6 +153,15 @@ TEST(WanTransformer, SavesWhatLoadsAgainAndTrainsThroughAutograd) {
   EXPECT_EQ(saved.get("blocks.0.scale_shift_table").scalar_type(), at::kFloat);
   remove_tree(dir.string());
 
+  // Past max_shard_bytes: shards and an index (no single file), which load as the model again.
+  fs::create_directories(dir);
+  model.save(dir.string(), at::kFloat, 4096);
+  EXPECT_FALSE(fs::exists(dir / "diffusion_pytorch_model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "diffusion_pytorch_model.safetensors.index.json"));
+  const WanTransformer sharded = WanTransformer::load(dir.string(), at::kCPU, at::kFloat);
+  EXPECT_TRUE(at::equal(sharded.forward(g.latents, g.timestep, g.context), model.forward(g.latents, g.timestep, g.context)));
+  remove_tree(dir.string());
+
   // Every weight gets a gradient from a loss on the output.
   const WanTransformer trainee = WanTransformer::random(load_wan_config(kTiny + "/config.json"), 3, at::kCPU, at::kFloat);
   for (auto& [key, weight] : trainee.named_parameters()) weight.requires_grad_(true);
