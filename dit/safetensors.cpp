@@ -239,6 +239,9 @@ void save_safetensors_sharded(const std::string& dir, const std::string& name,
     for (const auto& [key, t] : shards[i]) index.weight_map[key] = file;
   }
   write_text_file((folder / (name + ".safetensors.index.json")).string(), encode_safetensors_index(index));
+  // A single file of an earlier save would be found before the index (open_safetensors' order).
+  std::error_code ignored;
+  fs::remove(folder / (name + ".safetensors"), ignored);
 }
 
 }  // namespace ditkit

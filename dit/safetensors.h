@@ -79,7 +79,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
 // `max_shard_bytes`, else in Hugging Face's sharded layout: `name`-0000i-of-0000N.safetensors, each
 // at most `max_shard_bytes` of data (tensors in name order; one larger than that gets a shard of its
 // own), and `name`.safetensors.index.json mapping each tensor to its shard, which open_safetensors
-// reads. For checkpoints that must travel in files of a bounded size. Each file is written atomically.
+// reads; a `name`.safetensors left by an earlier save, which would shadow the index, is removed.
+// For checkpoints that must travel in files of a bounded size. Each file is written atomically.
 void save_safetensors_sharded(const std::string& dir, const std::string& name,
                               const std::map<std::string, at::Tensor>& tensors, uint64_t max_shard_bytes);
 
