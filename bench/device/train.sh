@@ -6,7 +6,7 @@
 # The run folder ($RUN, under the git-ignored out/) stays on the machine while it is warm, and so
 # does the build, so a call made right after the last one continues the run without rebuilding.
 # Back in $OUT: train.log, loss.jsonl, settings.json, shipped-model.tar (assets/default-model
-# layout, EMA weights in bf16) and, when it fits what a call may return, the checkpoint split in
+# layout, EMA weights in bf16; in parts shipped-model.tar.part-* when over 15 MiB) and, when it fits what a call may return, the checkpoint split in
 # parts (checkpoint.safetensors.part-*; `cat` them into out/train-shapes/checkpoint.safetensors
 # and carry out/train-shapes to continue on a fresh machine). The shapes preset's checkpoint
 # (~124 MB) does not fit. To go on from an export on a fresh machine instead (fresh optimiser
@@ -86,7 +86,14 @@ step() { echo "== $* ($(( $(date +%s) - t0 )) s)"; }
 
   step "collect"
   for f in loss.jsonl settings.json; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/"; done
-  [ -d "$RUN/default-model" ] && tar -C "$RUN" -cf "$OUT/shipped-model.tar" default-model && du -h "$OUT/shipped-model.tar"
+  if [ -d "$RUN/default-model" ] && tar -C "$RUN" -cf "$OUT/shipped-model.tar" default-model; then
+    du -h "$OUT/shipped-model.tar"
+    # A returned file holds at most 16 MiB: a larger export (9 layers: ~22 MB) comes back in parts.
+    if (( $(stat -c %s "$OUT/shipped-model.tar") > 15 * 1024 * 1024 )); then
+      split -b 15M -d "$OUT/shipped-model.tar" "$OUT/shipped-model.tar.part-" && rm "$OUT/shipped-model.tar"
+      echo "export returned in parts: cat shipped-model.tar.part-* > shipped-model.tar"
+    fi
+  fi
   # What comes back: at most 8 files of 16 MiB, 64 MiB in all (the log and the files above included).
   ckpt="$RUN/checkpoint.safetensors"
   if [ -f "$ckpt" ]; then
